@@ -1,0 +1,12 @@
+//! `harness` is knetlab's kernel side. It makes a [`sim`] plan real (network namespaces
+//! for the fabric, nodes and pods; veths; the real CNI plugins; routes; netfilter rules)
+//! and measures it with real packets. It decides nothing about what a policy means: that
+//! is `sim`'s job. Everything it creates lives in namespaces named with the run's prefix,
+//! never in the root network namespace.
+
+pub mod cluster;
+pub mod cni;
+pub mod netns;
+pub mod prereq;
+pub mod probe;
+pub mod run;

@@ -1,0 +1,1 @@
+//! Checks for the system pieces knetlab needs. (Stub.)

@@ -1,0 +1,2 @@
+//! One test per scenario file (stub).
+fn main() {}

@@ -1,0 +1,14 @@
+//! `sim` is knetlab's pure model. It reads scenario files, holds the Kubernetes objects
+//! of a virtual cluster, plans names and addresses, predicts reachability (the oracle)
+//! and renders rules and matrices as text. Nothing here needs root or touches the kernel:
+//! every function is data in, data out, so it is all unit-tested without privileges.
+
+pub mod error;
+pub mod matrix;
+pub mod objects;
+pub mod oracle;
+pub mod plan;
+pub mod protocol;
+pub mod render;
+pub mod scenario;
+pub mod selector;

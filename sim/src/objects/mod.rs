@@ -1,0 +1,293 @@
+//! The cluster's Kubernetes objects, as the API server would hold them: namespaces, pods
+//! and network policies in `k8s-openapi` types, keyed by namespace and name. Applying,
+//! deleting and relabelling objects are the changes a scenario step can make; a small
+//! deterministic scheduler binds pods without `spec.nodeName` to the least-loaded node.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::protocol::{PortProto, Protocol};
+
+/// The label every namespace carries, set by the API server and immutable.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A Kubernetes object knetlab understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Pod(Pod),
+    NetworkPolicy(NetworkPolicy),
+}
+
+/// Which kind of object a delete or label change refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+        }
+    }
+
+    /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
+    pub fn key(&self) -> (String, String) {
+        let meta = match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
+        };
+        let ns = match self {
+            Object::Namespace(_) => String::new(),
+            _ => meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        };
+        (ns, meta.name.clone().unwrap_or_default())
+    }
+}
+
+/// A pod's identity as the matrices print it: `ns/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl serde::Serialize for PodRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One declared container port of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeclaredPort {
+    pub name: Option<String>,
+    pub port: PortProto,
+}
+
+/// Everything the API server would hold for the virtual cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterObjects {
+    /// Node names in cluster order; the scheduler spreads pods over them.
+    pub nodes: Vec<String>,
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<PodRef, Pod>,
+    pub network_policies: BTreeMap<(String, String), NetworkPolicy>,
+}
+
+impl ClusterObjects {
+    pub fn new(nodes: Vec<String>) -> Self {
+        Self {
+            nodes,
+            ..Default::default()
+        }
+    }
+
+    /// Creates or replaces an object, as `kubectl apply` would. Namespaces always get the
+    /// `kubernetes.io/metadata.name` label; pods without `spec.nodeName` are bound to the
+    /// node with the fewest pods (first in node order on a tie), as a scheduler would.
+    pub fn apply(&mut self, object: Object) {
+        match object {
+            Object::Namespace(mut ns) => {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                ns.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(NAMESPACE_NAME_LABEL.into(), name.clone());
+                self.namespaces.insert(name, ns);
+            }
+            Object::Pod(mut pod) => {
+                let ns = pod
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into())
+                    .clone();
+                let key = PodRef::new(ns, pod.metadata.name.clone().unwrap_or_default());
+                let spec = pod.spec.get_or_insert_with(Default::default);
+                if spec.node_name.is_none() {
+                    spec.node_name = match self.pods.get(&key).and_then(|p| pod_node(p)) {
+                        // An update keeps the binding it had, as the API server does.
+                        Some(node) => Some(node.to_string()),
+                        None => self.least_loaded_node(),
+                    };
+                }
+                // Keep what the kubelet reported (the IP) across an update of the spec.
+                if pod.status.is_none() {
+                    pod.status = self.pods.get(&key).and_then(|p| p.status.clone());
+                }
+                self.pods.insert(key, pod);
+            }
+            Object::NetworkPolicy(mut np) => {
+                let ns = np
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into())
+                    .clone();
+                let name = np.metadata.name.clone().unwrap_or_default();
+                self.network_policies.insert((ns, name), np);
+            }
+        }
+    }
+
+    /// Removes an object; returns whether it existed.
+    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
+        match kind {
+            Kind::Namespace => {
+                let existed = self.namespaces.remove(name).is_some();
+                // Deleting a namespace deletes what is in it.
+                self.pods.retain(|k, _| k.namespace != name);
+                self.network_policies.retain(|(ns, _), _| ns != name);
+                existed
+            }
+            Kind::Pod => self.pods.remove(&PodRef::new(namespace, name)).is_some(),
+            Kind::NetworkPolicy => self
+                .network_policies
+                .remove(&(namespace.to_string(), name.to_string()))
+                .is_some(),
+        }
+    }
+
+    /// Replaces an object's whole label map (as `kubectl apply` of `metadata.labels`
+    /// leaves it). Namespaces keep `kubernetes.io/metadata.name` regardless. Returns
+    /// whether the object exists.
+    pub fn set_labels(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> bool {
+        match kind {
+            Kind::Namespace => match self.namespaces.get_mut(name) {
+                Some(ns) => {
+                    let mut labels = labels;
+                    labels.insert(NAMESPACE_NAME_LABEL.into(), name.into());
+                    ns.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::Pod => match self.pods.get_mut(&PodRef::new(namespace, name)) {
+                Some(p) => {
+                    p.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::NetworkPolicy => match self
+                .network_policies
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(np) => {
+                    np.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn least_loaded_node(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .min_by_key(|n| {
+                self.pods
+                    .values()
+                    .filter(|p| pod_node(p) == Some(n.as_str()))
+                    .count()
+            })
+            .cloned()
+    }
+
+    /// A namespace's labels (empty if the namespace is unknown).
+    pub fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .get(name)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records the address the CNI plugin gave a pod, as the kubelet reports it.
+    pub fn set_pod_ip(&mut self, pod: &PodRef, ip: std::net::Ipv4Addr) {
+        if let Some(p) = self.pods.get_mut(pod) {
+            let status = p.status.get_or_insert_with(Default::default);
+            status.pod_ip = Some(ip.to_string());
+            status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+                ip: ip.to_string(),
+            }]);
+            status.phase = Some("Running".into());
+        }
+    }
+}
+
+/// The node a pod is bound to.
+pub fn pod_node(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+/// A pod's labels (empty when it has none).
+pub fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
+    pod.metadata.labels.clone().unwrap_or_default()
+}
+
+/// The pod's IPv4 address once the CNI plugin gave it one.
+pub fn pod_ip(pod: &Pod) -> Option<std::net::Ipv4Addr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+/// Every container port the pod declares, in declaration order.
+pub fn declared_ports(pod: &Pod) -> Vec<DeclaredPort> {
+    let Some(spec) = &pod.spec else {
+        return vec![];
+    };
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let protocol = p
+                .protocol
+                .as_deref()
+                .unwrap_or("TCP")
+                .parse::<Protocol>()
+                .ok()?;
+            let port = u16::try_from(p.container_port).ok()?;
+            Some(DeclaredPort {
+                name: p.name.clone(),
+                port: PortProto::new(protocol, port),
+            })
+        })
+        .collect()
+}

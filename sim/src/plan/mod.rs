@@ -1,0 +1,234 @@
+//! The address and name plan of a virtual cluster: which namespace is called what, which
+//! node gets which underlay address and pod subnet. One place renders every name, so the
+//! harness, `clean` and the snapshots agree, and the same scenario always gives the same
+//! plan apart from the run's unique prefix.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::objects::PodRef;
+use crate::scenario::ClusterConfig;
+
+/// Every object a run creates starts with `kl` + six characters of `[0-9a-z]` + `-`.
+pub const PREFIX_TAG: &str = "kl";
+const PREFIX_RANDOM_LEN: usize = 6;
+
+/// The underlay network on the fabric bridge: node i has `.10+i`.
+pub const UNDERLAY: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(192, 168, 200, 0), 24) {
+    Ok(n) => n,
+    Err(_) => panic!("constant"),
+};
+const UNDERLAY_HOST_OFFSET: u32 = 10;
+/// The largest node count the underlay /24 holds after the offset.
+pub const MAX_NODES: usize = 240;
+
+/// Whether `name` is a run prefix (`kl` + 6 of `[0-9a-z]`), without the trailing `-`.
+pub fn is_prefix(name: &str) -> bool {
+    name.len() == PREFIX_TAG.len() + PREFIX_RANDOM_LEN
+        && name.starts_with(PREFIX_TAG)
+        && name[PREFIX_TAG.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+/// The run prefix a namespace name carries, if it is one of ours.
+pub fn prefix_of(netns_name: &str) -> Option<&str> {
+    let (prefix, rest) = netns_name.split_once('-')?;
+    (is_prefix(prefix) && !rest.is_empty()).then_some(prefix)
+}
+
+/// Builds a prefix from a number (the harness feeds it pid and time).
+pub fn prefix_from_seed(mut seed: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = String::from(PREFIX_TAG);
+    for _ in 0..PREFIX_RANDOM_LEN {
+        s.push(ALPHABET[(seed % 36) as usize] as char);
+        seed /= 36;
+    }
+    s
+}
+
+/// Why a cluster cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "podCIDR {cidr} has room for {room} node subnets of /24, but the cluster has {nodes} nodes"
+    )]
+    PodCidrTooSmall {
+        cidr: Ipv4Net,
+        room: usize,
+        nodes: usize,
+    },
+    #[error("the cluster has {0} nodes; the underlay holds at most {MAX_NODES}")]
+    TooManyNodes(usize),
+}
+
+/// One node's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    pub name: String,
+    /// 1-based position in the cluster.
+    pub index: usize,
+    /// The node's network namespace.
+    pub netns: String,
+    /// The node's address on the underlay (its `eth0`).
+    pub underlay_ip: Ipv4Addr,
+    /// The MAC of the node's `eth0`, fixed so snapshots and ARP tables are stable.
+    pub underlay_mac: [u8; 6],
+    /// The fabric-side veth of this node's underlay link.
+    pub fabric_port: String,
+    /// The node's pod subnet (host-local's range; the bridge takes its first address).
+    pub pod_subnet: Ipv4Net,
+    /// The bridge (`cni0`) address, the pods' default gateway.
+    pub gateway: Ipv4Addr,
+}
+
+/// Names and addresses of one run of a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The run's unique prefix (`kl` + 6 characters).
+    pub prefix: String,
+    pub nodes: Vec<NodePlan>,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+}
+
+impl Plan {
+    pub fn new(prefix: &str, cluster: &ClusterConfig) -> Result<Plan, PlanError> {
+        let n = cluster.nodes.len();
+        if n > MAX_NODES {
+            return Err(PlanError::TooManyNodes(n));
+        }
+        let room = if cluster.pod_cidr.prefix_len() > 24 {
+            0
+        } else {
+            // Subnet 0 is left unused so that node i has subnet i.
+            (1usize << (24 - cluster.pod_cidr.prefix_len())).saturating_sub(1)
+        };
+        if room < n {
+            return Err(PlanError::PodCidrTooSmall {
+                cidr: cluster.pod_cidr,
+                room,
+                nodes: n,
+            });
+        }
+        let subnets =
+            cluster
+                .pod_cidr
+                .trunc()
+                .subnets(24)
+                .map_err(|_| PlanError::PodCidrTooSmall {
+                    cidr: cluster.pod_cidr,
+                    room: 0,
+                    nodes: n,
+                })?;
+        let nodes = cluster
+            .nodes
+            .iter()
+            .zip(subnets.skip(1))
+            .enumerate()
+            .map(|(i, (name, subnet))| {
+                let index = i + 1;
+                let host = u32::from(UNDERLAY.network()) + UNDERLAY_HOST_OFFSET + index as u32;
+                NodePlan {
+                    name: name.clone(),
+                    index,
+                    netns: format!("{prefix}-node-{name}"),
+                    underlay_ip: Ipv4Addr::from(host),
+                    underlay_mac: [0x02, 0x6b, 0x6c, 0x00, (index >> 8) as u8, index as u8],
+                    fabric_port: format!("ul{index}"),
+                    gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+                    pod_subnet: subnet,
+                }
+            })
+            .collect();
+        Ok(Plan {
+            prefix: prefix.to_string(),
+            nodes,
+            pod_cidr: cluster.pod_cidr.trunc(),
+            service_cidr: cluster.service_cidr.trunc(),
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The fabric (underlay) namespace.
+    pub fn fabric_netns(&self) -> String {
+        format!("{}-fabric", self.prefix)
+    }
+
+    /// The pod's namespace. Kubernetes namespace names have no dots, so `ns.pod` is
+    /// unambiguous.
+    pub fn pod_netns(&self, pod: &PodRef) -> String {
+        format!("{}-pod-{}.{}", self.prefix, pod.namespace, pod.name)
+    }
+
+    /// The CNI container id for a pod (CNI allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+    pub fn container_id(&self, pod: &PodRef) -> String {
+        format!("{}-{}.{}", self.prefix, pod.namespace, pod.name)
+    }
+
+    /// The directory that holds this run's CNI configs, IPAM state and result cache.
+    pub fn state_dir(&self) -> String {
+        format!("{}/{}", STATE_ROOT, self.prefix)
+    }
+}
+
+/// Where runs keep their files (under /run: gone after a reboot, like the namespaces).
+pub const STATE_ROOT: &str = "/run/knetlab";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{DenyStyle, NetworkMode, PolicyEngineKind, ProxyKind};
+
+    fn cluster(nodes: usize, pod_cidr: &str) -> ClusterConfig {
+        ClusterConfig {
+            nodes: (1..=nodes).map(|i| format!("n{i}")).collect(),
+            pod_cidr: pod_cidr.parse().unwrap(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            network: NetworkMode::HostGw,
+            policy: PolicyEngineKind::Iptables,
+            deny: DenyStyle::Reject,
+            proxy: ProxyKind::Iptables,
+        }
+    }
+
+    #[test]
+    fn node_i_gets_the_ith_slash_24() {
+        let plan = Plan::new("kl000000", &cluster(2, "10.244.0.0/16")).unwrap();
+        assert_eq!(plan.nodes[0].pod_subnet.to_string(), "10.244.1.0/24");
+        assert_eq!(plan.nodes[1].pod_subnet.to_string(), "10.244.2.0/24");
+        assert_eq!(plan.nodes[1].gateway.to_string(), "10.244.2.1");
+        assert_eq!(plan.nodes[0].underlay_ip.to_string(), "192.168.200.11");
+        assert_eq!(plan.nodes[0].netns, "kl000000-node-n1");
+        assert_eq!(plan.pod_netns(&PodRef::new("x", "a")), "kl000000-pod-x.a");
+    }
+
+    #[test]
+    fn too_small_pod_cidr_is_an_error() {
+        let err = Plan::new("kl000000", &cluster(2, "10.244.0.0/23")).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::PodCidrTooSmall {
+                cidr: "10.244.0.0/23".parse().unwrap(),
+                room: 1,
+                nodes: 2
+            }
+        );
+        assert!(Plan::new("kl000000", &cluster(1, "10.244.0.0/25")).is_err());
+    }
+
+    #[test]
+    fn prefixes_are_recognised() {
+        let p = prefix_from_seed(123_456_789);
+        assert!(is_prefix(&p), "{p}");
+        assert_eq!(prefix_of(&format!("{p}-fabric")), Some(p.as_str()));
+        assert_eq!(prefix_of("klabc-fabric"), None);
+        assert_eq!(prefix_of("other-ns"), None);
+        assert_eq!(prefix_of(&format!("{p}-")), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! The `expect:` section in its two forms. (Stub: being written.)

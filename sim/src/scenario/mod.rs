@@ -1,0 +1,246 @@
+//! Scenario files: the YAML a user writes (cluster header, Kubernetes manifests, the
+//! `model` shorthand, probes, expectations and steps), read into checked data. Parsing
+//! finds every mistake before anything is built and reports it with file, line, column
+//! and field path (see [`crate::error::ScenarioError`]).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+
+use crate::error::ScenarioError;
+use crate::objects::{Kind, Object, PodRef};
+use crate::protocol::PortProto;
+
+mod decode;
+mod expect;
+mod header;
+mod model_shorthand;
+mod yaml;
+
+pub use yaml::Positions;
+
+/// A parsed, checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// One line, shown by `cargo xtask list`.
+    pub summary: String,
+    /// What the scenario teaches.
+    pub description: String,
+    /// The scenario file.
+    pub path: PathBuf,
+    pub cluster: ClusterConfig,
+    pub probe: ProbeSpec,
+    pub loopback: Loopback,
+    /// The steps in order. `steps[0]` is the initial state: its changes create every
+    /// object of `model`, `manifests` and `manifestFiles` (namespaces first, then pods,
+    /// then the rest), and its expectation is the top-level `expect`. Later entries are
+    /// the scenario's `steps:`.
+    pub steps: Vec<Step>,
+}
+
+/// The `cluster:` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Node names in order (`nodes: 2` gives `n1`, `n2`).
+    pub nodes: Vec<String>,
+    /// Default 10.244.0.0/16; node i (1-based) gets the i-th /24 inside it.
+    pub pod_cidr: Ipv4Net,
+    /// Default 10.96.0.0/12.
+    pub service_cidr: Ipv4Net,
+    pub network: NetworkMode,
+    pub policy: PolicyEngineKind,
+    pub deny: DenyStyle,
+    pub proxy: ProxyKind,
+}
+
+/// How nodes reach each other's pod subnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Routes to each remote pod subnet via the node's underlay address.
+    #[default]
+    HostGw,
+    /// A flannel-style VXLAN overlay (not supported yet: a clear error).
+    Vxlan,
+}
+
+/// Which NetworkPolicy enforcer runs in the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyEngineKind {
+    /// kube-router-style iptables chains with ipsets.
+    #[default]
+    Iptables,
+    /// Accepts policies and enforces nothing, like flannel or the plain bridge plugin.
+    None,
+}
+
+/// How the enforcer denies traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenyStyle {
+    /// An ICMP error at once (kube-router's choice): fast matrices.
+    #[default]
+    Reject,
+    /// Silence (Calico's default): probes wait out their deadline.
+    Drop,
+}
+
+/// Which service proxy runs in the nodes (only `iptables` exists yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyKind {
+    #[default]
+    Iptables,
+}
+
+/// Whether self-to-self cells are asserted (`loopback: check`) or only shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Loopback {
+    #[default]
+    Ignore,
+    Check,
+}
+
+/// One end of a probe: a pod (`x/a`) or a node (`node/n1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Peer {
+    Pod(PodRef),
+    Node(String),
+}
+
+impl serde::Serialize for Peer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Pod(p) => write!(f, "{p}"),
+            Peer::Node(n) => write!(f, "node/{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some(("node", n)) if !n.is_empty() => Ok(Peer::Node(n.to_string())),
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Peer::Pod(PodRef::new(ns, name)))
+            }
+            _ => Err(format!(
+                "{s:?} is not a probe peer (write ns/pod, or node/NAME for a node)"
+            )),
+        }
+    }
+}
+
+/// The `probe:` section: which cells to measure. `None` means the default.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbeSpec {
+    /// Clients; default every pod.
+    pub from: Option<Vec<Peer>>,
+    /// Servers; default every pod.
+    pub to: Option<Vec<PodRef>>,
+    /// Ports; default every container port each server declares.
+    pub ports: Option<Vec<PortProto>>,
+    /// Per-probe deadline in milliseconds; default chosen by the harness.
+    pub timeout_ms: Option<u64>,
+}
+
+/// One expected cell value, keyed by client, server and port.
+pub type CellKey = (Peer, PodRef, PortProto);
+
+/// An expected matrix, from either form the scenario may use (tables per `PROTO/port`,
+/// or `default` plus `exceptions`). Cells a table marks `#` are absent (not asserted).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Expectation {
+    /// The value of every cell not listed (`default: allow|deny`); `None` = not asserted.
+    pub default: Option<bool>,
+    /// `true` = reachable.
+    pub cells: BTreeMap<CellKey, bool>,
+}
+
+impl Expectation {
+    /// The expected reachability of one cell, if the scenario asserts it.
+    pub fn lookup(&self, from: &Peer, to: &PodRef, port: PortProto) -> Option<bool> {
+        self.cells
+            .get(&(from.clone(), to.clone(), port))
+            .copied()
+            .or(self.default)
+    }
+}
+
+/// One step: changes to the live cluster, then a probe round checked against `expect`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub changes: Vec<Change>,
+    pub expect: Option<Expectation>,
+}
+
+/// A change a step makes to the cluster's objects.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create or update (as `kubectl apply`).
+    Apply(RawObject),
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    /// Replace the object's whole label map.
+    Label {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+}
+
+/// A manifest as written, checked at parse time, decoded into an [`Object`] when its step
+/// runs: `${ip:NS/POD}` and `${cidr:NS/POD}` are only known once the pods exist.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    /// The manifest as JSON (YAML converted), before substitution.
+    pub value: serde_json::Value,
+    /// The kind, read at parse time (the value has been checked to decode as it).
+    pub kind: Kind,
+    /// `(namespace, name)`, namespace empty for cluster-scoped objects.
+    pub key: (String, String),
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The field path of the manifest inside that file, e.g. `manifests[3]`.
+    pub path: String,
+    /// Line/column of every node of that file, for error messages.
+    pub positions: Arc<Positions>,
+}
+
+impl RawObject {
+    /// The pods whose addresses the manifest uses (`${ip:..}` / `${cidr:..}`).
+    pub fn referenced_pods(&self) -> Vec<PodRef> {
+        decode::referenced_pods(&self.value)
+    }
+
+    /// Substitutes pod addresses and decodes the manifest into a Kubernetes object.
+    pub fn decode(
+        &self,
+        pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
+    ) -> Result<Object, ScenarioError> {
+        decode::decode_object(self, pod_ip)
+    }
+}
+
+/// Reads and checks a scenario file (and the manifest files it names).
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    header::load(path)
+}
+
+/// Checks a scenario given as text (used by tests); `path` only names it in errors.
+pub fn parse_str(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    header::parse_str(path, text)
+}

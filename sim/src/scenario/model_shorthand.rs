@@ -1,0 +1,1 @@
+//! The `model:` shorthand for the standard conformance model. (Stub: being written.)

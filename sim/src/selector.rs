@@ -1,0 +1,1 @@
+//! Label selectors (`matchLabels`, `matchExpressions`). (Stub: being written.)

@@ -1,0 +1,2 @@
+//! knetlab's command line (stub).
+fn main() {}
