@@ -1,2 +1,2 @@
-//! One test per scenario file (stub).
+//! One test per scenario file (being written; see /tmp/scenarios.rs).
 fn main() {}

@@ -8,6 +8,7 @@ pub mod matrix;
 pub mod objects;
 pub mod oracle;
 pub mod plan;
+pub mod policy;
 pub mod protocol;
 pub mod render;
 pub mod scenario;

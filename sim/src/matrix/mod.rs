@@ -12,7 +12,7 @@ use crate::scenario::Peer;
 
 mod table;
 
-pub use table::{render_step, render_tables};
+pub use table::{LEGEND, Tally, render_step, render_tables, tally};
 
 /// What one probe observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -92,6 +92,8 @@ pub struct Cell {
     pub from: Peer,
     pub to: PodRef,
     pub port: PortProto,
+    /// The client's own address (the pod's IP, or the node's underlay address).
+    pub client_ip: Option<Ipv4Addr>,
     /// From the scenario's `expect`; `None` when not asserted (e.g. self cells).
     pub expected: Option<Verdict>,
     /// Whether this cell is checked against `expected` (self cells only with `loopback: check`).
@@ -105,6 +107,14 @@ pub struct Cell {
 impl Cell {
     pub fn is_self(&self) -> bool {
         matches!(&self.from, Peer::Pod(p) if *p == self.to)
+    }
+
+    /// Whether the server saw another source address than the client's own (NAT).
+    pub fn translated_source(&self) -> Option<Ipv4Addr> {
+        match (self.client_ip, self.measured.seen_source) {
+            (Some(own), Some(seen)) if own != seen => Some(seen),
+            _ => None,
+        }
     }
 
     /// A problem with this cell, if any: measured against expected, measured against

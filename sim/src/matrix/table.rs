@@ -1,13 +1,200 @@
-//! Cyclonus-style truth tables and diffs. (Stub: being written.)
+//! Cyclonus-style truth tables: one table per `PROTO/port`, rows = clients, columns =
+//! servers, `.` reachable and `X` not, the vocabulary users of Cyclonus and Policy
+//! Assistant already read. Wrong cells carry a `*`, and are listed below the tables
+//! with what was expected, what was measured and why.
 
-use super::StepResult;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
-/// Every `PROTO/port` table of a step, rows = clients, columns = servers.
-pub fn render_tables(_step: &StepResult) -> String {
-    todo!()
+use crate::objects::PodRef;
+use crate::protocol::PortProto;
+use crate::scenario::Peer;
+
+use super::{Cell, Outcome, StepResult};
+
+/// The legend printed under every set of tables.
+pub const LEGEND: &str = ". reachable   X not reachable   ? measurement error   - not probed   * wrong (see below)";
+
+fn symbol(cell: &Cell) -> String {
+    let s = match cell.measured.outcome {
+        Outcome::Allowed => ".",
+        Outcome::Refused | Outcome::Dropped | Outcome::Rejected => "X",
+        Outcome::Error => "?",
+    };
+    if cell.mismatch().is_some() {
+        format!("{s}*")
+    } else {
+        s.to_string()
+    }
 }
 
-/// The tables plus the list of wrong cells and a summary line.
-pub fn render_step(_step: &StepResult) -> String {
-    todo!()
+/// Every `PROTO/port` table of a step, rows = clients, columns = servers.
+pub fn render_tables(step: &StepResult) -> String {
+    let mut by_port: BTreeMap<PortProto, Vec<&Cell>> = BTreeMap::new();
+    for c in &step.cells {
+        by_port.entry(c.port).or_default().push(c);
+    }
+    let mut out = String::new();
+    for (port, cells) in by_port {
+        let rows: BTreeSet<&Peer> = cells.iter().map(|c| &c.from).collect();
+        let cols: BTreeSet<&PodRef> = cells.iter().map(|c| &c.to).collect();
+        let lookup: BTreeMap<(&Peer, &PodRef), &Cell> =
+            cells.iter().map(|c| ((&c.from, &c.to), *c)).collect();
+        let row_w = rows.iter().map(|r| r.to_string().len()).max().unwrap_or(0);
+        let col_w: Vec<usize> = cols.iter().map(|c| c.to_string().len().max(2)).collect();
+        let _ = writeln!(out, "{port}");
+        let _ = write!(out, "{:row_w$}", "");
+        for (c, w) in cols.iter().zip(&col_w) {
+            let _ = write!(out, "  {:<w$}", c.to_string());
+        }
+        out.push('\n');
+        for r in &rows {
+            let _ = write!(out, "{:<row_w$}", r.to_string());
+            for (c, w) in cols.iter().zip(&col_w) {
+                let s = lookup.get(&(*r, *c)).map(|cell| symbol(cell)).unwrap_or_else(|| "-".into());
+                let _ = write!(out, "  {s:<w$}");
+            }
+            // Trailing spaces would make snapshots fragile.
+            while out.ends_with(' ') {
+                out.pop();
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Counts for a step's summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub probes: usize,
+    pub correct: usize,
+    pub wrong: usize,
+    pub not_asserted: usize,
+}
+
+pub fn tally(step: &StepResult) -> Tally {
+    let mut t = Tally::default();
+    for c in &step.cells {
+        t.probes += 1;
+        if c.mismatch().is_some() {
+            t.wrong += 1;
+        } else if c.asserted && (c.expected.is_some() || c.oracle.is_some()) {
+            t.correct += 1;
+        } else {
+            t.not_asserted += 1;
+        }
+    }
+    t
+}
+
+/// The tables, the list of wrong cells, and a summary line.
+pub fn render_step(step: &StepResult) -> String {
+    let mut out = render_tables(step);
+    let _ = writeln!(out, "{LEGEND}");
+    let wrong: Vec<_> = step.mismatches().collect();
+    if !wrong.is_empty() {
+        let _ = writeln!(out, "\nwrong cells:");
+        for (c, why) in &wrong {
+            let _ = write!(out, "  {} -> {} {}: {why}", c.from, c.to, c.port);
+            if !c.measured.detail.is_empty() {
+                let _ = write!(out, " ({})", c.measured.detail);
+            }
+            out.push('\n');
+            if let Some(reason) = &c.reason {
+                let _ = writeln!(out, "      oracle: {reason}");
+            }
+        }
+    }
+    let answered: Vec<&Cell> = step
+        .cells
+        .iter()
+        .filter(|c| c.measured.seen_source.is_some() && c.client_ip.is_some())
+        .collect();
+    if !answered.is_empty() {
+        let natted: Vec<&&Cell> = answered.iter().filter(|c| c.translated_source().is_some()).collect();
+        if natted.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nsource addresses: in all {} answers the server saw the client's own address (no NAT)",
+                answered.len()
+            );
+        } else {
+            let _ = writeln!(out, "\nsource addresses: {} of {} answers came from a translated address:", natted.len(), answered.len());
+            for c in natted.iter().take(10) {
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} {}: client {} seen as {}",
+                    c.from,
+                    c.to,
+                    c.port,
+                    c.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+                    c.measured.seen_source.map(|i| i.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let t = tally(step);
+    let _ = writeln!(
+        out,
+        "\n{}: {} probes, {} correct, {} wrong, {} not asserted",
+        step.name, t.probes, t.correct, t.wrong, t.not_asserted
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{Measurement, Verdict};
+    use crate::protocol::Protocol;
+
+    fn cell(from: &str, to: &str, outcome: Outcome, expected: Option<Verdict>) -> Cell {
+        Cell {
+            from: from.parse().unwrap(),
+            to: match to.parse::<Peer>().unwrap() {
+                Peer::Pod(p) => p,
+                Peer::Node(_) => unreachable!(),
+            },
+            port: PortProto::new(Protocol::Tcp, 80),
+            client_ip: None,
+            expected,
+            asserted: from != to,
+            measured: Measurement {
+                outcome,
+                answered_by: None,
+                seen_source: None,
+                detail: String::new(),
+                elapsed_us: 0,
+            },
+            oracle: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn table_marks_wrong_cells_and_counts_them() {
+        let step = StepResult {
+            name: "initial".into(),
+            cells: vec![
+                cell("x/a", "x/a", Outcome::Allowed, None),
+                cell("x/a", "x/b", Outcome::Allowed, Some(Verdict::Allow)),
+                cell("x/b", "x/a", Outcome::Dropped, Some(Verdict::Allow)),
+                cell("node/n1", "x/a", Outcome::Rejected, Some(Verdict::Deny)),
+            ],
+        };
+        let text = render_step(&step);
+        let expected = "\
+TCP/80
+         x/a  x/b
+x/a      .    .
+x/b      X*   -
+node/n1  X    -
+
+";
+        assert!(text.starts_with(expected), "{text}");
+        assert!(text.contains("x/b -> x/a TCP/80: expected allow, measured dropped"), "{text}");
+        assert!(text.contains("initial: 4 probes, 2 correct, 1 wrong, 1 not asserted"), "{text}");
+    }
 }

@@ -1,0 +1,8 @@
+//! One file per subcommand.
+
+pub mod bench;
+pub mod clean;
+pub mod json;
+pub mod list;
+pub mod scenario;
+pub mod test;

@@ -1,0 +1,55 @@
+//! `cargo xtask test`: the whole test suite, as CI runs it. As root it first installs
+//! missing system packages; afterwards it checks that no run left a namespace behind.
+
+use std::process::Command;
+
+pub fn main(cargo_args: &[String]) -> u8 {
+    let root = harness::netns::have_privileges();
+    if root {
+        let mut log = |m: &str| eprintln!("{m}");
+        if let Err(e) = harness::prereq::ensure(&mut log) {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    } else {
+        eprintln!(
+            "note: not root: tests that build clusters will be skipped (each says why); \
+             run `sudo cargo xtask test` for the full suite"
+        );
+    }
+    let before = ours();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(crate::workspace_root())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(cargo_args)
+        .status();
+    let mut code = match status {
+        Ok(s) if s.success() => 0,
+        Ok(_) => 1,
+        Err(e) => {
+            eprintln!("error: cannot run cargo test: {e}");
+            2
+        }
+    };
+    let left: Vec<String> = ours().into_iter().filter(|n| !before.contains(n)).collect();
+    if !left.is_empty() {
+        eprintln!(
+            "error: the test suite left {} network namespaces behind: {}",
+            left.len(),
+            left.join(" ")
+        );
+        code = code.max(1);
+    } else if root {
+        eprintln!("no network namespaces left behind");
+    }
+    code
+}
+
+fn ours() -> Vec<String> {
+    harness::netns::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| sim::plan::prefix_of(n).is_some())
+        .collect()
+}
