@@ -1,19 +1,732 @@
-//! Decoding manifests into `k8s-openapi` objects, strictly. (Stub: being written.)
+//! Decoding manifests into `k8s-openapi` objects, strictly.
+//!
+//! A manifest is dispatched on `apiVersion` + `kind`; the kinds knetlab reads (Namespace,
+//! Pod, NetworkPolicy) are decoded into `k8s-openapi` types, every other real kind is a
+//! clear "not supported yet" and anything else an unknown kind: never silently ignored.
+//! `k8s-openapi` drops fields it does not know, so, like `kubectl apply --validate=strict`,
+//! we serialize the decoded object back and report any key of the input that did not
+//! survive the round trip as an unknown field, at its line and column, with the closest
+//! field the type does know. Then the API server's own checks on names, labels, ports,
+//! selectors and IP blocks run, so a manifest that the parser accepts is one a real
+//! cluster would accept too.
+//!
+//! Manifests may use `${ip:NS/POD}` (the pod's IPv4 address) and `${cidr:NS/POD}`
+//! (`IP/32`) in any string; they are substituted when the manifest is applied.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use ipnet::IpNet;
+use k8s_openapi::Resource;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
 use crate::error::ScenarioError;
-use crate::objects::{Object, PodRef};
+use crate::objects::{Kind, Object, PodRef};
+use crate::protocol::Protocol;
 
-use super::RawObject;
+use super::fields::{self, Seg};
+use super::names;
+use super::source::Source;
+use super::yaml::{join_index, join_key};
+use super::{Peer, RawObject};
 
-pub(super) fn referenced_pods(_value: &serde_json::Value) -> Vec<PodRef> {
-    todo!()
+/// The pods whose addresses a manifest uses, sorted and without repeats. References
+/// that are not well formed are left out (the parser reports them).
+pub(super) fn referenced_pods(value: &Value) -> Vec<PodRef> {
+    let mut out = BTreeSet::new();
+    walk_strings(value, &mut |s| {
+        if let Ok(refs) = placeholders(s) {
+            out.extend(refs.into_iter().map(|p| p.pod));
+        }
+    });
+    out.into_iter().collect()
 }
 
+/// Substitutes pod addresses into a manifest and decodes it strictly.
 pub(super) fn decode_object(
-    _raw: &RawObject,
-    _pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
+    raw: &RawObject,
+    pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
 ) -> Result<Object, ScenarioError> {
-    todo!()
+    let src = Source {
+        file: raw.file.clone(),
+        positions: raw.positions.clone(),
+    };
+    let value = substitute(&src, &raw.path, &raw.value, pod_ip)?;
+    decode_value(&src, &raw.path, &value)
+}
+
+/// Decodes one manifest (already substituted) found at `path` in `src`.
+pub(crate) fn decode_value(
+    src: &Source,
+    path: &str,
+    value: &Value,
+) -> Result<Object, ScenarioError> {
+    let object = match manifest_kind(src, path, value)? {
+        Kind::Namespace => Object::Namespace(strict::<Namespace>(src, path, value)?),
+        Kind::Pod => Object::Pod(strict::<Pod>(src, path, value)?),
+        Kind::NetworkPolicy => Object::NetworkPolicy(strict::<NetworkPolicy>(src, path, value)?),
+    };
+    let v = Check { src, base: path };
+    match &object {
+        Object::Namespace(ns) => v.metadata(&ns.metadata, Kind::Namespace)?,
+        Object::Pod(pod) => {
+            v.metadata(&pod.metadata, Kind::Pod)?;
+            v.pod(pod)?;
+        }
+        Object::NetworkPolicy(np) => {
+            v.metadata(&np.metadata, Kind::NetworkPolicy)?;
+            v.policy(np)?;
+        }
+    }
+    Ok(object)
+}
+
+// ---------------------------------------------------------------------------------------
+// Kinds
+
+/// Kinds Kubernetes 1.33 serves that knetlab does not read yet.
+fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, core::v1 as core,
+        discovery::v1 as discovery, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
+    };
+    macro_rules! kinds {
+        ($($t:ty),* $(,)?) => { vec![$((<$t as Resource>::API_VERSION, <$t as Resource>::KIND)),*] };
+    }
+    kinds![
+        core::ConfigMap,
+        core::Endpoints,
+        core::Event,
+        core::LimitRange,
+        core::Node,
+        core::PersistentVolume,
+        core::PersistentVolumeClaim,
+        core::PodTemplate,
+        core::ReplicationController,
+        core::ResourceQuota,
+        core::Secret,
+        core::Service,
+        core::ServiceAccount,
+        apps::DaemonSet,
+        apps::Deployment,
+        apps::ReplicaSet,
+        apps::StatefulSet,
+        autoscaling::HorizontalPodAutoscaler,
+        batch::CronJob,
+        batch::Job,
+        discovery::EndpointSlice,
+        net::Ingress,
+        net::IngressClass,
+        net::IPAddress,
+        net::ServiceCIDR,
+        policy::PodDisruptionBudget,
+        rbac::ClusterRole,
+        rbac::ClusterRoleBinding,
+        rbac::Role,
+        rbac::RoleBinding,
+    ]
+}
+
+fn supported() -> [(&'static str, &'static str, Kind); 3] {
+    [
+        (Namespace::API_VERSION, Namespace::KIND, Kind::Namespace),
+        (Pod::API_VERSION, Pod::KIND, Kind::Pod),
+        (
+            NetworkPolicy::API_VERSION,
+            NetworkPolicy::KIND,
+            Kind::NetworkPolicy,
+        ),
+    ]
+}
+
+/// Reads `apiVersion` and `kind` and says which kind knetlab reads the manifest as.
+pub(crate) fn manifest_kind(
+    src: &Source,
+    path: &str,
+    value: &Value,
+) -> Result<Kind, ScenarioError> {
+    let Some(map) = value.as_object() else {
+        return Err(src.at_value(
+            path,
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec",
+        ));
+    };
+    let field = |name: &str| -> Result<&str, ScenarioError> {
+        let p = join_key(path, name);
+        match map.get(name) {
+            None | Some(Value::Null) => {
+                Err(src.at_key(path, format!("the manifest has no `{name}`")))
+            }
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(src.at_value(&p, format!("`{name}` must be a string"))),
+        }
+    };
+    let api_version = field("apiVersion")?;
+    let kind = field("kind")?;
+    let kind_path = join_key(path, "kind");
+    if let Some((_, _, k)) = supported()
+        .into_iter()
+        .find(|(a, k, _)| *a == api_version && *k == kind)
+    {
+        return Ok(k);
+    }
+    let others = not_yet_supported();
+    if others.iter().any(|(a, k)| *a == api_version && *k == kind) {
+        return Err(src.at_value(
+            &kind_path,
+            format!("kind {kind} ({api_version}) is not supported yet; knetlab reads Namespace, Pod and NetworkPolicy"),
+        ));
+    }
+    // A real kind under another apiVersion: an old, removed API or a CNI's own CRD.
+    let all: Vec<(&str, &str)> = supported()
+        .iter()
+        .map(|(a, k, _)| (*a, *k))
+        .chain(others.iter().copied())
+        .collect();
+    if let Some((served, _)) = all.iter().find(|(_, k)| *k == kind) {
+        let ours = supported().iter().any(|(_, k, _)| *k == kind);
+        let message = if ours {
+            format!(
+                "Kubernetes 1.33 serves {kind} as apiVersion {served}, not {api_version}; write `apiVersion: {served}`"
+            )
+        } else {
+            format!(
+                "kind {kind} is not supported yet (and Kubernetes 1.33 serves it as apiVersion {served}, not {api_version})"
+            )
+        };
+        return Err(src.at_value(&join_key(path, "apiVersion"), message));
+    }
+    let names: BTreeSet<&str> = all.iter().map(|(_, k)| *k).collect();
+    let message = match fields::closest(kind, names.iter().copied()) {
+        Some(k) => format!("unknown kind {kind}; did you mean {k}?"),
+        None => format!(
+            "unknown kind {kind} ({api_version}); knetlab reads Namespace, Pod and NetworkPolicy"
+        ),
+    };
+    Err(src.at_value(&kind_path, message))
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict decoding
+
+/// Decodes `T` and reports keys the type does not know (they would be silently dropped).
+fn strict<T: DeserializeOwned + Serialize>(
+    src: &Source,
+    path: &str,
+    value: &Value,
+) -> Result<T, ScenarioError> {
+    let object: T = src.deserialize(path, value)?;
+    let back = serde_json::to_value(&object)
+        .map_err(|e| src.at_value(path, format!("cannot re-encode the manifest: {e}")))?;
+    let mut unknown = Vec::new();
+    round_trip_losses(value, &back, path, &mut Vec::new(), &mut unknown);
+    // Report the first one in the file.
+    let first = unknown
+        .into_iter()
+        .min_by_key(|(p, _, _)| src.positions.key(p).map(|l| (l.line, l.column)));
+    match first {
+        Some((p, segs, key)) => {
+            let known = fields::known_fields::<T>(&segs);
+            Err(src.at_key(&p, fields::unknown_field_message(&key, known)))
+        }
+        None => Ok(object),
+    }
+}
+
+/// Collects `(path, parent segments, key)` of every non-null input key missing from the
+/// round-tripped value.
+fn round_trip_losses(
+    input: &Value,
+    output: &Value,
+    path: &str,
+    segs: &mut Vec<Seg>,
+    out: &mut Vec<(String, Vec<Seg>, String)>,
+) {
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let p = join_key(path, k);
+                match o.get(k) {
+                    None => out.push((p, segs.clone(), k.clone())),
+                    Some(ov) => {
+                        segs.push(Seg::Key(k.clone()));
+                        round_trip_losses(v, ov, &p, segs, out);
+                        segs.pop();
+                    }
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(o)) if i.len() == o.len() => {
+            for (n, (iv, ov)) in i.iter().zip(o).enumerate() {
+                segs.push(Seg::Item);
+                round_trip_losses(iv, ov, &join_index(path, n), segs, out);
+                segs.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The API server's validation
+
+struct Check<'a> {
+    src: &'a Source,
+    base: &'a str,
+}
+
+type Res = Result<(), ScenarioError>;
+
+fn rel(a: &str, b: &str) -> String {
+    if b.starts_with('[') {
+        format!("{a}{b}")
+    } else {
+        join_key(a, b)
+    }
+}
+
+impl Check<'_> {
+    fn value_err(&self, rel_path: &str, message: impl Into<String>) -> ScenarioError {
+        self.src.at_value(&rel(self.base, rel_path), message)
+    }
+
+    fn key_err(&self, rel_path: &str, message: impl Into<String>) -> ScenarioError {
+        self.src.at_key(&rel(self.base, rel_path), message)
+    }
+
+    fn metadata(&self, meta: &ObjectMeta, kind: Kind) -> Res {
+        let Some(name) = meta.name.as_deref() else {
+            let why = if meta.generate_name.is_some() {
+                "metadata.name is required (generateName is not supported)"
+            } else {
+                "metadata.name is required"
+            };
+            return Err(self.key_err("metadata", why));
+        };
+        let checked = match kind {
+            Kind::Namespace => names::dns_label(name),
+            _ => names::dns_subdomain(name),
+        };
+        checked.map_err(|e| {
+            self.value_err("metadata.name", format!("bad {} name: {e}", kind.as_str()))
+        })?;
+        if kind != Kind::Namespace
+            && let Some(ns) = meta.namespace.as_deref()
+        {
+            names::dns_label(ns).map_err(|e| {
+                self.value_err("metadata.namespace", format!("bad namespace name: {e}"))
+            })?;
+        }
+        self.labels("metadata.labels", meta.labels.as_ref())
+    }
+
+    fn labels(&self, path: &str, labels: Option<&BTreeMap<String, String>>) -> Res {
+        for (k, v) in labels.into_iter().flatten() {
+            let p = join_key(path, k);
+            names::label_key(k).map_err(|e| self.key_err(&p, e))?;
+            names::label_value(v).map_err(|e| self.value_err(&p, e))?;
+        }
+        Ok(())
+    }
+
+    fn pod(&self, pod: &Pod) -> Res {
+        let Some(spec) = &pod.spec else {
+            return Err(self.key_err("", "a Pod needs a spec with at least one container"));
+        };
+        if spec.host_network == Some(true) {
+            return Err(self.value_err(
+                "spec.hostNetwork",
+                "hostNetwork pods are not supported: every knetlab pod has its own network namespace",
+            ));
+        }
+        if spec.containers.is_empty() {
+            return Err(self.value_err("spec.containers", "a Pod needs at least one container"));
+        }
+        let mut container_names = BTreeSet::new();
+        let mut port_names = BTreeSet::new();
+        for (i, c) in spec.containers.iter().enumerate() {
+            let cp = format!("spec.containers[{i}]");
+            names::dns_label(&c.name).map_err(|e| {
+                self.value_err(&format!("{cp}.name"), format!("bad container name: {e}"))
+            })?;
+            if c.image.as_deref().is_none_or(str::is_empty) {
+                // The API server requires it, although knetlab never pulls it.
+                return Err(self.key_err(&cp, format!("container {:?} needs an image", c.name)));
+            }
+            if !container_names.insert(c.name.as_str()) {
+                return Err(self.value_err(
+                    &format!("{cp}.name"),
+                    format!("two containers are called {:?}", c.name),
+                ));
+            }
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                let pp = format!("{cp}.ports[{j}]");
+                if !(1..=65535).contains(&p.container_port) {
+                    return Err(self.value_err(
+                        &format!("{pp}.containerPort"),
+                        format!(
+                            "containerPort {} is not a port number (1-65535)",
+                            p.container_port
+                        ),
+                    ));
+                }
+                self.protocol(&format!("{pp}.protocol"), p.protocol.as_deref())?;
+                if let Some(name) = &p.name {
+                    names::iana_svc_name(name)
+                        .map_err(|e| self.value_err(&format!("{pp}.name"), e))?;
+                    if !port_names.insert(name.as_str()) {
+                        return Err(self.value_err(
+                            &format!("{pp}.name"),
+                            format!("two container ports of this pod are called {name:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, path: &str, protocol: Option<&str>) -> Res {
+        match protocol {
+            None => Ok(()),
+            Some(p) => p
+                .parse::<Protocol>()
+                .map(|_| ())
+                .map_err(|e| self.value_err(path, e)),
+        }
+    }
+
+    fn policy(&self, np: &NetworkPolicy) -> Res {
+        let Some(spec) = &np.spec else {
+            return Ok(());
+        };
+        if let Some(sel) = &spec.pod_selector {
+            self.selector("spec.podSelector", sel)?;
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in spec.policy_types.iter().flatten().enumerate() {
+            let p = format!("spec.policyTypes[{i}]");
+            if t != "Ingress" && t != "Egress" {
+                return Err(self.value_err(
+                    &p,
+                    format!("unknown policy type {t:?} (expected Ingress or Egress)"),
+                ));
+            }
+            if !seen.insert(t) {
+                return Err(self.value_err(&p, format!("{t} is listed twice")));
+            }
+        }
+        for (i, rule) in spec.ingress.iter().flatten().enumerate() {
+            let rp = format!("spec.ingress[{i}]");
+            self.ports(&rp, rule.ports.as_deref())?;
+            self.peers(&format!("{rp}.from"), rule.from.as_deref())?;
+        }
+        for (i, rule) in spec.egress.iter().flatten().enumerate() {
+            let rp = format!("spec.egress[{i}]");
+            self.ports(&rp, rule.ports.as_deref())?;
+            self.peers(&format!("{rp}.to"), rule.to.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn ports(&self, rule_path: &str, ports: Option<&[NetworkPolicyPort]>) -> Res {
+        for (j, port) in ports.into_iter().flatten().enumerate() {
+            let pp = format!("{rule_path}.ports[{j}]");
+            self.protocol(&format!("{pp}.protocol"), port.protocol.as_deref())?;
+            let number = match &port.port {
+                None => None,
+                Some(IntOrString::Int(n)) => {
+                    if !(1..=65535).contains(n) {
+                        return Err(self.value_err(
+                            &format!("{pp}.port"),
+                            format!("{n} is not a port number (1-65535)"),
+                        ));
+                    }
+                    Some(*n)
+                }
+                Some(IntOrString::String(name)) => {
+                    names::iana_svc_name(name)
+                        .map_err(|e| self.value_err(&format!("{pp}.port"), e))?;
+                    None
+                }
+            };
+            if let Some(end) = port.end_port {
+                let ep = format!("{pp}.endPort");
+                let Some(start) = number else {
+                    return Err(self.value_err(&ep, "endPort needs a numeric port"));
+                };
+                if end < start || end > 65535 {
+                    return Err(self.value_err(
+                        &ep,
+                        format!("endPort {end} must be between port {start} and 65535"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peers(&self, path: &str, peers: Option<&[NetworkPolicyPeer]>) -> Res {
+        for (j, peer) in peers.into_iter().flatten().enumerate() {
+            let pp = format!("{path}[{j}]");
+            let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+            match (&peer.ip_block, selectors) {
+                (Some(_), true) => {
+                    return Err(self.value_err(
+                        &pp,
+                        "a peer may not combine ipBlock with podSelector or namespaceSelector",
+                    ));
+                }
+                (None, false) => {
+                    return Err(self.value_err(
+                        &pp,
+                        "a peer needs podSelector, namespaceSelector or ipBlock",
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(sel) = &peer.pod_selector {
+                self.selector(&format!("{pp}.podSelector"), sel)?;
+            }
+            if let Some(sel) = &peer.namespace_selector {
+                self.selector(&format!("{pp}.namespaceSelector"), sel)?;
+            }
+            if let Some(block) = &peer.ip_block {
+                let cp = format!("{pp}.ipBlock.cidr");
+                let cidr: IpNet = block.cidr.parse().map_err(|_| {
+                    self.value_err(
+                        &cp,
+                        format!("{:?} is not a CIDR (for example 10.0.0.0/24)", block.cidr),
+                    )
+                })?;
+                for (k, e) in block.except.iter().flatten().enumerate() {
+                    let ep = format!("{pp}.ipBlock.except[{k}]");
+                    let except: IpNet = e.parse().map_err(|_| {
+                        self.value_err(
+                            &ep,
+                            format!("{e:?} is not a CIDR (for example 10.0.1.0/24)"),
+                        )
+                    })?;
+                    if !cidr.contains(&except) || except.prefix_len() <= cidr.prefix_len() {
+                        return Err(self.value_err(
+                            &ep,
+                            format!("{except} must be a strict subset of cidr {cidr}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn selector(&self, path: &str, sel: &LabelSelector) -> Res {
+        self.labels(&join_key(path, "matchLabels"), sel.match_labels.as_ref())?;
+        for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
+            let rp = format!("{path}.matchExpressions[{i}]");
+            names::label_key(&req.key).map_err(|e| self.value_err(&format!("{rp}.key"), e))?;
+            let values = req.values.as_deref().unwrap_or_default();
+            match req.operator.as_str() {
+                "In" | "NotIn" => {
+                    if values.is_empty() {
+                        return Err(self.key_err(
+                            &rp,
+                            format!("operator {} needs a non-empty `values` list", req.operator),
+                        ));
+                    }
+                    for (k, v) in values.iter().enumerate() {
+                        names::label_value(v)
+                            .map_err(|e| self.value_err(&format!("{rp}.values[{k}]"), e))?;
+                    }
+                }
+                "Exists" | "DoesNotExist" => {
+                    if !values.is_empty() {
+                        return Err(self.value_err(
+                            &format!("{rp}.values"),
+                            format!("operator {} takes no values", req.operator),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(self.value_err(
+                        &format!("{rp}.operator"),
+                        format!("unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `${ip:NS/POD}` and `${cidr:NS/POD}`
+
+/// One placeholder in a string: its byte range, the pod, and whether it wants `/32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placeholder {
+    range: std::ops::Range<usize>,
+    pod: PodRef,
+    cidr: bool,
+}
+
+/// Finds the placeholders of a string. Other `${...}` text is left alone.
+fn placeholders(s: &str) -> Result<Vec<Placeholder>, String> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = s[from..].find("${").map(|i| i + from) {
+        let body = &s[i + 2..];
+        let (cidr, rest) = if let Some(r) = body.strip_prefix("ip:") {
+            (false, r)
+        } else if let Some(r) = body.strip_prefix("cidr:") {
+            (true, r)
+        } else {
+            from = i + 2;
+            continue;
+        };
+        let Some(end) = rest.find('}') else {
+            return Err(format!("`{}` has no closing `}}`", &s[i..]));
+        };
+        let target = &rest[..end];
+        let pod = match target.parse::<Peer>() {
+            Ok(Peer::Pod(p)) => p,
+            _ => {
+                return Err(format!(
+                    "`{target}` is not a pod: write ${{ip:NS/POD}} or ${{cidr:NS/POD}}"
+                ));
+            }
+        };
+        let stop = i + 2 + (body.len() - rest.len()) + end + 1;
+        out.push(Placeholder {
+            range: i..stop,
+            pod,
+            cidr,
+        });
+        from = stop;
+    }
+    Ok(out)
+}
+
+/// Every well-formed placeholder of a manifest: the field path of its string, the pod,
+/// and the placeholder as written.
+pub(crate) fn placeholder_uses(value: &Value, path: &str) -> Vec<(String, PodRef, String)> {
+    let mut out = Vec::new();
+    collect_uses(value, path, &mut out);
+    out
+}
+
+fn collect_uses(value: &Value, path: &str, out: &mut Vec<(String, PodRef, String)>) {
+    match value {
+        Value::String(s) => {
+            for p in placeholders(s).unwrap_or_default() {
+                out.push((path.to_string(), p.pod, s[p.range].to_string()));
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                collect_uses(v, &join_index(path, i), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m {
+                collect_uses(v, &join_key(path, k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn walk_strings(value: &Value, f: &mut dyn FnMut(&str)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().for_each(|v| walk_strings(v, f)),
+        Value::Object(m) => m.values().for_each(|v| walk_strings(v, f)),
+        _ => {}
+    }
+}
+
+/// Replaces every placeholder with the pod's address; an error names the string's field.
+pub(crate) fn substitute(
+    src: &Source,
+    path: &str,
+    value: &Value,
+    pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
+) -> Result<Value, ScenarioError> {
+    Ok(match value {
+        Value::String(s) => {
+            let found = placeholders(s).map_err(|e| src.at_value(path, e))?;
+            let mut out = String::with_capacity(s.len());
+            let mut last = 0;
+            for p in found {
+                let ip = pod_ip(&p.pod).ok_or_else(|| {
+                    src.at_value(
+                        path,
+                        format!(
+                            "pod {} has no IP address at this point, so `{}` cannot be filled in",
+                            p.pod,
+                            &s[p.range.clone()]
+                        ),
+                    )
+                })?;
+                out.push_str(&s[last..p.range.start]);
+                out.push_str(&ip.to_string());
+                if p.cidr {
+                    out.push_str("/32");
+                }
+                last = p.range.end;
+            }
+            out.push_str(&s[last..]);
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| substitute(src, &join_index(path, i), v, pod_ip))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), substitute(src, &join_key(path, k), v, pod_ip)?)))
+                .collect::<Result<_, ScenarioError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_placeholders() {
+        let p = placeholders("a ${ip:x/a} b ${cidr:y/b}${HOME}").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].pod, PodRef::new("x", "a"));
+        assert!(!p[0].cidr);
+        assert_eq!(
+            &"a ${ip:x/a} b ${cidr:y/b}${HOME}"[p[1].range.clone()],
+            "${cidr:y/b}"
+        );
+        assert!(p[1].cidr);
+        assert!(placeholders("${ip:x/a").is_err());
+        assert!(placeholders("${ip:node/n1}").is_err());
+        assert!(placeholders("${ip:xa}").is_err());
+    }
+
+    #[test]
+    fn referenced_pods_are_sorted_and_unique() {
+        let v = serde_json::json!({"a": ["${cidr:y/b}", {"c": "${ip:x/a}-${ip:y/b}"}], "d": "${ip:bad}"});
+        assert_eq!(
+            referenced_pods(&v),
+            vec![PodRef::new("x", "a"), PodRef::new("y", "b")]
+        );
+    }
 }

@@ -1,15 +1,401 @@
-//! The scenario document: header fields, sections, and the checks across them. (Stub.)
+//! The scenario document: its top-level fields as serde structs, and the `cluster:` and
+//! `probe:` headers turned into checked values.
+//!
+//! The structs deny unknown fields and are deserialized through `serde_path_to_error`
+//! (see [`Source::deserialize`]), so every mistake is reported at its field with file,
+//! line and column. Kubernetes manifests, `expect` and the model are kept as JSON here
+//! and checked by their own modules.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::Value;
+
 use crate::error::ScenarioError;
+use crate::plan::{self, Plan, PlanError};
 
-use super::Scenario;
+use super::model_shorthand::Model;
+use super::names;
+use super::source::Source;
+use super::yaml::{join_index, join_key};
+use super::{
+    ClusterConfig, DenyStyle, Loopback, NetworkMode, Peer, PolicyEngineKind, ProbeSpec, ProxyKind,
+    Scenario,
+};
 
-pub(super) fn load(_path: &Path) -> Result<Scenario, ScenarioError> {
-    todo!()
+pub(super) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ScenarioError::new(path, None, "", format!("cannot read the scenario: {e}"))
+    })?;
+    parse_str(path, &text)
 }
 
-pub(super) fn parse_str(_path: &Path, _text: &str) -> Result<Scenario, ScenarioError> {
-    todo!()
+pub(super) fn parse_str(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    super::build::build(path, text)
+}
+
+/// The whole scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Document {
+    pub name: String,
+    /// One line, shown by `cargo xtask list`.
+    pub summary: String,
+    pub description: Option<String>,
+    pub cluster: Option<ClusterHeader>,
+    pub model: Option<Model>,
+    pub manifests: Option<Vec<Value>>,
+    pub manifest_files: Option<Vec<String>>,
+    pub probe: Option<ProbeHeader>,
+    pub loopback: Option<LoopbackHeader>,
+    pub expect: Option<Value>,
+    pub steps: Option<Vec<StepHeader>>,
+}
+
+/// `cluster:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterHeader {
+    nodes: Option<Nodes>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    #[serde(rename = "serviceCIDR")]
+    service_cidr: Option<String>,
+    network: Option<NetworkHeader>,
+    policy: Option<PolicyHeader>,
+    deny: Option<DenyHeader>,
+    proxy: Option<String>,
+}
+
+/// `nodes: 2` or `nodes: [n1, n2]`.
+#[derive(Debug)]
+enum Nodes {
+    Count(u64),
+    Names(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Nodes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Nodes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a node count (for example 2) or a list of node names (for example [n1, n2])",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Nodes, E> {
+                Ok(Nodes::Count(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Nodes, E> {
+                u64::try_from(n)
+                    .map(Nodes::Count)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Nodes, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(Nodes::Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum NetworkHeader {
+    HostGw,
+    Vxlan,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PolicyHeader {
+    Iptables,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DenyHeader {
+    Reject,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LoopbackHeader {
+    Ignore,
+    Check,
+}
+
+impl From<LoopbackHeader> for Loopback {
+    fn from(l: LoopbackHeader) -> Self {
+        match l {
+            LoopbackHeader::Ignore => Loopback::Ignore,
+            LoopbackHeader::Check => Loopback::Check,
+        }
+    }
+}
+
+/// `probe:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ProbeHeader {
+    from: Option<Vec<String>>,
+    to: Option<Vec<String>>,
+    ports: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+}
+
+/// One entry of `steps:`. Its changes run in the order apply, delete, label.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StepHeader {
+    pub name: String,
+    pub apply: Option<Vec<Value>>,
+    pub delete: Option<Vec<ObjectRef>>,
+    pub label: Option<Vec<LabelChange>>,
+    pub expect: Option<Value>,
+}
+
+/// The kinds a step may delete or relabel.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum KindName {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+impl From<KindName> for crate::objects::Kind {
+    fn from(k: KindName) -> Self {
+        match k {
+            KindName::Namespace => Self::Namespace,
+            KindName::Pod => Self::Pod,
+            KindName::NetworkPolicy => Self::NetworkPolicy,
+        }
+    }
+}
+
+/// `{kind, namespace, name}` of a `delete:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ObjectRef {
+    pub kind: KindName,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// `{kind, namespace, name, labels}` of a `label:` entry: `labels` is the new whole map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LabelChange {
+    pub kind: KindName,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+const DEFAULT_NODES: u64 = 1;
+
+/// A CIDR that must be a network address (no host bits set).
+fn network(src: &Source, path: &str, text: &str) -> Result<Ipv4Net, ScenarioError> {
+    let net: Ipv4Net = text.parse().map_err(|_| {
+        src.at_value(
+            path,
+            format!("{text:?} is not an IPv4 CIDR (for example 10.244.0.0/16)"),
+        )
+    })?;
+    if net.addr() != net.network() {
+        return Err(src.at_value(
+            path,
+            format!(
+                "{net} is not a network address; did you mean {}?",
+                net.trunc()
+            ),
+        ));
+    }
+    Ok(net)
+}
+
+/// Checks `cluster:` and fills in the defaults.
+pub(crate) fn cluster(
+    src: &Source,
+    header: Option<&ClusterHeader>,
+) -> Result<ClusterConfig, ScenarioError> {
+    let default = ClusterHeader::default();
+    let h = header.unwrap_or(&default);
+    let nodes_path = "cluster.nodes";
+    let nodes = match h.nodes.as_ref().unwrap_or(&Nodes::Count(DEFAULT_NODES)) {
+        Nodes::Count(0) => {
+            return Err(src.at_value(nodes_path, "a cluster needs at least one node"));
+        }
+        Nodes::Count(n) if *n > plan::MAX_NODES as u64 => {
+            return Err(src.at_value(nodes_path, PlanError::TooManyNodes(*n as usize).to_string()));
+        }
+        Nodes::Count(n) => (1..=*n).map(|i| format!("n{i}")).collect(),
+        Nodes::Names(names) => {
+            if names.is_empty() {
+                return Err(src.at_value(nodes_path, "a cluster needs at least one node"));
+            }
+            for (i, n) in names.iter().enumerate() {
+                let p = join_index(nodes_path, i);
+                names::dns_label(n).map_err(|e| src.at_value(&p, format!("bad node name: {e}")))?;
+                if names[..i].contains(n) {
+                    return Err(src.at_value(&p, format!("node {n} is listed twice")));
+                }
+            }
+            names.clone()
+        }
+    };
+    let pod_cidr = network(
+        src,
+        "cluster.podCIDR",
+        h.pod_cidr.as_deref().unwrap_or(DEFAULT_POD_CIDR),
+    )?;
+    let service_cidr = network(
+        src,
+        "cluster.serviceCIDR",
+        h.service_cidr.as_deref().unwrap_or(DEFAULT_SERVICE_CIDR),
+    )?;
+    let overlaps = |a: Ipv4Net, b: Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    if overlaps(pod_cidr, service_cidr) {
+        return Err(src.at_value(
+            "cluster.serviceCIDR",
+            format!("serviceCIDR {service_cidr} overlaps podCIDR {pod_cidr}"),
+        ));
+    }
+    for (net, p) in [
+        (pod_cidr, "cluster.podCIDR"),
+        (service_cidr, "cluster.serviceCIDR"),
+    ] {
+        if overlaps(net, plan::UNDERLAY) {
+            return Err(src.at_value(
+                p,
+                format!(
+                    "{net} overlaps the nodes' underlay network {}",
+                    plan::UNDERLAY
+                ),
+            ));
+        }
+    }
+    let network = match h.network {
+        None | Some(NetworkHeader::HostGw) => NetworkMode::HostGw,
+        Some(NetworkHeader::Vxlan) => {
+            return Err(src.at_value(
+                "cluster.network",
+                "network vxlan is not supported yet; use host-gw",
+            ));
+        }
+    };
+    let proxy = match h.proxy.as_deref() {
+        None | Some("iptables") => ProxyKind::Iptables,
+        Some(other) => {
+            return Err(src.at_value(
+                "cluster.proxy",
+                format!("proxy {other:?} is not supported yet; use iptables"),
+            ));
+        }
+    };
+    let config = ClusterConfig {
+        nodes,
+        pod_cidr,
+        service_cidr,
+        network,
+        policy: match h.policy {
+            None | Some(PolicyHeader::Iptables) => PolicyEngineKind::Iptables,
+            Some(PolicyHeader::None) => PolicyEngineKind::None,
+        },
+        deny: match h.deny {
+            None | Some(DenyHeader::Reject) => DenyStyle::Reject,
+            Some(DenyHeader::Drop) => DenyStyle::Drop,
+        },
+        proxy,
+    };
+    // The address plan has the last word on whether the nodes fit.
+    Plan::new(&plan::prefix_from_seed(0), &config).map_err(|e| match e {
+        PlanError::PodCidrTooSmall { .. } => src.at_value("cluster.podCIDR", e.to_string()),
+        PlanError::TooManyNodes(_) => src.at_value(nodes_path, e.to_string()),
+    })?;
+    Ok(config)
+}
+
+/// Checks `probe:` (peers are checked against the pods later).
+pub(crate) fn probe(
+    src: &Source,
+    header: Option<&ProbeHeader>,
+) -> Result<ProbeSpec, ScenarioError> {
+    let Some(h) = header else {
+        return Ok(ProbeSpec::default());
+    };
+    let list = |name: &str,
+                items: &Option<Vec<String>>|
+     -> Result<Option<Vec<(String, String)>>, ScenarioError> {
+        let base = join_key("probe", name);
+        match items {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Err(src.at_value(
+                &base,
+                format!("probe.{name} is empty; leave it out for the default"),
+            )),
+            Some(v) => Ok(Some(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, s)| (join_index(&base, i), s.clone()))
+                    .collect(),
+            )),
+        }
+    };
+    let from = list("from", &h.from)?
+        .map(|items| {
+            items
+                .into_iter()
+                .map(|(p, s)| s.parse::<Peer>().map_err(|e| src.at_value(&p, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let to = list("to", &h.to)?
+        .map(|items| {
+            items
+                .into_iter()
+                .map(|(p, s)| match s.parse::<Peer>() {
+                    Ok(Peer::Pod(pod)) => Ok(pod),
+                    Ok(Peer::Node(_)) => {
+                        Err(src
+                            .at_value(&p, format!("{s:?} is a node; probe.to lists pods (ns/pod)")))
+                    }
+                    Err(e) => Err(src.at_value(&p, e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let ports = list("ports", &h.ports)?
+        .map(|items| {
+            items
+                .into_iter()
+                .map(|(p, s)| s.parse().map_err(|e: String| src.at_value(&p, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    if h.timeout_ms == Some(0) {
+        return Err(src.at_value(
+            "probe.timeoutMs",
+            "a probe deadline of 0 ms leaves no time to answer",
+        ));
+    }
+    Ok(ProbeSpec {
+        from,
+        to,
+        ports,
+        timeout_ms: h.timeout_ms,
+    })
 }

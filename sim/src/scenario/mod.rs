@@ -14,12 +14,17 @@ use crate::error::ScenarioError;
 use crate::objects::{Kind, Object, PodRef};
 use crate::protocol::PortProto;
 
+mod build;
 mod decode;
 mod expect;
+mod fields;
 mod header;
 mod model_shorthand;
+mod names;
+mod source;
 mod yaml;
 
+pub use build::INITIAL_STEP;
 pub use yaml::Positions;
 
 /// A parsed, checked scenario.
@@ -179,6 +184,9 @@ impl Expectation {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
+    /// In the order they are made. A `steps:` entry lists its `apply` changes first (in
+    /// file order), then its `delete`s, then its `label`s; the parser checked each one
+    /// against the cluster as the changes before it leave it.
     pub changes: Vec<Change>,
     pub expect: Option<Expectation>,
 }

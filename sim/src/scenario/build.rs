@@ -1,0 +1,546 @@
+//! Assembles a [`Scenario`] from its document and checks it as a whole before anything
+//! is built.
+//!
+//! The initial objects (the implicit `default` namespace, then `model`, `manifests` and
+//! `manifestFiles` in that order) become the first step, ordered namespaces, pods, the
+//! rest. Then every step of `steps:` is replayed, change by change, on a
+//! [`ClusterObjects`] exactly as the harness will apply them (apply, then delete, then
+//! label), with stand-in pod addresses so that `${ip:NS/POD}` can be checked. That way
+//! each cross-check sees the cluster as it will be at that point: a duplicate object, a
+//! pod in a namespace that does not exist, a `nodeName` that is not a node, a delete or
+//! relabel of something that is not there, a placeholder or an expectation naming a pod
+//! that does not exist yet; each reported at its file, line, column and field path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::error::{Location, ScenarioError};
+use crate::objects::{self, ClusterObjects, Kind, Object, PodRef};
+use crate::plan::{self, Plan};
+
+use super::decode;
+use super::expect::{self, PeerUse};
+use super::header::{self, Document};
+use super::model_shorthand;
+use super::names;
+use super::source::Source;
+use super::yaml::{self, join_index, join_key};
+use super::{Change, ClusterConfig, Expectation, Peer, RawObject, Scenario, Step};
+
+/// The name of the first step (the cluster as the scenario builds it).
+pub const INITIAL_STEP: &str = "initial";
+
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// A manifest waiting to be applied, with where it came from.
+struct Pending {
+    src: Source,
+    path: String,
+    value: Value,
+    kind: Kind,
+}
+
+pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let (docs, positions) = yaml::parse(path, text, false)?;
+    let src = Source::new(path, positions);
+    let Some(root) = docs.into_iter().next().flatten() else {
+        return Err(ScenarioError::new(
+            path,
+            None,
+            "",
+            "the scenario file is empty",
+        ));
+    };
+    if !root.is_object() {
+        return Err(src.at_value(
+            "",
+            "a scenario is a mapping with name, summary, cluster, manifests, expect, ...",
+        ));
+    }
+    let doc: Document = src.deserialize("", &root)?;
+    if doc.name.trim().is_empty() {
+        return Err(src.at_value("name", "the scenario needs a name"));
+    }
+    if doc.summary.trim().contains('\n') {
+        return Err(src.at_value(
+            "summary",
+            "the summary is one line (put the rest in description)",
+        ));
+    }
+    let cluster = header::cluster(&src, doc.cluster.as_ref())?;
+    let probe = header::probe(&src, doc.probe.as_ref())?;
+    let mut sim = Sim::new(&cluster);
+
+    // The first step: every initial object, namespaces, then pods, then the rest.
+    let mut pending = Vec::new();
+    if let Some(model) = &doc.model {
+        for o in model_shorthand::expand(&src, "model", model)? {
+            let kind = decode::manifest_kind(&src, &o.path, &o.value)?;
+            pending.push(Pending {
+                src: src.clone(),
+                path: o.path,
+                value: o.value,
+                kind,
+            });
+        }
+    }
+    for (i, value) in doc.manifests.iter().flatten().enumerate() {
+        let p = join_index("manifests", i);
+        let kind = decode::manifest_kind(&src, &p, value)?;
+        pending.push(Pending {
+            src: src.clone(),
+            path: p,
+            value: value.clone(),
+            kind,
+        });
+    }
+    for (i, file) in doc.manifest_files.iter().flatten().enumerate() {
+        pending.extend(manifest_file(&src, &join_index("manifestFiles", i), file)?);
+    }
+    let declares_default = pending.iter().any(|p| {
+        p.kind == Kind::Namespace
+            && p.value.pointer("/metadata/name") == Some(&json!(DEFAULT_NAMESPACE))
+    });
+    if !declares_default {
+        // The API server always has it; pods without a namespace land there.
+        pending.insert(
+            0,
+            Pending {
+                src: src.clone(),
+                path: String::new(),
+                value: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEFAULT_NAMESPACE}}),
+                kind: Kind::Namespace,
+            },
+        );
+    }
+    let rank = |k: Kind| match k {
+        Kind::Namespace => 0,
+        Kind::Pod => 1,
+        _ => 2,
+    };
+    // A stable sort keeps file order within each group.
+    pending.sort_by_key(|p| rank(p.kind));
+    let mut first_seen = Declared::default();
+    let mut changes = Vec::new();
+    for p in pending {
+        let raw = sim.apply(&p, &mut first_seen)?;
+        changes.push(Change::Apply(raw));
+    }
+    let mut steps = vec![Step {
+        name: INITIAL_STEP.to_string(),
+        changes,
+        expect: doc
+            .expect
+            .as_ref()
+            .map(|v| sim.expectation(&src, "expect", v))
+            .transpose()?,
+    }];
+
+    let mut step_names: BTreeMap<String, String> = BTreeMap::new();
+    step_names.insert(INITIAL_STEP.to_string(), "the first step".to_string());
+    for (i, s) in doc.steps.iter().flatten().enumerate() {
+        let sp = join_index("steps", i);
+        let name_path = join_key(&sp, "name");
+        if s.name.trim().is_empty() {
+            return Err(src.at_value(&name_path, "a step needs a name"));
+        }
+        if let Some(other) = step_names.insert(s.name.clone(), sp.clone()) {
+            return Err(src.at_value(
+                &name_path,
+                format!("step name {:?} is already used by {other}", s.name),
+            ));
+        }
+        let mut changes = Vec::new();
+        let mut declared = Declared::default();
+        for (j, value) in s.apply.iter().flatten().enumerate() {
+            let p = join_index(&join_key(&sp, "apply"), j);
+            let kind = decode::manifest_kind(&src, &p, value)?;
+            let raw = sim.apply(
+                &Pending {
+                    src: src.clone(),
+                    path: p,
+                    value: value.clone(),
+                    kind,
+                },
+                &mut declared,
+            )?;
+            changes.push(Change::Apply(raw));
+        }
+        for (j, d) in s.delete.iter().flatten().enumerate() {
+            let p = join_index(&join_key(&sp, "delete"), j);
+            let kind = Kind::from(d.kind);
+            let namespace = sim.target(&src, &p, kind, d.namespace.as_deref(), &d.name)?;
+            if kind == Kind::Namespace && d.name == DEFAULT_NAMESPACE {
+                return Err(src.at_value(
+                    &join_key(&p, "name"),
+                    "the default namespace cannot be deleted",
+                ));
+            }
+            sim.objects.delete(kind, &namespace, &d.name);
+            changes.push(Change::Delete {
+                kind,
+                namespace,
+                name: d.name.clone(),
+            });
+        }
+        for (j, l) in s.label.iter().flatten().enumerate() {
+            let p = join_index(&join_key(&sp, "label"), j);
+            let kind = Kind::from(l.kind);
+            if kind == Kind::NetworkPolicy {
+                return Err(src.at_value(
+                    &join_key(&p, "kind"),
+                    "label changes apply to Pods and Namespaces",
+                ));
+            }
+            let lp = join_key(&p, "labels");
+            for (k, v) in &l.labels {
+                let kp = join_key(&lp, k);
+                names::label_key(k).map_err(|e| src.at_key(&kp, e))?;
+                names::label_value(v).map_err(|e| src.at_value(&kp, e))?;
+            }
+            let namespace = sim.target(&src, &p, kind, l.namespace.as_deref(), &l.name)?;
+            sim.objects
+                .set_labels(kind, &namespace, &l.name, l.labels.clone());
+            changes.push(Change::Label {
+                kind,
+                namespace,
+                name: l.name.clone(),
+                labels: l.labels.clone(),
+            });
+        }
+        let expect = s
+            .expect
+            .as_ref()
+            .map(|v| sim.expectation(&src, &join_key(&sp, "expect"), v))
+            .transpose()?;
+        steps.push(Step {
+            name: s.name.clone(),
+            changes,
+            expect,
+        });
+    }
+
+    // Probe peers may be pods that only some steps have.
+    for (i, peer) in probe.from.iter().flatten().enumerate() {
+        sim.peer_ever(&src, &join_index("probe.from", i), peer)?;
+    }
+    for (i, pod) in probe.to.iter().flatten().enumerate() {
+        sim.peer_ever(&src, &join_index("probe.to", i), &Peer::Pod(pod.clone()))?;
+    }
+
+    Ok(Scenario {
+        name: doc.name.trim().to_string(),
+        summary: doc.summary.trim().to_string(),
+        description: doc.description.unwrap_or_default().trim_end().to_string(),
+        path: path.to_path_buf(),
+        cluster,
+        probe,
+        loopback: doc.loopback.map(Into::into).unwrap_or_default(),
+        steps,
+    })
+}
+
+/// Reads one of `manifestFiles` (relative to the scenario) as multi-document YAML.
+fn manifest_file(src: &Source, path: &str, name: &str) -> Result<Vec<Pending>, ScenarioError> {
+    let dir = src.file.parent().unwrap_or(Path::new("."));
+    let file: PathBuf = dir.join(name);
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        src.at_value(
+            path,
+            format!("cannot read manifest file {}: {e}", file.display()),
+        )
+    })?;
+    let (docs, positions) = yaml::parse(&file, &text, true)?;
+    let fsrc = Source::new(&file, positions);
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        let Some(value) = doc else { continue };
+        let p = yaml::document_path(i);
+        let kind = decode::manifest_kind(&fsrc, &p, &value)?;
+        out.push(Pending {
+            src: fsrc.clone(),
+            path: p,
+            value,
+            kind,
+        });
+    }
+    if out.is_empty() {
+        return Err(src.at_value(
+            path,
+            format!("manifest file {} holds no manifests", file.display()),
+        ));
+    }
+    Ok(out)
+}
+
+/// Where an object was first declared: file, position of its name, field path.
+type FirstDeclared = (PathBuf, Option<Location>, String);
+
+/// Objects declared in one list of changes, to find the same object declared twice.
+#[derive(Default)]
+struct Declared(BTreeMap<(Kind, String, String), FirstDeclared>);
+
+impl Declared {
+    fn check(
+        &mut self,
+        src: &Source,
+        path: &str,
+        kind: Kind,
+        key: &(String, String),
+    ) -> Result<(), ScenarioError> {
+        let name_path = join_key(&join_key(path, "metadata"), "name");
+        let here = src.positions.value(&name_path);
+        let (ns, name) = key;
+        let k = (kind, ns.clone(), name.clone());
+        if let Some((file, loc, first_path)) = self.0.get(&k) {
+            let what = if ns.is_empty() {
+                format!("{} {name}", kind.as_str())
+            } else {
+                format!("{} {ns}/{name}", kind.as_str())
+            };
+            let mut first = file.display().to_string();
+            if let Some(l) = loc {
+                first += &format!(":{}:{}", l.line, l.column);
+            }
+            return Err(ScenarioError::new(
+                &src.file,
+                here,
+                name_path,
+                format!("{what} is declared twice; the first is at {first} ({first_path})"),
+            ));
+        }
+        self.0.insert(k, (src.file.clone(), here, path.to_string()));
+        Ok(())
+    }
+}
+
+/// The cluster's objects as the scenario has changed them so far.
+struct Sim<'a> {
+    cluster: &'a ClusterConfig,
+    objects: ClusterObjects,
+    /// Stand-in addresses: the next host number in each node's pod subnet.
+    subnets: BTreeMap<String, (Ipv4Addr, u32)>,
+    /// Every pod that exists at some point of the scenario.
+    ever: BTreeSet<PodRef>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(cluster: &'a ClusterConfig) -> Self {
+        // `header::cluster` checked that the plan works out.
+        let subnets = Plan::new(&plan::prefix_from_seed(0), cluster)
+            .map(|p| {
+                p.nodes
+                    .into_iter()
+                    .map(|n| (n.name, (n.pod_subnet.network(), 2)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            cluster,
+            objects: ClusterObjects::new(cluster.nodes.clone()),
+            subnets,
+            ever: BTreeSet::new(),
+        }
+    }
+
+    fn pods_here(&self) -> String {
+        let pods: Vec<String> = self.objects.pods.keys().map(ToString::to_string).collect();
+        match pods.len() {
+            0 => "there are no pods".to_string(),
+            1..=12 => format!("the pods are {}", pods.join(", ")),
+            n => format!("there are {n} other pods"),
+        }
+    }
+
+    /// Checks one manifest against the cluster as it is, then applies it.
+    fn apply(&mut self, p: &Pending, declared: &mut Declared) -> Result<RawObject, ScenarioError> {
+        let src = &p.src;
+        for (path, pod, text) in decode::placeholder_uses(&p.value, &p.path) {
+            if !self.objects.pods.contains_key(&pod) {
+                return Err(src.at_value(
+                    &path,
+                    format!(
+                        "{text} names pod {pod}, which does not exist at this point ({})",
+                        self.pods_here()
+                    ),
+                ));
+            }
+        }
+        let pods = &self.objects.pods;
+        let value = decode::substitute(src, &p.path, &p.value, &|r| {
+            pods.get(r).and_then(objects::pod_ip)
+        })?;
+        let object = decode::decode_value(src, &p.path, &value)?;
+        let (ns, name) = object.key();
+        declared.check(src, &p.path, object.kind(), &(ns.clone(), name.clone()))?;
+        let meta = join_key(&p.path, "metadata");
+        if object.kind() == Kind::Namespace && name == "node" {
+            // `node/NAME` is how probes and expectations name a node.
+            return Err(src.at_value(
+                &join_key(&meta, "name"),
+                "a namespace cannot be called `node`: `node/NAME` names a node in probes and expectations",
+            ));
+        }
+        if object.kind() != Kind::Namespace && !self.objects.namespaces.contains_key(&ns) {
+            let ns_path = join_key(&meta, "namespace");
+            let at = if p.value.pointer("/metadata/namespace").is_some() {
+                src.at_value(&ns_path, "")
+            } else {
+                src.at_key(&meta, "")
+            };
+            return Err(ScenarioError {
+                path: ns_path,
+                message: format!(
+                    "namespace {ns} does not exist at this point; declare it (kind: Namespace) or add it to the model"
+                ),
+                ..at
+            });
+        }
+        if let Object::Pod(pod) = &object {
+            let key = PodRef::new(&ns, &name);
+            if let Some(node) = objects::pod_node(pod)
+                && !self.cluster.nodes.iter().any(|n| n == node)
+            {
+                return Err(src.at_value(
+                    &join_key(&join_key(&p.path, "spec"), "nodeName"),
+                    format!(
+                        "node {node} does not exist; the nodes are {}",
+                        self.cluster.nodes.join(", ")
+                    ),
+                ));
+            }
+            if let Some(old) = self.objects.pods.get(&key) {
+                let mut new_spec = pod.spec.clone();
+                // Without a nodeName the pod keeps the node it was bound to.
+                if let (Some(n), Some(o)) = (new_spec.as_mut(), old.spec.as_ref())
+                    && n.node_name.is_none()
+                {
+                    n.node_name = o.node_name.clone();
+                }
+                if new_spec != old.spec {
+                    return Err(src.at_key(
+                        &join_key(&p.path, "spec"),
+                        format!(
+                            "pod {key} already exists and a pod's spec cannot change (Kubernetes forbids it); change its labels, or delete it and create it again in a later step"
+                        ),
+                    ));
+                }
+            }
+        }
+        let key = object.key();
+        let kind = object.kind();
+        self.objects.apply(object);
+        if kind == Kind::Pod {
+            let pod = PodRef::new(&key.0, &key.1);
+            self.ever.insert(pod.clone());
+            let stored = &self.objects.pods[&pod];
+            if objects::pod_ip(stored).is_none() {
+                let node = objects::pod_node(stored).unwrap_or_default().to_string();
+                if let Some((base, next)) = self.subnets.get_mut(&node) {
+                    let ip = Ipv4Addr::from(u32::from(*base) + *next);
+                    *next += 1;
+                    self.objects.set_pod_ip(&pod, ip);
+                }
+            }
+        }
+        Ok(RawObject {
+            value: p.value.clone(),
+            kind,
+            key,
+            file: src.file.clone(),
+            path: p.path.clone(),
+            positions: src.positions.clone(),
+        })
+    }
+
+    /// The namespace of a delete/label target, after checking the target exists.
+    fn target(
+        &self,
+        src: &Source,
+        path: &str,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<String, ScenarioError> {
+        let namespace = match (kind, namespace) {
+            (Kind::Namespace, Some(_)) => {
+                return Err(src.at_key(
+                    &join_key(path, "namespace"),
+                    "a Namespace is not inside a namespace; leave `namespace` out",
+                ));
+            }
+            (Kind::Namespace, None) => String::new(),
+            (_, ns) => ns.unwrap_or(DEFAULT_NAMESPACE).to_string(),
+        };
+        let exists = match kind {
+            Kind::Namespace => self.objects.namespaces.contains_key(name),
+            Kind::Pod => self
+                .objects
+                .pods
+                .contains_key(&PodRef::new(&namespace, name)),
+            Kind::NetworkPolicy => self
+                .objects
+                .network_policies
+                .contains_key(&(namespace.clone(), name.to_string())),
+        };
+        if !exists {
+            let what = if namespace.is_empty() {
+                format!("{} {name}", kind.as_str())
+            } else {
+                format!("{} {namespace}/{name}", kind.as_str())
+            };
+            return Err(src.at_value(
+                &join_key(path, "name"),
+                format!("there is no {what} at this point"),
+            ));
+        }
+        Ok(namespace)
+    }
+
+    /// Parses an `expect` and checks that its peers exist now.
+    fn expectation(
+        &self,
+        src: &Source,
+        path: &str,
+        value: &Value,
+    ) -> Result<Expectation, ScenarioError> {
+        let parsed = expect::parse(src, path, value)?;
+        for u in &parsed.peers {
+            self.peer_now(src, u)?;
+        }
+        Ok(parsed.expectation)
+    }
+
+    fn peer_now(&self, src: &Source, u: &PeerUse) -> Result<(), ScenarioError> {
+        let missing = match &u.peer {
+            Peer::Pod(p) if !self.objects.pods.contains_key(p) => {
+                format!("pod {p} does not exist at this step ({})", self.pods_here())
+            }
+            Peer::Node(n) if !self.cluster.nodes.contains(n) => {
+                format!(
+                    "node {n} does not exist; the nodes are {}",
+                    self.cluster.nodes.join(", ")
+                )
+            }
+            _ => return Ok(()),
+        };
+        Err(ScenarioError::new(&src.file, u.location, &u.path, missing))
+    }
+
+    fn peer_ever(&self, src: &Source, path: &str, peer: &Peer) -> Result<(), ScenarioError> {
+        let missing = match peer {
+            Peer::Pod(p) if !self.ever.contains(p) => format!("pod {p} does not exist at any step"),
+            Peer::Node(n) if !self.cluster.nodes.contains(n) => {
+                format!(
+                    "node {n} does not exist; the nodes are {}",
+                    self.cluster.nodes.join(", ")
+                )
+            }
+            _ => return Ok(()),
+        };
+        Err(src.at_value(path, missing))
+    }
+}
