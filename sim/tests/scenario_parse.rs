@@ -169,10 +169,7 @@ fn full_reference_scenario() {
     let e0 = s.steps[0].expect.as_ref().unwrap();
     let tcp80 = PortProto::new(Protocol::Tcp, 80);
     let pod = |s: &str| s.parse::<Peer>().unwrap();
-    let server = |s: &str| match s.parse::<Peer>().unwrap() {
-        Peer::Pod(p) => p,
-        Peer::Node(_) => unreachable!(),
-    };
+    let server = |s: &str| s.parse::<Peer>().unwrap();
     assert_eq!(e0.default, None);
     // The reference table marks only the x rows' self cells `#`.
     assert_eq!(e0.cells.len(), 81 - 3);
@@ -1069,7 +1066,7 @@ fn bad_table_rows() {
         &e,
         pos(&text, "node/n1", 0),
         "expect.TCP/80",
-        "servers must be pods",
+        "servers are pods (ns/pod) or external hosts",
     );
 }
 
@@ -1198,10 +1195,78 @@ fn table_rows_may_be_nodes() {
     let e = s.steps[0].expect.as_ref().unwrap();
     let udp80 = PortProto::new(Protocol::Udp, 80);
     let n2 = Peer::Node("n2".into());
-    assert_eq!(e.lookup(&n2, &PodRef::new("x", "a"), udp80), Some(true));
-    assert_eq!(e.lookup(&n2, &PodRef::new("y", "b"), udp80), Some(false));
+    assert_eq!(
+        e.lookup(&n2, &Peer::Pod(PodRef::new("x", "a")), udp80),
+        Some(true)
+    );
+    assert_eq!(
+        e.lookup(&n2, &Peer::Pod(PodRef::new("y", "b")), udp80),
+        Some(false)
+    );
     let yb = Peer::Pod(PodRef::new("y", "b"));
-    assert_eq!(e.lookup(&yb, &PodRef::new("x", "a"), udp80), None);
-    assert_eq!(e.lookup(&yb, &PodRef::new("y", "b"), udp80), Some(true));
+    assert_eq!(
+        e.lookup(&yb, &Peer::Pod(PodRef::new("x", "a")), udp80),
+        None
+    );
+    assert_eq!(
+        e.lookup(&yb, &Peer::Pod(PodRef::new("y", "b")), udp80),
+        Some(true)
+    );
     assert_eq!(e.cells.len(), 3);
+}
+
+#[test]
+fn external_hosts_are_declared_probed_and_expected() {
+    let text = format!(
+        "{HEAD}cluster:\n  nodes: 1\n  externalHosts:\n    - {{name: backup, address: 172.17.0.5, serve: [TCP/5978]}}\n\
+model: {{namespaces: [x], pods: [a], ports: [80], protocols: [TCP]}}\n\
+probe:\n  from: [x/a, host/backup]\n  to: [x/a, host/backup]\n\
+expect:\n  default: allow\n  exceptions:\n    - {{from: x/a, to: host/backup, port: 5978, allowed: false}}\n"
+    );
+    let s = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let h = &s.cluster.external_hosts[0];
+    assert_eq!(h.name, "backup");
+    assert_eq!(h.address, Ipv4Addr::new(172, 17, 0, 5));
+    assert_eq!(h.serve, vec![PortProto::new(Protocol::Tcp, 5978)]);
+    let backup: Peer = "host/backup".parse().unwrap();
+    assert_eq!(s.probe.to.as_ref().unwrap()[1], backup);
+    let e = s.steps[0].expect.as_ref().unwrap();
+    let xa: Peer = "x/a".parse().unwrap();
+    assert_eq!(
+        e.lookup(&xa, &backup, PortProto::new(Protocol::Tcp, 5978)),
+        Some(false)
+    );
+}
+
+#[test]
+fn external_host_mistakes() {
+    let hosts = |addr: &str| {
+        format!(
+            "{HEAD}cluster:\n  externalHosts:\n    - {{name: pc, address: {addr}}}\nmodel: {{}}\n"
+        )
+    };
+    let text = hosts("10.244.3.3");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "10.244.3.3", 0),
+        "cluster.externalHosts[0].address",
+        "inside the podCIDR",
+    );
+    let text = hosts("192.168.200.40");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "192.168.200.40", 0),
+        "cluster.externalHosts[0].address",
+        "underlay",
+    );
+    let text = format!("{HEAD}model: {{}}\nprobe:\n  to: [host/nowhere]\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "host/nowhere", 0),
+        "probe.to[0]",
+        "declare it in cluster.externalHosts",
+    );
 }

@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::objects::PodRef;
 use crate::protocol::PortProto;
 use crate::scenario::Peer;
 
@@ -90,7 +89,8 @@ pub struct Measurement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
     pub from: Peer,
-    pub to: PodRef,
+    /// The server: a pod or an external host.
+    pub to: Peer,
     pub port: PortProto,
     /// The client's own address (the pod's IP, or the node's underlay address).
     pub client_ip: Option<Ipv4Addr>,
@@ -106,7 +106,7 @@ pub struct Cell {
 
 impl Cell {
     pub fn is_self(&self) -> bool {
-        matches!(&self.from, Peer::Pod(p) if *p == self.to)
+        matches!(&self.from, Peer::Pod(_)) && self.from == self.to
     }
 
     /// Whether the server saw another source address than the client's own (NAT).

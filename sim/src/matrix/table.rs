@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::objects::PodRef;
 use crate::protocol::PortProto;
 use crate::scenario::Peer;
 
 use super::{Cell, Outcome, StepResult};
 
 /// The legend printed under every set of tables.
-pub const LEGEND: &str = ". reachable   X not reachable   ? measurement error   - not probed   * wrong (see below)";
+pub const LEGEND: &str =
+    ". reachable   X not reachable   ? measurement error   - not probed   * wrong (see below)";
 
 fn symbol(cell: &Cell) -> String {
     let s = match cell.measured.outcome {
@@ -37,8 +37,8 @@ pub fn render_tables(step: &StepResult) -> String {
     let mut out = String::new();
     for (port, cells) in by_port {
         let rows: BTreeSet<&Peer> = cells.iter().map(|c| &c.from).collect();
-        let cols: BTreeSet<&PodRef> = cells.iter().map(|c| &c.to).collect();
-        let lookup: BTreeMap<(&Peer, &PodRef), &Cell> =
+        let cols: BTreeSet<&Peer> = cells.iter().map(|c| &c.to).collect();
+        let lookup: BTreeMap<(&Peer, &Peer), &Cell> =
             cells.iter().map(|c| ((&c.from, &c.to), *c)).collect();
         let row_w = rows.iter().map(|r| r.to_string().len()).max().unwrap_or(0);
         let col_w: Vec<usize> = cols.iter().map(|c| c.to_string().len().max(2)).collect();
@@ -51,7 +51,10 @@ pub fn render_tables(step: &StepResult) -> String {
         for r in &rows {
             let _ = write!(out, "{:<row_w$}", r.to_string());
             for (c, w) in cols.iter().zip(&col_w) {
-                let s = lookup.get(&(*r, *c)).map(|cell| symbol(cell)).unwrap_or_else(|| "-".into());
+                let s = lookup
+                    .get(&(*r, *c))
+                    .map(|cell| symbol(cell))
+                    .unwrap_or_else(|| "-".into());
                 let _ = write!(out, "  {s:<w$}");
             }
             // Trailing spaces would make snapshots fragile.
@@ -113,7 +116,10 @@ pub fn render_step(step: &StepResult) -> String {
         .filter(|c| c.measured.seen_source.is_some() && c.client_ip.is_some())
         .collect();
     if !answered.is_empty() {
-        let natted: Vec<&&Cell> = answered.iter().filter(|c| c.translated_source().is_some()).collect();
+        let natted: Vec<&&Cell> = answered
+            .iter()
+            .filter(|c| c.translated_source().is_some())
+            .collect();
         if natted.is_empty() {
             let _ = writeln!(
                 out,
@@ -121,7 +127,12 @@ pub fn render_step(step: &StepResult) -> String {
                 answered.len()
             );
         } else {
-            let _ = writeln!(out, "\nsource addresses: {} of {} answers came from a translated address:", natted.len(), answered.len());
+            let _ = writeln!(
+                out,
+                "\nsource addresses: {} of {} answers came from a translated address:",
+                natted.len(),
+                answered.len()
+            );
             for c in natted.iter().take(10) {
                 let _ = writeln!(
                     out,
@@ -130,7 +141,10 @@ pub fn render_step(step: &StepResult) -> String {
                     c.to,
                     c.port,
                     c.client_ip.map(|i| i.to_string()).unwrap_or_default(),
-                    c.measured.seen_source.map(|i| i.to_string()).unwrap_or_default()
+                    c.measured
+                        .seen_source
+                        .map(|i| i.to_string())
+                        .unwrap_or_default()
                 );
             }
         }
@@ -153,10 +167,7 @@ mod tests {
     fn cell(from: &str, to: &str, outcome: Outcome, expected: Option<Verdict>) -> Cell {
         Cell {
             from: from.parse().unwrap(),
-            to: match to.parse::<Peer>().unwrap() {
-                Peer::Pod(p) => p,
-                Peer::Node(_) => unreachable!(),
-            },
+            to: to.parse::<Peer>().unwrap(),
             port: PortProto::new(Protocol::Tcp, 80),
             client_ip: None,
             expected,
@@ -194,7 +205,13 @@ node/n1  X    -
 
 ";
         assert!(text.starts_with(expected), "{text}");
-        assert!(text.contains("x/b -> x/a TCP/80: expected allow, measured dropped"), "{text}");
-        assert!(text.contains("initial: 4 probes, 2 correct, 1 wrong, 1 not asserted"), "{text}");
+        assert!(
+            text.contains("x/b -> x/a TCP/80: expected allow, measured dropped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("initial: 4 probes, 2 correct, 1 wrong, 1 not asserted"),
+            "{text}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::matrix::Verdict;
-use crate::objects::PodRef;
+
 use crate::policy::{
     Direction, Endpoint, PeerCheck, PeerKind, PodInfo, PolicyCheck, PortCheck, PortMatcher,
     ResolvedPeer, ResolvedRule, RuleCheck,
@@ -19,7 +19,7 @@ use crate::selector;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
     pub from: Peer,
-    pub to: PodRef,
+    pub to: Peer,
     pub port: PortProto,
     pub verdict: Verdict,
     pub case: Case,
@@ -64,7 +64,10 @@ pub struct Side {
 impl Side {
     pub fn allowed(&self) -> bool {
         match &self.outcome {
-            SideOutcome::NodeTraffic { .. } | SideOutcome::NotIsolated => true,
+            SideOutcome::NodeTraffic { .. }
+            | SideOutcome::HostTraffic { .. }
+            | SideOutcome::NotAPod { .. }
+            | SideOutcome::NotIsolated => true,
             SideOutcome::Isolated { allowed, .. } => *allowed,
         }
     }
@@ -75,6 +78,11 @@ impl Side {
 pub enum SideOutcome {
     /// The client is a node: no NetworkPolicy governs a node's own egress.
     NodeTraffic { node: String, ip: Ipv4Addr },
+    /// The client is a host outside the cluster: nothing in the cluster polices its egress.
+    HostTraffic { host: String, ip: Ipv4Addr },
+    /// The server is not a pod (a host outside the cluster): no NetworkPolicy governs
+    /// what it accepts.
+    NotAPod { who: String, ip: Ipv4Addr },
     /// No policy selects the pod for this direction: open.
     NotIsolated,
     /// Policies select the pod for this direction; allowed when one of their rules does.
@@ -357,6 +365,12 @@ impl Side {
             SideOutcome::NodeTraffic { node, ip } => {
                 format!("not policed (node/{node} sends from {ip})")
             }
+            SideOutcome::HostTraffic { host, ip } => {
+                format!("not policed (host/{host} is outside the cluster, sending from {ip})")
+            }
+            SideOutcome::NotAPod { who, ip } => {
+                format!("not policed ({who} at {ip} is not a pod)")
+            }
             SideOutcome::NotIsolated => format!("open ({} not isolated)", self.subject),
             SideOutcome::Isolated { policies, allowed } => {
                 let first_allow = policies.iter().find_map(|p| {
@@ -451,6 +465,17 @@ impl fmt::Display for Side {
         let head = self.heading();
         let dir = self.direction.field();
         match &self.outcome {
+            SideOutcome::HostTraffic { host, ip } => write!(
+                f,
+                "{head}: the client is host {host}, outside the cluster; no NetworkPolicy governs \
+                 its traffic. It arrives from {ip}, which on the other end only ipBlock peers or \
+                 rules without `from` can admit."
+            ),
+            SideOutcome::NotAPod { who, ip } => write!(
+                f,
+                "{head}: the server {who} ({ip}) is not a pod, so no NetworkPolicy governs what it \
+                 accepts; only the client's egress decides."
+            ),
             SideOutcome::NodeTraffic { node, ip } => write!(
                 f,
                 "{head}: the client is node {node}, not a pod; no NetworkPolicy governs a node's own \

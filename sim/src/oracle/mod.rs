@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::matrix::Verdict;
-use crate::objects::{ClusterObjects, PodRef};
+use crate::objects::ClusterObjects;
 use crate::policy::{self, Direction, Endpoint, PodInfo, ResolvedPolicies, SideVerdict};
 use crate::protocol::PortProto;
 use crate::scenario::{Peer, PolicyEngineKind};
@@ -32,6 +32,8 @@ pub struct OracleContext<'a> {
     pub engine: PolicyEngineKind,
     /// Node name → underlay IP; a probe from `node/N` leaves with that address.
     pub node_addresses: &'a BTreeMap<String, Ipv4Addr>,
+    /// External host name → address (see [`OracleContext::with_hosts`]).
+    pub host_addresses: BTreeMap<String, Ipv4Addr>,
     resolved: ResolvedPolicies,
 }
 
@@ -46,8 +48,15 @@ impl<'a> OracleContext<'a> {
             objects,
             engine,
             node_addresses,
+            host_addresses: BTreeMap::new(),
             resolved: policy::resolve(objects),
         }
+    }
+
+    /// Adds the addresses of the hosts outside the cluster (`host/NAME` peers).
+    pub fn with_hosts(mut self, hosts: BTreeMap<String, Ipv4Addr>) -> Self {
+        self.host_addresses = hosts;
+        self
     }
 
     /// The resolved policies the predictions are made from.
@@ -71,7 +80,7 @@ impl Prediction {
 }
 
 /// Predicts whether `from` reaches `to` on `port`, and explains it.
-pub fn predict(ctx: &OracleContext, from: &Peer, to: &PodRef, port: PortProto) -> Prediction {
+pub fn predict(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Prediction {
     let case = decide(ctx, from, to, port);
     let verdict = case.verdict();
     Prediction {
@@ -86,53 +95,103 @@ pub fn predict(ctx: &OracleContext, from: &Peer, to: &PodRef, port: PortProto) -
     }
 }
 
-fn decide(ctx: &OracleContext, from: &Peer, to: &PodRef, port: PortProto) -> Case {
+fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Case {
     let resolved = &ctx.resolved;
-    let Some(dest) = resolved.pod(to) else {
-        return Case::Unknown(format!("{to} is not a pod of the cluster"));
+    let dest = match to {
+        Peer::Pod(p) => match resolved.pod(p) {
+            Some(info) => Dest::Pod(info),
+            None => return Case::Unknown(format!("{p} is not a pod of the cluster")),
+        },
+        Peer::Host(h) => match ctx.host_addresses.get(h) {
+            Some(ip) => Dest::Outside(to.to_string(), *ip),
+            None => return Case::Unknown(format!("host {h} is not declared")),
+        },
+        Peer::Node(n) => return Case::Unknown(format!("node {n} serves nothing to probe")),
     };
     let source = match from {
         Peer::Pod(p) => match resolved.pod(p) {
             Some(info) => Source::Pod(info),
             None => return Case::Unknown(format!("{p} is not a pod of the cluster")),
         },
-        Peer::Node(n) => Source::Node(n),
+        Peer::Node(n) => match ctx.node_addresses.get(n) {
+            Some(ip) => Source::Node(n, *ip),
+            None => return Case::Unknown(format!("node {n} has no known address")),
+        },
+        Peer::Host(h) => match ctx.host_addresses.get(h) {
+            Some(ip) => Source::Host(h, *ip),
+            None => return Case::Unknown(format!("host {h} is not declared")),
+        },
     };
     if ctx.engine == PolicyEngineKind::None {
         return Case::NoEnforcement;
     }
-    match source {
-        Source::Pod(p) if p.pod == *to => Case::Loopback,
-        Source::Node(n) if dest.node.as_deref() == Some(n.as_str()) => {
-            Case::OwnNode { node: n.clone() }
+    // The client's egress.
+    let egress = match (&source, &dest) {
+        (Source::Pod(p), Dest::Pod(d)) if p.pod == d.pod => return Case::Loopback,
+        (Source::Node(n, _), Dest::Pod(d)) if d.node.as_deref() == Some(n.as_str()) => {
+            return Case::OwnNode { node: (*n).clone() };
         }
-        Source::Node(n) => match ctx.node_addresses.get(n) {
-            None => Case::Unknown(format!("node {n} has no known address")),
-            Some(ip) => {
-                let egress = Side {
-                    direction: Direction::Egress,
-                    subject: format!("node/{n}"),
-                    outcome: SideOutcome::NodeTraffic {
-                        node: n.clone(),
-                        ip: *ip,
-                    },
-                };
-                let other = Endpoint::Address(*ip);
-                let ingress = side(resolved, Direction::Ingress, dest, &other, port);
-                Case::Checked { egress, ingress }
-            }
+        (Source::Node(n, ip), _) => Side {
+            direction: Direction::Egress,
+            subject: format!("node/{n}"),
+            outcome: SideOutcome::NodeTraffic {
+                node: (*n).clone(),
+                ip: *ip,
+            },
         },
-        Source::Pod(p) => {
-            let egress = side(resolved, Direction::Egress, p, &Endpoint::Pod(dest), port);
-            let ingress = side(resolved, Direction::Ingress, dest, &Endpoint::Pod(p), port);
-            Case::Checked { egress, ingress }
+        (Source::Host(h, ip), _) => Side {
+            direction: Direction::Egress,
+            subject: format!("host/{h}"),
+            outcome: SideOutcome::HostTraffic {
+                host: (*h).clone(),
+                ip: *ip,
+            },
+        },
+        (Source::Pod(p), Dest::Pod(d)) => {
+            side(resolved, Direction::Egress, p, &Endpoint::Pod(d), port)
         }
-    }
+        (Source::Pod(p), Dest::Outside(_, ip)) => side(
+            resolved,
+            Direction::Egress,
+            p,
+            &Endpoint::Address(*ip),
+            port,
+        ),
+    };
+    // The server's ingress.
+    let ingress = match (&dest, &source) {
+        (Dest::Outside(who, ip), _) => Side {
+            direction: Direction::Ingress,
+            subject: who.clone(),
+            outcome: SideOutcome::NotAPod {
+                who: who.clone(),
+                ip: *ip,
+            },
+        },
+        (Dest::Pod(d), Source::Pod(p)) => {
+            side(resolved, Direction::Ingress, d, &Endpoint::Pod(p), port)
+        }
+        (Dest::Pod(d), Source::Node(_, ip) | Source::Host(_, ip)) => side(
+            resolved,
+            Direction::Ingress,
+            d,
+            &Endpoint::Address(*ip),
+            port,
+        ),
+    };
+    Case::Checked { egress, ingress }
 }
 
 enum Source<'a> {
     Pod(&'a PodInfo),
-    Node(&'a String),
+    Node(&'a String, Ipv4Addr),
+    Host(&'a String, Ipv4Addr),
+}
+
+enum Dest<'a> {
+    Pod(&'a PodInfo),
+    /// Not a pod: `host/NAME` and its address.
+    Outside(String, Ipv4Addr),
 }
 
 /// One end, evaluated by the policy semantics and turned into a report.

@@ -29,7 +29,7 @@ fn predict_with(
     predict(
         &ctx,
         &from.parse().expect("peer"),
-        &pr(to),
+        &Peer::Pod(pr(to)),
         port.parse().expect("port"),
     )
 }

@@ -84,6 +84,32 @@ pub struct NodePlan {
     pub gateway: Ipv4Addr,
 }
 
+/// The router in front of the nodes: on the underlay at `.1`, with the external hosts
+/// behind it (issue: ipBlock lessons need real hosts outside the cluster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterPlan {
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_mac: [u8; 6],
+    /// The fabric-side veth of the router's underlay link.
+    pub fabric_port: String,
+}
+
+/// One host outside the cluster, wired to the router by its own veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    pub name: String,
+    pub netns: String,
+    pub address: Ipv4Addr,
+    /// The router-side veth towards this host.
+    pub router_port: String,
+}
+
+/// The address every router port towards a host carries (each host's gateway), so a
+/// host needs no subnet of its own: it has its address as a /32 and a default route
+/// to this link-local next hop.
+pub const ROUTER_HOST_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
 /// Names and addresses of one run of a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -92,6 +118,9 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
+    /// Present when the scenario declares hosts outside the cluster.
+    pub router: Option<RouterPlan>,
+    pub hosts: Vec<HostPlan>,
 }
 
 impl Plan {
@@ -143,7 +172,26 @@ impl Plan {
                 }
             })
             .collect();
+        let router = (!cluster.external_hosts.is_empty()).then(|| RouterPlan {
+            netns: format!("{prefix}-router"),
+            underlay_ip: Ipv4Addr::from(u32::from(UNDERLAY.network()) + 1),
+            underlay_mac: [0x02, 0x6b, 0x6c, 0xff, 0x00, 0x01],
+            fabric_port: "ul0".into(),
+        });
+        let hosts = cluster
+            .external_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostPlan {
+                name: h.name.clone(),
+                netns: format!("{prefix}-host-{}", h.name),
+                address: h.address,
+                router_port: format!("h{}", i + 1),
+            })
+            .collect();
         Ok(Plan {
+            router,
+            hosts,
             prefix: prefix.to_string(),
             nodes,
             pod_cidr: cluster.pod_cidr.trunc(),
@@ -153,6 +201,10 @@ impl Plan {
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostPlan> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 
     /// The fabric (underlay) namespace.
@@ -194,6 +246,7 @@ mod tests {
             policy: PolicyEngineKind::Iptables,
             deny: DenyStyle::Reject,
             proxy: ProxyKind::Iptables,
+            external_hosts: vec![],
         }
     }
 

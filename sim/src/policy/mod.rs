@@ -41,6 +41,7 @@ use crate::objects::{
 use crate::protocol::PortProto;
 use crate::selector;
 
+pub mod generate;
 mod peers;
 mod ports;
 

@@ -227,8 +227,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     for (i, peer) in probe.from.iter().flatten().enumerate() {
         sim.peer_ever(&src, &join_index("probe.from", i), peer)?;
     }
-    for (i, pod) in probe.to.iter().flatten().enumerate() {
-        sim.peer_ever(&src, &join_index("probe.to", i), &Peer::Pod(pod.clone()))?;
+    for (i, peer) in probe.to.iter().flatten().enumerate() {
+        sim.peer_ever(&src, &join_index("probe.to", i), peer)?;
     }
 
     Ok(Scenario {
@@ -377,11 +377,14 @@ impl<'a> Sim<'a> {
         let (ns, name) = object.key();
         declared.check(src, &p.path, object.kind(), &(ns.clone(), name.clone()))?;
         let meta = join_key(&p.path, "metadata");
-        if object.kind() == Kind::Namespace && name == "node" {
-            // `node/NAME` is how probes and expectations name a node.
+        if object.kind() == Kind::Namespace && (name == "node" || name == "host") {
+            // `node/NAME` and `host/NAME` name nodes and external hosts in probes.
             return Err(src.at_value(
                 &join_key(&meta, "name"),
-                "a namespace cannot be called `node`: `node/NAME` names a node in probes and expectations",
+                format!(
+                    "a namespace cannot be called `{name}`: `{name}/NAME` names a {} in probes and expectations",
+                    if name == "node" { "node" } else { "host outside the cluster" }
+                ),
             ));
         }
         if object.kind() != Kind::Namespace && !self.objects.namespaces.contains_key(&ns) {
@@ -525,6 +528,7 @@ impl<'a> Sim<'a> {
                     self.cluster.nodes.join(", ")
                 )
             }
+            Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
             _ => return Ok(()),
         };
         Err(ScenarioError::new(&src.file, u.location, &u.path, missing))
@@ -539,8 +543,30 @@ impl<'a> Sim<'a> {
                     self.cluster.nodes.join(", ")
                 )
             }
+            Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
             _ => return Ok(()),
         };
         Err(src.at_value(path, missing))
+    }
+
+    fn has_host(&self, name: &str) -> bool {
+        self.cluster.external_hosts.iter().any(|h| h.name == name)
+    }
+
+    fn no_such_host(&self, name: &str) -> String {
+        let names: Vec<&str> = self
+            .cluster
+            .external_hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
+        if names.is_empty() {
+            format!("host {name} does not exist: declare it in cluster.externalHosts")
+        } else {
+            format!(
+                "host {name} does not exist; the external hosts are {}",
+                names.join(", ")
+            )
+        }
     }
 }

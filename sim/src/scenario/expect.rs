@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Location, ScenarioError};
-use crate::objects::PodRef;
+
 use crate::protocol::{PortProto, Protocol};
 
 use super::fields;
@@ -155,7 +155,7 @@ fn exceptions(src: &Source, path: &str, value: &Value) -> Result<Parsed, Scenari
                 format!("the cell {from} -> {to} {port} is listed twice"),
             ));
         }
-        for (peer, p) in [(from, from_path), (Peer::Pod(to), to_path)] {
+        for (peer, p) in [(from, from_path), (to, to_path)] {
             parsed.peers.push(PeerUse {
                 location: src.positions.value(&p),
                 peer,
@@ -166,11 +166,13 @@ fn exceptions(src: &Source, path: &str, value: &Value) -> Result<Parsed, Scenari
     Ok(parsed)
 }
 
-/// A server (column) must be a pod.
-fn server(s: &str) -> Result<PodRef, String> {
+/// A server (column) must be a pod or an external host.
+fn server(s: &str) -> Result<Peer, String> {
     match s.parse::<Peer>()? {
-        Peer::Pod(p) => Ok(p),
-        Peer::Node(_) => Err(format!("{s:?} is a node; servers must be pods (ns/pod)")),
+        Peer::Node(_) => Err(format!(
+            "{s:?} is a node; servers are pods (ns/pod) or external hosts (host/NAME)"
+        )),
+        other => Ok(other),
     }
 }
 
@@ -228,7 +230,7 @@ fn table(
             "the table is empty: its first line names the server pods",
         ));
     };
-    let mut columns: Vec<PodRef> = Vec::with_capacity(header.len());
+    let mut columns: Vec<Peer> = Vec::with_capacity(header.len());
     for (col, w) in &header {
         let pod = server(w).map_err(|m| err(header_line, *col, format!("column header: {m}")))?;
         if columns.contains(&pod) {
@@ -239,7 +241,7 @@ fn table(
             ));
         }
         parsed.peers.push(PeerUse {
-            peer: Peer::Pod(pod.clone()),
+            peer: pod.clone(),
             path: path.to_string(),
             location: at(header_line, *col),
         });

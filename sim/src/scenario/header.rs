@@ -17,14 +17,15 @@ use serde_json::Value;
 
 use crate::error::ScenarioError;
 use crate::plan::{self, Plan, PlanError};
+use crate::protocol::PortProto;
 
 use super::model_shorthand::Model;
 use super::names;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
 use super::{
-    ClusterConfig, DenyStyle, Loopback, NetworkMode, Peer, PolicyEngineKind, ProbeSpec, ProxyKind,
-    Scenario,
+    ClusterConfig, DenyStyle, ExternalHost, Loopback, NetworkMode, Peer, PolicyEngineKind,
+    ProbeSpec, ProxyKind, Scenario,
 };
 
 pub(super) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -69,6 +70,17 @@ pub(crate) struct ClusterHeader {
     policy: Option<PolicyHeader>,
     deny: Option<DenyHeader>,
     proxy: Option<String>,
+    #[serde(rename = "externalHosts")]
+    external_hosts: Option<Vec<ExternalHostHeader>>,
+}
+
+/// One entry of `cluster.externalHosts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalHostHeader {
+    name: String,
+    address: String,
+    serve: Option<Vec<String>>,
 }
 
 /// `nodes: 2` or `nodes: [n1, n2]`.
@@ -306,7 +318,9 @@ pub(crate) fn cluster(
             ));
         }
     };
+    let external_hosts = external_hosts(src, h, pod_cidr, service_cidr, &nodes)?;
     let config = ClusterConfig {
+        external_hosts,
         nodes,
         pod_cidr,
         service_cidr,
@@ -327,6 +341,74 @@ pub(crate) fn cluster(
         PlanError::TooManyNodes(_) => src.at_value(nodes_path, e.to_string()),
     })?;
     Ok(config)
+}
+
+/// Checks `cluster.externalHosts`: names, addresses outside every cluster range, ports.
+fn external_hosts(
+    src: &Source,
+    h: &ClusterHeader,
+    pod_cidr: Ipv4Net,
+    service_cidr: Ipv4Net,
+    nodes: &[String],
+) -> Result<Vec<ExternalHost>, ScenarioError> {
+    let base = "cluster.externalHosts";
+    let mut hosts: Vec<ExternalHost> = Vec::new();
+    for (i, e) in h.external_hosts.iter().flatten().enumerate() {
+        let p = join_index(base, i);
+        let name_path = join_key(&p, "name");
+        names::dns_label(&e.name)
+            .map_err(|m| src.at_value(&name_path, format!("bad host name: {m}")))?;
+        if hosts.iter().any(|o| o.name == e.name) {
+            return Err(src.at_value(&name_path, format!("host {} is declared twice", e.name)));
+        }
+        if nodes.contains(&e.name) {
+            return Err(src.at_value(&name_path, format!("{} is already a node's name", e.name)));
+        }
+        let addr_path = join_key(&p, "address");
+        let address: std::net::Ipv4Addr = e.address.parse().map_err(|_| {
+            src.at_value(
+                &addr_path,
+                format!("{:?} is not an IPv4 address", e.address),
+            )
+        })?;
+        let link_local: Ipv4Net = "169.254.0.0/16".parse().expect("constant");
+        for (net, what) in [
+            (pod_cidr, "the podCIDR"),
+            (service_cidr, "the serviceCIDR"),
+            (plan::UNDERLAY, "the nodes' underlay network"),
+            (link_local, "the link-local range the router uses"),
+        ] {
+            if net.contains(&address) {
+                return Err(src.at_value(&addr_path, format!("{address} is inside {what} {net}: an external host needs an address outside the cluster")));
+            }
+        }
+        if address.is_unspecified()
+            || address.is_loopback()
+            || address.is_multicast()
+            || address.is_broadcast()
+        {
+            return Err(src.at_value(&addr_path, format!("{address} cannot be a host's address")));
+        }
+        if let Some(o) = hosts.iter().find(|o| o.address == address) {
+            return Err(src.at_value(
+                &addr_path,
+                format!("{address} is already host {}'s address", o.name),
+            ));
+        }
+        let mut serve = Vec::new();
+        for (j, s) in e.serve.iter().flatten().enumerate() {
+            let sp = join_index(&join_key(&p, "serve"), j);
+            serve.push(s.parse::<PortProto>().map_err(|m| src.at_value(&sp, m))?);
+        }
+        serve.sort();
+        serve.dedup();
+        hosts.push(ExternalHost {
+            name: e.name.clone(),
+            address,
+            serve,
+        });
+    }
+    Ok(hosts)
 }
 
 /// Checks `probe:` (peers are checked against the pods later).
@@ -368,11 +450,11 @@ pub(crate) fn probe(
             items
                 .into_iter()
                 .map(|(p, s)| match s.parse::<Peer>() {
-                    Ok(Peer::Pod(pod)) => Ok(pod),
-                    Ok(Peer::Node(_)) => {
-                        Err(src
-                            .at_value(&p, format!("{s:?} is a node; probe.to lists pods (ns/pod)")))
-                    }
+                    Ok(Peer::Node(_)) => Err(src.at_value(
+                        &p,
+                        format!("{s:?} is a node; probe.to lists pods (ns/pod) or external hosts (host/NAME)"),
+                    )),
+                    Ok(peer) => Ok(peer),
                     Err(e) => Err(src.at_value(&p, e)),
                 })
                 .collect::<Result<Vec<_>, _>>()

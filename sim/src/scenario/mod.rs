@@ -60,6 +60,18 @@ pub struct ClusterConfig {
     pub policy: PolicyEngineKind,
     pub deny: DenyStyle,
     pub proxy: ProxyKind,
+    /// Hosts outside the cluster, behind a router on the underlay.
+    pub external_hosts: Vec<ExternalHost>,
+}
+
+/// A host outside the cluster (`cluster.externalHosts`): its own namespace behind the
+/// router, which routes between the hosts and the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalHost {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Ports it serves (answering like a pod does, with `host/NAME`).
+    pub serve: Vec<PortProto>,
 }
 
 /// How nodes reach each other's pod subnets.
@@ -107,11 +119,13 @@ pub enum Loopback {
     Check,
 }
 
-/// One end of a probe: a pod (`x/a`) or a node (`node/n1`).
+/// One end of a probe: a pod (`x/a`), a node (`node/n1`) or an external host
+/// (`host/admin-pc`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
     Pod(PodRef),
     Node(String),
+    Host(String),
 }
 
 impl serde::Serialize for Peer {
@@ -125,6 +139,7 @@ impl std::fmt::Display for Peer {
         match self {
             Peer::Pod(p) => write!(f, "{p}"),
             Peer::Node(n) => write!(f, "node/{n}"),
+            Peer::Host(h) => write!(f, "host/{h}"),
         }
     }
 }
@@ -134,11 +149,12 @@ impl std::str::FromStr for Peer {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('/') {
             Some(("node", n)) if !n.is_empty() => Ok(Peer::Node(n.to_string())),
+            Some(("host", h)) if !h.is_empty() => Ok(Peer::Host(h.to_string())),
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(Peer::Pod(PodRef::new(ns, name)))
             }
             _ => Err(format!(
-                "{s:?} is not a probe peer (write ns/pod, or node/NAME for a node)"
+                "{s:?} is not a probe peer (write ns/pod, node/NAME for a node or host/NAME for an external host)"
             )),
         }
     }
@@ -149,8 +165,8 @@ impl std::str::FromStr for Peer {
 pub struct ProbeSpec {
     /// Clients; default every pod.
     pub from: Option<Vec<Peer>>,
-    /// Servers; default every pod.
-    pub to: Option<Vec<PodRef>>,
+    /// Servers (pods or external hosts); default every pod.
+    pub to: Option<Vec<Peer>>,
     /// Ports; default every container port each server declares.
     pub ports: Option<Vec<PortProto>>,
     /// Per-probe deadline in milliseconds; default chosen by the harness.
@@ -158,7 +174,7 @@ pub struct ProbeSpec {
 }
 
 /// One expected cell value, keyed by client, server and port.
-pub type CellKey = (Peer, PodRef, PortProto);
+pub type CellKey = (Peer, Peer, PortProto);
 
 /// An expected matrix, from either form the scenario may use (tables per `PROTO/port`,
 /// or `default` plus `exceptions`). Cells a table marks `#` are absent (not asserted).
@@ -172,7 +188,7 @@ pub struct Expectation {
 
 impl Expectation {
     /// The expected reachability of one cell, if the scenario asserts it.
-    pub fn lookup(&self, from: &Peer, to: &PodRef, port: PortProto) -> Option<bool> {
+    pub fn lookup(&self, from: &Peer, to: &Peer, port: PortProto) -> Option<bool> {
         self.cells
             .get(&(from.clone(), to.clone(), port))
             .copied()
