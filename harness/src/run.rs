@@ -1,1 +1,456 @@
-//! Running a scenario end to end. (Stub.)
+//! Running a scenario end to end: build the cluster, then for each step apply its changes
+//! (pods through the CNI plugins, policies through the enforcer), probe, and compare what
+//! was measured with what the scenario expects and what the oracle predicts. Teardown is
+//! the caller's guarantee: [`run`] tears down on success and on error, and the caller
+//! sweeps the run's prefix after a panic or Ctrl-C (see `netns::sweep::clean_prefix`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use sim::matrix::{Cell, StepResult, Verdict};
+use sim::objects::{ClusterObjects, Kind, Object, PodRef, declared_ports, pod_ip, pod_node};
+use sim::oracle::{OracleContext, predict};
+use sim::plan::Plan;
+use sim::protocol::PortProto;
+use sim::scenario::{Change, Loopback, Peer, Scenario, Step};
+
+use crate::netns::Netns;
+
+use crate::cluster::Cluster;
+use crate::probe::{self, ProbeOptions, ProbeTask, ServerSpec, Servers};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run's unique prefix (the caller makes it, so it can sweep after a crash).
+    pub prefix: String,
+    /// Leave the cluster up at the end.
+    pub keep: bool,
+    /// Per-probe deadline; default from the probe engine's measured figure.
+    pub deadline: Option<Duration>,
+}
+
+/// Wall-clock times of a run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    pub bring_up_ms: f64,
+    pub probe_ms: f64,
+    pub teardown_ms: f64,
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub scenario: String,
+    pub prefix: String,
+    pub steps: Vec<StepResult>,
+    pub timings: Timings,
+    /// Normalised description of what was built (after the first step), for snapshots.
+    pub built: String,
+    /// Problems during teardown (the run's verdict still stands, but they are shown).
+    pub teardown_errors: Vec<String>,
+    /// Names of what was left up with `--keep`.
+    pub kept: Option<Kept>,
+}
+
+/// What `--keep` left behind and how to get in.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub nodes: Vec<(String, String)>,
+    pub pods: Vec<(PodRef, String, Ipv4Addr)>,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.steps.iter().all(StepResult::ok)
+    }
+}
+
+/// Runs a whole scenario. Tears the cluster down before returning unless `keep`.
+pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
+    let plan = Plan::new(&opts.prefix, &scenario.cluster)
+        .with_context(|| format!("plan the cluster of {}", scenario.path.display()))?;
+    let started = Instant::now();
+    let cluster = Cluster::create(plan)
+        .await
+        .context("build the fabric and the nodes")?;
+    let mut live = Live {
+        cluster,
+        objects: ClusterObjects::new(scenario.cluster.nodes.clone()),
+        servers: BTreeMap::new(),
+    };
+    let outcome = drive(scenario, opts, &mut live, started).await;
+    let Live { cluster, .. } = live;
+    match outcome {
+        Ok(mut report) => {
+            if opts.keep {
+                report.kept = Some(kept(&cluster));
+                cluster.keep();
+            } else {
+                let t = Instant::now();
+                let td = cluster.teardown().await;
+                report.timings.teardown_ms = ms(t.elapsed());
+                report.teardown_errors = td.errors;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            let td = cluster.teardown().await;
+            if td.errors.is_empty() {
+                Err(e)
+            } else {
+                Err(e.context(format!(
+                    "teardown afterwards also failed: {}",
+                    td.errors.join("; ")
+                )))
+            }
+        }
+    }
+}
+
+struct Live {
+    cluster: Cluster,
+    objects: ClusterObjects,
+    servers: BTreeMap<PodRef, Servers>,
+}
+
+async fn drive(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    live: &mut Live,
+    started: Instant,
+) -> Result<RunReport> {
+    let mut report = RunReport {
+        scenario: scenario.name.clone(),
+        prefix: opts.prefix.clone(),
+        steps: vec![],
+        timings: Timings::default(),
+        built: String::new(),
+        teardown_errors: vec![],
+        kept: None,
+    };
+    let probe_opts = ProbeOptions {
+        deadline: opts.deadline.unwrap_or(ProbeOptions::default().deadline),
+        ..ProbeOptions::default()
+    };
+    for (i, step) in scenario.steps.iter().enumerate() {
+        apply_step(step, live)
+            .await
+            .with_context(|| format!("step {:?}", step.name))?;
+        live.cluster
+            .verify()
+            .await
+            .map_err(|fault| anyhow!("infrastructure fault (not a policy result): {fault}"))?;
+        if i == 0 {
+            report.timings.bring_up_ms = ms(started.elapsed());
+            report.built = live.cluster.describe().await?;
+        }
+        let t = Instant::now();
+        let result = probe_step(scenario, step, live, &probe_opts).await?;
+        report.timings.probe_ms += ms(t.elapsed());
+        report.steps.push(result);
+    }
+    Ok(report)
+}
+
+/// Applies one step's changes: namespaces and pods first (pods need their IPs before
+/// anything may refer to them), then deletions, labels and the other objects.
+async fn apply_step(step: &Step, live: &mut Live) -> Result<()> {
+    let mut later = Vec::new();
+    let mut new_pods = Vec::new();
+    for change in &step.changes {
+        match change {
+            Change::Apply(raw) if matches!(raw.kind, Kind::Namespace | Kind::Pod) => {
+                let obj = raw.decode(&|p| ip_of(&live.objects, p))?;
+                if let Object::Pod(_) = &obj {
+                    let (ns, name) = obj.key();
+                    let key = PodRef::new(ns, name);
+                    if !live.objects.pods.contains_key(&key) {
+                        new_pods.push(key);
+                    }
+                }
+                live.objects.apply(obj);
+            }
+            other => later.push(other),
+        }
+    }
+    if !new_pods.is_empty() {
+        let placed: Vec<(PodRef, String)> = new_pods
+            .iter()
+            .map(|p| {
+                let node = live
+                    .objects
+                    .pods
+                    .get(p)
+                    .and_then(pod_node)
+                    .unwrap_or_default();
+                (p.clone(), node.to_string())
+            })
+            .collect();
+        let ips = live.cluster.add_pods(&placed).await?;
+        for (pod, ip) in ips {
+            live.objects.set_pod_ip(&pod, ip);
+        }
+        start_servers(live, &new_pods).await?;
+    }
+    let mut gone = Vec::new();
+    for change in later {
+        match change {
+            Change::Apply(raw) => {
+                let obj = raw.decode(&|p| ip_of(&live.objects, p))?;
+                live.objects.apply(obj);
+            }
+            Change::Delete {
+                kind,
+                namespace,
+                name,
+            } => {
+                if *kind == Kind::Pod {
+                    gone.push(PodRef::new(namespace.clone(), name.clone()));
+                }
+                live.objects.delete(*kind, namespace, name);
+            }
+            Change::Label {
+                kind,
+                namespace,
+                name,
+                labels,
+            } => {
+                live.objects
+                    .set_labels(*kind, namespace, name, labels.clone());
+            }
+        }
+    }
+    // Pods whose namespace was deleted go too.
+    let running: BTreeSet<PodRef> = live.cluster.pods().map(|(p, _)| p.clone()).collect();
+    gone.extend(
+        running
+            .into_iter()
+            .filter(|p| !live.objects.pods.contains_key(p)),
+    );
+    gone.sort();
+    gone.dedup();
+    if !gone.is_empty() {
+        for p in &gone {
+            live.servers.remove(p);
+        }
+        live.cluster.remove_pods(&gone).await?;
+    }
+    Ok(())
+}
+
+fn ip_of(objects: &ClusterObjects, pod: &PodRef) -> Option<Ipv4Addr> {
+    objects.pods.get(pod).and_then(pod_ip)
+}
+
+async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()> {
+    for pod in pods {
+        let handle = live
+            .cluster
+            .pod(pod)
+            .ok_or_else(|| anyhow!("pod {pod} has no namespace"))?;
+        let ports = live
+            .objects
+            .pods
+            .get(pod)
+            .map(|p| declared_ports(p).into_iter().map(|d| d.port).collect())
+            .unwrap_or_default();
+        let spec = ServerSpec {
+            pod: pod.clone(),
+            netns: handle.netns.clone(),
+            ports,
+        };
+        let servers = probe::start_servers(vec![spec])
+            .await
+            .with_context(|| format!("start the servers of pod {pod}"))?;
+        live.servers.insert(pod.clone(), servers);
+    }
+    Ok(())
+}
+
+/// The cells a step measures, in a stable order: clients × servers × the ports each
+/// server declares (or `probe.ports`).
+fn cells_of(scenario: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, PortProto)> {
+    let pods: Vec<PodRef> = objects.pods.keys().cloned().collect();
+    let from: Vec<Peer> = match &scenario.probe.from {
+        Some(f) => f.clone(),
+        None => pods.iter().cloned().map(Peer::Pod).collect(),
+    };
+    let to: Vec<Peer> = match &scenario.probe.to {
+        Some(t) => t.clone(),
+        None => pods.iter().cloned().map(Peer::Pod).collect(),
+    };
+    let exists = |p: &Peer| match p {
+        Peer::Pod(pod) => objects.pods.contains_key(pod),
+        _ => true,
+    };
+    let mut cells = Vec::new();
+    for server in to.iter().filter(|p| exists(p)) {
+        let ports = match &scenario.probe.ports {
+            Some(p) => p.clone(),
+            None => served_ports(scenario, objects, server),
+        };
+        for client in from.iter().filter(|p| exists(p)) {
+            for port in &ports {
+                cells.push((client.clone(), server.clone(), *port));
+            }
+        }
+    }
+    cells.sort();
+    cells
+}
+
+/// What a server serves: a pod's declared container ports, a host's `serve` list.
+fn served_ports(scenario: &Scenario, objects: &ClusterObjects, server: &Peer) -> Vec<PortProto> {
+    let mut ports: Vec<PortProto> = match server {
+        Peer::Pod(p) => objects
+            .pods
+            .get(p)
+            .map(|pod| declared_ports(pod).into_iter().map(|d| d.port).collect())
+            .unwrap_or_default(),
+        Peer::Host(h) => scenario
+            .cluster
+            .external_hosts
+            .iter()
+            .find(|x| x.name == *h)
+            .map(|x| x.serve.clone())
+            .unwrap_or_default(),
+        Peer::Node(_) => vec![],
+    };
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// The address and namespace of a probe end.
+fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
+    match peer {
+        Peer::Pod(p) => {
+            let h = live
+                .cluster
+                .pod(p)
+                .ok_or_else(|| anyhow!("pod {p} is not running"))?;
+            Ok((h.netns.clone(), h.ip))
+        }
+        Peer::Node(n) => {
+            let ns = live
+                .cluster
+                .node_netns(n)
+                .ok_or_else(|| anyhow!("node {n} does not exist"))?;
+            let ip = live
+                .cluster
+                .plan()
+                .node(n)
+                .map(|n| n.underlay_ip)
+                .ok_or_else(|| anyhow!("node {n} has no address"))?;
+            Ok((ns.clone(), ip))
+        }
+        Peer::Host(h) => Err(anyhow!("host {h}: external hosts are not built yet")),
+    }
+}
+
+async fn probe_step(
+    scenario: &Scenario,
+    step: &Step,
+    live: &Live,
+    opts: &ProbeOptions,
+) -> Result<StepResult> {
+    let keys = cells_of(scenario, &live.objects);
+    let mut tasks = Vec::with_capacity(keys.len());
+    let mut client_ips = Vec::with_capacity(keys.len());
+    for (from, to, port) in &keys {
+        let (client, mut client_ip) = endpoint(live, from)?;
+        let (_, dst) = endpoint(live, to)?;
+        if let Peer::Node(n) = from {
+            // A node talks to its own pods from its bridge address (the route to its pod
+            // subnet is on cni0) and to everything else from its underlay address.
+            if let Some(node) = live.cluster.plan().node(n) {
+                if node.pod_subnet.contains(&dst) {
+                    client_ip = node.gateway;
+                }
+            }
+        }
+        client_ips.push(client_ip);
+        tasks.push(ProbeTask {
+            client,
+            dst,
+            port: *port,
+            expect_answer_from: Some(to.to_string()),
+        });
+    }
+    let measured = probe::run_probes(&tasks, opts).await;
+    let plan = live.cluster.plan();
+    let node_addresses: BTreeMap<String, Ipv4Addr> = plan
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.underlay_ip))
+        .collect();
+    let host_addresses: BTreeMap<String, Ipv4Addr> = plan
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.address))
+        .collect();
+    let oracle = OracleContext::new(&live.objects, scenario.cluster.policy, &node_addresses)
+        .with_hosts(host_addresses);
+    let cells = keys
+        .into_iter()
+        .zip(measured)
+        .zip(client_ips)
+        .map(|(((from, to, port), measured), client_ip)| {
+            let is_self = matches!(&from, Peer::Pod(_)) && from == to;
+            let expected = step
+                .expect
+                .as_ref()
+                .and_then(|e| e.lookup(&from, &to, port))
+                .map(Verdict::from_allowed);
+            let prediction = predict(&oracle, &from, &to, port);
+            Cell {
+                client_ip: Some(client_ip),
+                asserted: !is_self || scenario.loopback == Loopback::Check,
+                from,
+                to,
+                port,
+                expected,
+                measured,
+                oracle: Some(prediction.verdict),
+                reason: Some(prediction.short()),
+            }
+        })
+        .collect();
+    Ok(StepResult {
+        name: step.name.clone(),
+        cells,
+    })
+}
+
+fn kept(cluster: &Cluster) -> Kept {
+    Kept {
+        nodes: cluster
+            .plan()
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.netns.clone()))
+            .collect(),
+        pods: cluster
+            .pods()
+            .map(|(p, h)| (p.clone(), h.netns.name().to_string(), h.ip))
+            .collect(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// A fresh run prefix (`kl` + 6 characters) from the pid and the clock, so two runs at
+/// once never share one.
+pub fn new_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let pid = std::process::id() as u64;
+    sim::plan::prefix_from_seed(nanos.wrapping_mul(6364136223846793005) ^ (pid << 20) ^ pid)
+}

@@ -1,2 +1,90 @@
-//! One test per scenario file (being written; see /tmp/scenarios.rs).
-fn main() {}
+//! One test per scenario file (libtest-mimic): each builds the scenario's cluster, runs
+//! every step, fails on any wrong cell, and snapshots (insta) the matrices and a
+//! normalised description of what was built into `scenarios/snapshots/`, next to the
+//! scenarios. Needs root; without it every scenario is listed as ignored, with the reason.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn main() {
+    harness::netns::init();
+    let args = Arguments::from_args();
+    let root = harness::netns::have_privileges();
+    if !root {
+        eprintln!(
+            "scenario tests skipped: building clusters needs root (run `sudo cargo xtask test`)"
+        );
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("scenarios"))
+        .expect("read scenarios/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files found");
+    let trials = files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_stem().unwrap().to_string_lossy().to_string();
+            Trial::test(format!("scenario::{name}"), move || run_one(&name, &file))
+                .with_ignored_flag(!root)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
+    let scenario = sim::scenario::load(file).map_err(|e| format!("{e}"))?;
+    let opts = harness::run::RunOptions {
+        prefix: harness::run::new_prefix(),
+        keep: false,
+        deadline: scenario.probe.timeout_ms.map(Duration::from_millis),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let prefix = opts.prefix.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(harness::run::run(&scenario, &opts))
+    }));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let report = match result {
+        Ok(r) => r.map_err(|e| format!("{e:#}"))?,
+        Err(_) => {
+            let _ = harness::netns::sweep::clean_prefix(&prefix);
+            return Err("the run panicked (its namespaces were swept)".into());
+        }
+    };
+    if !report.teardown_errors.is_empty() {
+        return Err(format!("teardown problems: {}", report.teardown_errors.join("; ")).into());
+    }
+    let mut matrices = String::new();
+    for (i, step) in report.steps.iter().enumerate() {
+        matrices.push_str(&format!("== step {}: {} ==\n", i + 1, step.name));
+        matrices.push_str(&sim::matrix::render_tables(step));
+    }
+    if !report.ok() {
+        let text: Vec<String> = report.steps.iter().map(sim::matrix::render_step).collect();
+        return Err(format!("wrong cells in {name}:\n{}", text.join("\n")).into());
+    }
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(workspace_root().join("scenarios/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_input_file(file);
+    settings.bind(|| {
+        insta::assert_snapshot!(format!("{name}@matrix"), matrices);
+        insta::assert_snapshot!(format!("{name}@built"), report.built);
+    });
+    Ok(())
+}

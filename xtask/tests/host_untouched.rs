@@ -42,7 +42,9 @@ fn out(cmd: &str, args: &[&str]) -> String {
 
 /// Every readable sysctl under /proc/sys/net, minus counters that move on their own.
 fn net_sysctls(dir: &Path, acc: &mut String) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -89,7 +91,11 @@ fn strip_counters(line: &str) -> String {
 
 fn ours() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/var/run/netns")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     v.retain(|n| n.starts_with("kl") && n.len() > 9 && n.as_bytes()[8] == b'-');
     v.sort();
@@ -126,7 +132,10 @@ fn a_whole_run_leaves_the_host_unchanged() {
         .stdout(Stdio::null())
         .status()
         .expect("run xtask");
-    assert!(status.success(), "the pod-network scenario failed: {status}");
+    assert!(
+        status.success(),
+        "the pod-network scenario failed: {status}"
+    );
     assert_same(&before, &host_state());
     assert_eq!(ours(), ns_before, "namespaces were left behind");
 }
@@ -150,7 +159,12 @@ fn a_killed_run_is_swept_by_clean() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = ours();
-        if now.iter().filter(|n| !ns_before.contains(n) && n.contains("-pod-")).count() >= 3 {
+        if now
+            .iter()
+            .filter(|n| !ns_before.contains(n) && n.contains("-pod-"))
+            .count()
+            >= 3
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the run never created its pods");
@@ -160,7 +174,10 @@ fn a_killed_run_is_swept_by_clean() {
     let _ = child.wait();
     // A CNI plugin the run had started finishes on its own; a user runs clean later too.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(ours().len() > ns_before.len(), "the killed run should have left namespaces");
+    assert!(
+        ours().len() > ns_before.len(),
+        "the killed run should have left namespaces"
+    );
     let clean = xtask().arg("clean").output().expect("run xtask clean");
     assert!(
         clean.status.success(),
@@ -171,7 +188,10 @@ fn a_killed_run_is_swept_by_clean() {
     assert_eq!(ours(), ns_before, "clean left namespaces behind");
     assert!(
         !Path::new("/run/knetlab").exists()
-            || std::fs::read_dir("/run/knetlab").map(|d| d.count()).unwrap_or(0) == 0,
+            || std::fs::read_dir("/run/knetlab")
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0,
         "clean left CNI state behind in /run/knetlab"
     );
     assert_same(&before, &host_state());

@@ -79,7 +79,10 @@ pub fn main(args: Args) -> u8 {
     }
     let med = |f: fn(&Timings) -> f64| median(samples.iter().map(f).collect());
     let mut table = String::new();
-    let _ = writeln!(table, "| scenario | runs | bring-up median | probe median ({probes} probes) | teardown median |");
+    let _ = writeln!(
+        table,
+        "| scenario | runs | bring-up median | probe median ({probes} probes) | teardown median |"
+    );
     let _ = writeln!(table, "|---|---|---|---|---|");
     let _ = writeln!(
         table,
@@ -116,20 +119,29 @@ fn write_benchmarks(name: &str, table: &str) -> std::io::Result<()> {
     let marker = format!("<!-- bench:{name} -->");
     let machine = machine();
     let date = chrono_free_date();
-    let section = format!("{marker}\n## {name}\n\nMachine: {machine}. Date: {date}.\n\n{table}{marker}\n");
+    let section =
+        format!("{marker}\n## {name}\n\nMachine: {machine}. Date: {date}.\n\n{table}{marker}\n");
     let new = match (old.find(&marker), old.rfind(&marker)) {
-        (Some(a), Some(b)) if a != b => format!("{}{}{}", &old[..a], section, &old[b + marker.len() + 1..]),
+        (Some(a), Some(b)) if a != b => {
+            format!("{}{}{}", &old[..a], section, &old[b + marker.len() + 1..])
+        }
         _ => format!("{}\n{}", old.trim_end(), "\n".to_string() + &section),
     };
     std::fs::write(path, new)
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} vCPU ({model}), Linux {}", kernel.trim())
 }

@@ -66,7 +66,11 @@ pub fn main(args: Args) -> u8 {
     match run_guarded(&scenario, &opts) {
         Guarded::Done(Ok(report)) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&crate::commands::json::report(&report)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::commands::json::report(&report))
+                        .unwrap_or_default()
+                );
             } else {
                 print_text(&scenario, &report);
             }
@@ -143,10 +147,19 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
             println!("  node {node:12} sudo ip netns exec {ns} bash");
         }
         for (pod, ns, ip) in &kept.pods {
-            println!("  pod  {:12} sudo ip netns exec {ns} bash    # {ip}", pod.to_string());
+            println!(
+                "  pod  {:12} sudo ip netns exec {ns} bash    # {ip}",
+                pod.to_string()
+            );
         }
-        println!("Probe servers stopped with this process. Remove the cluster with: cargo xtask clean --force");
+        println!(
+            "Probe servers stopped with this process. Remove the cluster with: cargo xtask clean --force"
+        );
     }
     let verdict = if report.ok() { "PASS" } else { "FAIL" };
-    println!("{verdict}: {} ({} steps)", scenario.name, report.steps.len());
+    println!(
+        "{verdict}: {} ({} steps)",
+        scenario.name,
+        report.steps.len()
+    );
 }
