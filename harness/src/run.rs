@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// Per-probe deadline; default from the probe engine's measured figure.
     pub deadline: Option<Duration>,
+    /// One cell to explain in every step (`--explain`); it is probed even when the
+    /// scenario's probe set leaves it out.
+    pub explain: Option<(Peer, Peer, PortProto)>,
 }
 
 /// Wall-clock times of a run.
@@ -53,6 +56,16 @@ pub struct RunReport {
     pub teardown_errors: Vec<String>,
     /// Names of what was left up with `--keep`.
     pub kept: Option<Kept>,
+    /// For `--explain`: per step, the oracle's full reasoning and the measured cell.
+    pub explanations: Vec<Explained>,
+}
+
+/// The oracle's walkthrough for one cell in one step, with what was measured.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub step: String,
+    pub text: String,
+    pub cell: Option<Cell>,
 }
 
 /// What `--keep` left behind and how to get in.
@@ -130,6 +143,7 @@ async fn drive(
         built: String::new(),
         teardown_errors: vec![],
         kept: None,
+        explanations: vec![],
     };
     let probe_opts = ProbeOptions {
         deadline: opts.deadline.unwrap_or(ProbeOptions::default().deadline),
@@ -148,7 +162,9 @@ async fn drive(
             report.built = live.cluster.describe().await?;
         }
         let t = Instant::now();
-        let result = probe_step(scenario, step, live, &probe_opts).await?;
+        let (result, explained) =
+            probe_step(scenario, step, live, &probe_opts, opts.explain.as_ref()).await?;
+        report.explanations.extend(explained);
         report.timings.probe_ms += ms(t.elapsed());
         report.steps.push(result);
     }
@@ -356,8 +372,13 @@ async fn probe_step(
     step: &Step,
     live: &Live,
     opts: &ProbeOptions,
-) -> Result<StepResult> {
-    let keys = cells_of(scenario, &live.objects);
+    explain: Option<&(Peer, Peer, PortProto)>,
+) -> Result<(StepResult, Option<Explained>)> {
+    let mut keys = cells_of(scenario, &live.objects);
+    let extra = explain.filter(|k| !keys.contains(k)).cloned();
+    if let Some(k) = &extra {
+        keys.push(k.clone());
+    }
     let mut tasks = Vec::with_capacity(keys.len());
     let mut client_ips = Vec::with_capacity(keys.len());
     for (from, to, port) in &keys {
@@ -394,7 +415,7 @@ async fn probe_step(
         .collect();
     let oracle = OracleContext::new(&live.objects, scenario.cluster.policy, &node_addresses)
         .with_hosts(host_addresses);
-    let cells = keys
+    let mut cells: Vec<Cell> = keys
         .into_iter()
         .zip(measured)
         .zip(client_ips)
@@ -419,10 +440,29 @@ async fn probe_step(
             }
         })
         .collect();
-    Ok(StepResult {
-        name: step.name.clone(),
-        cells,
-    })
+    let explained = explain.map(|(from, to, port)| {
+        let text = predict(&oracle, from, to, *port).reason.to_string();
+        let cell = cells
+            .iter()
+            .find(|c| c.from == *from && c.to == *to && c.port == *port)
+            .cloned();
+        Explained {
+            step: step.name.clone(),
+            text,
+            cell,
+        }
+    });
+    if extra.is_some() {
+        // Measured for the explanation only; not part of the scenario's matrix.
+        cells.pop();
+    }
+    Ok((
+        StepResult {
+            name: step.name.clone(),
+            cells,
+        },
+        explained,
+    ))
 }
 
 fn kept(cluster: &Cluster) -> Kept {

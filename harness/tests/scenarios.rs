@@ -47,6 +47,7 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
     let opts = harness::run::RunOptions {
         prefix: harness::run::new_prefix(),
         keep: false,
+        explain: None,
         deadline: scenario.probe.timeout_ms.map(Duration::from_millis),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -53,6 +53,7 @@ pub fn main(args: Args) -> u8 {
         let opts = RunOptions {
             prefix: harness::run::new_prefix(),
             keep: false,
+            explain: None,
             deadline: None,
         };
         match rt.block_on(harness::run::run(&scenario, &opts)) {

@@ -6,7 +6,8 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use harness::run::{RunOptions, RunReport};
-use sim::scenario::Scenario;
+use sim::protocol::PortProto;
+use sim::scenario::{Peer, Scenario};
 
 use crate::scenario_files;
 
@@ -24,6 +25,26 @@ pub struct Args {
     /// or the scenario's probe.timeoutMs).
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// Explain one cell in every step, in words: `--explain x/a y/b:80/TCP`.
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO:PORT/PROTO"])]
+    pub explain: Option<Vec<String>>,
+}
+
+/// `x/a` and `y/b:80/TCP` (or `y/b:TCP/80`) into a cell.
+fn parse_cell(args: &[String]) -> Result<(Peer, Peer, PortProto), String> {
+    let [from, to] = args else {
+        return Err("--explain takes two values: FROM TO:PORT/PROTO".into());
+    };
+    let from: Peer = from.parse()?;
+    let (to, port) = to
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{to:?}: write the server as ns/pod:PORT/PROTO, e.g. y/b:80/TCP"))?;
+    let to: Peer = to.parse()?;
+    let port: PortProto = match port.split_once('/') {
+        Some((a, b)) if a.chars().all(|c| c.is_ascii_digit()) => format!("{b}/{a}").parse()?,
+        _ => port.parse()?,
+    };
+    Ok((from, to, port))
 }
 
 pub fn main(args: Args) -> u8 {
@@ -46,7 +67,15 @@ pub fn main(args: Args) -> u8 {
         eprintln!("error: {e:#}");
         return 2;
     }
+    let explain = match args.explain.as_deref().map(parse_cell).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: --explain: {e}");
+            return 2;
+        }
+    };
     let opts = RunOptions {
+        explain,
         prefix: harness::run::new_prefix(),
         keep: args.keep,
         deadline: args
@@ -65,7 +94,9 @@ pub fn main(args: Args) -> u8 {
     }
     match run_guarded(&scenario, &opts) {
         Guarded::Done(Ok(report)) => {
-            if args.json {
+            if opts.explain.is_some() && !args.json {
+                print_explanations(&report);
+            } else if args.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&crate::commands::json::report(&report))
@@ -123,6 +154,29 @@ fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> Guarded {
         Ok(Some(r)) => Guarded::Done(r),
         Ok(None) => Guarded::Interrupted,
         Err(_) => Guarded::Panicked,
+    }
+}
+
+fn print_explanations(report: &RunReport) {
+    for (i, e) in report.explanations.iter().enumerate() {
+        println!("== step {}: {} ==", i + 1, e.step);
+        println!("{}", e.text);
+        if let Some(c) = &e.cell {
+            let m = &c.measured;
+            let mut line = format!("measured: {}", m.outcome.as_str());
+            if let Some(by) = &m.answered_by {
+                line += &format!(" (answered by {by})");
+            }
+            if !m.detail.is_empty() {
+                line += &format!(" ({})", m.detail);
+            }
+            line += &format!(" after {:.2} ms", m.elapsed_us as f64 / 1000.0);
+            if let Some(problem) = c.mismatch() {
+                line += &format!(" - MISMATCH: {problem}");
+            }
+            println!("{line}");
+        }
+        println!();
     }
 }
 
