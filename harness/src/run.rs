@@ -19,6 +19,7 @@ use sim::scenario::{Change, Loopback, Peer, Scenario, Step};
 use crate::netns::Netns;
 
 use crate::cluster::Cluster;
+use crate::policy::{self, PolicyEngine, SyncReport};
 use crate::probe::{self, ProbeOptions, ProbeTask, ServerSpec, Servers};
 
 /// How to run.
@@ -58,6 +59,26 @@ pub struct RunReport {
     pub kept: Option<Kept>,
     /// For `--explain`: per step, the oracle's full reasoning and the measured cell.
     pub explanations: Vec<Explained>,
+    /// Per step: how long applying, syncing and probing took, and the time to enforce.
+    pub step_timings: Vec<StepTimings>,
+    /// Per step, per node: the enforcer's rules as installed (normalised).
+    pub rules: Vec<Vec<(String, String)>>,
+}
+
+/// Where one step's time went.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StepTimings {
+    /// From the start of the change until every node's rules were loaded.
+    pub apply_ms: f64,
+    /// Of that, the policy engine's sync (all nodes, in parallel).
+    pub sync_ms: f64,
+    /// Probe rounds of this step.
+    pub probe_ms: f64,
+    pub rounds: usize,
+    /// From the start of the change to the end of the first probe round in which every
+    /// cell showed the oracle's verdict: knetlab's "time to enforce". `None` if no round
+    /// agreed.
+    pub enforce_ms: Option<f64>,
 }
 
 /// The oracle's walkthrough for one cell in one step, with what was measured.
@@ -93,6 +114,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         cluster,
         objects: ClusterObjects::new(scenario.cluster.nodes.clone()),
         servers: BTreeMap::new(),
+        engine: policy::engine_for(scenario.cluster.policy, scenario.cluster.deny),
     };
     let outcome = drive(scenario, opts, &mut live, started).await;
     let Live { cluster, .. } = live;
@@ -127,6 +149,7 @@ struct Live {
     cluster: Cluster,
     objects: ClusterObjects,
     servers: BTreeMap<PodRef, Servers>,
+    engine: Box<dyn PolicyEngine>,
 }
 
 async fn drive(
@@ -144,15 +167,21 @@ async fn drive(
         teardown_errors: vec![],
         kept: None,
         explanations: vec![],
+        step_timings: vec![],
+        rules: vec![],
     };
     let probe_opts = ProbeOptions {
         deadline: opts.deadline.unwrap_or(ProbeOptions::default().deadline),
         ..ProbeOptions::default()
     };
     for (i, step) in scenario.steps.iter().enumerate() {
+        let changed_at = Instant::now();
         apply_step(step, live)
             .await
             .with_context(|| format!("step {:?}", step.name))?;
+        let sync = sync_policies(live)
+            .with_context(|| format!("step {:?}: enforce the policies", step.name))?;
+        let applied_at = Instant::now();
         live.cluster
             .verify()
             .await
@@ -161,14 +190,76 @@ async fn drive(
             report.timings.bring_up_ms = ms(started.elapsed());
             report.built = live.cluster.describe().await?;
         }
+        // Probe until every cell shows the verdict the oracle predicts for the new state
+        // (the time to enforce), or give up and report what the last round saw.
         let t = Instant::now();
-        let (result, explained) =
-            probe_step(scenario, step, live, &probe_opts, opts.explain.as_ref()).await?;
+        let mut rounds = 0;
+        let (result, explained, enforce_ms) = loop {
+            let (result, explained) =
+                probe_step(scenario, step, live, &probe_opts, opts.explain.as_ref()).await?;
+            rounds += 1;
+            let agrees = result
+                .cells
+                .iter()
+                .all(|c| c.measured.outcome.verdict() == c.oracle);
+            if agrees {
+                break (result, explained, Some(ms(changed_at.elapsed())));
+            }
+            if rounds >= ENFORCE_ROUNDS || changed_at.elapsed() > ENFORCE_PATIENCE {
+                break (result, explained, None);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let probe_ms = ms(t.elapsed());
+        report.timings.probe_ms += probe_ms;
+        report.step_timings.push(StepTimings {
+            apply_ms: ms(applied_at - changed_at),
+            sync_ms: ms(sync.elapsed),
+            probe_ms,
+            rounds,
+            enforce_ms,
+        });
+        report.rules.push(installed_rules(live)?);
         report.explanations.extend(explained);
-        report.timings.probe_ms += ms(t.elapsed());
         report.steps.push(result);
     }
     Ok(report)
+}
+
+/// How many probe rounds a step may take to see the oracle's verdicts everywhere, and for
+/// how long, before what the last round saw is reported as the result.
+const ENFORCE_ROUNDS: usize = 10;
+const ENFORCE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Brings the policy engine in line with the objects in every node.
+fn sync_policies(live: &mut Live) -> Result<SyncReport> {
+    let nodes: Vec<(String, Netns)> = live
+        .cluster
+        .plan()
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            live.cluster
+                .node_netns(&n.name)
+                .map(|ns| (n.name.clone(), ns.clone()))
+        })
+        .collect();
+    let plan = live.cluster.plan().clone();
+    // The engine runs short-lived tools; keep the async workers free meanwhile.
+    tokio::task::block_in_place(|| live.engine.sync(&plan, &nodes, &live.objects))
+}
+
+/// The enforcer's rules as installed in each node now (normalised, for snapshots).
+fn installed_rules(live: &Live) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for n in &live.cluster.plan().nodes {
+        if let Some(ns) = live.cluster.node_netns(&n.name) {
+            let text = tokio::task::block_in_place(|| live.engine.installed(ns))
+                .with_context(|| format!("read the rules installed in node {}", n.name))?;
+            out.push((n.name.clone(), text));
+        }
+    }
+    Ok(out)
 }
 
 /// Applies one step's changes: namespaces and pods first (pods need their IPs before

@@ -83,9 +83,20 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_input_file(file);
+    let mut rules = String::new();
+    for (i, (step, nodes)) in report.steps.iter().zip(&report.rules).enumerate() {
+        for (node, text) in nodes {
+            rules.push_str(&format!(
+                "== step {}: {} == node {node} ==\n{text}\n",
+                i + 1,
+                step.name
+            ));
+        }
+    }
     settings.bind(|| {
         insta::assert_snapshot!(format!("{name}@matrix"), matrices);
         insta::assert_snapshot!(format!("{name}@built"), report.built);
+        insta::assert_snapshot!(format!("{name}@rules"), rules);
     });
     Ok(())
 }

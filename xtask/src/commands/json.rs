@@ -8,9 +8,16 @@ pub fn report(r: &RunReport) -> Value {
     json!({
         "scenario": r.scenario,
         "ok": r.ok(),
-        "steps": r.steps.iter().map(|s| json!({
+        "steps": r.steps.iter().enumerate().map(|(i, s)| json!({
             "name": s.name,
             "ok": s.ok(),
+            "timings_ms": r.step_timings.get(i).map(|t| json!({
+                "apply": t.apply_ms,
+                "sync": t.sync_ms,
+                "probe": t.probe_ms,
+                "enforce": t.enforce_ms,
+            })),
+            "probe_rounds": r.step_timings.get(i).map(|t| t.rounds),
             "cells": s.cells.iter().map(cell).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "timings_ms": {

@@ -185,6 +185,22 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
         println!("== step {}: {} ==", i + 1, step.name);
         println!();
         print!("{}", sim::matrix::render_step(step));
+        if let Some(t) = report.step_timings.get(i) {
+            let enforce = match t.enforce_ms {
+                Some(ms) => {
+                    format!("every cell showed the predicted verdict {ms:.1} ms after the change")
+                }
+                None => "no probe round agreed with the oracle".to_string(),
+            };
+            println!(
+                "time to enforce: {enforce} (apply {:.1} ms incl. rule sync {:.1} ms, {} probe round{} {:.1} ms)",
+                t.apply_ms,
+                t.sync_ms,
+                t.rounds,
+                if t.rounds == 1 { "" } else { "s" },
+                t.probe_ms
+            );
+        }
         println!();
     }
     let t = &report.timings;
