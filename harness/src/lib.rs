@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod cni;
 pub mod netns;
+pub mod policy;
 pub mod prereq;
 pub mod probe;
 pub mod run;

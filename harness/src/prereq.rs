@@ -17,15 +17,42 @@ struct Need {
 }
 
 const NEEDS: &[Need] = &[
-    Need { path: "/usr/lib/cni/bridge", package: "containernetworking-plugins" },
-    Need { path: "/usr/lib/cni/host-local", package: "containernetworking-plugins" },
-    Need { path: "/usr/lib/cni/loopback", package: "containernetworking-plugins" },
-    Need { path: "/usr/sbin/ip", package: "iproute2" },
-    Need { path: "/usr/sbin/iptables-restore", package: "iptables" },
-    Need { path: "/usr/sbin/iptables-save", package: "iptables" },
-    Need { path: "/usr/sbin/ipset", package: "ipset" },
-    Need { path: "/usr/sbin/nft", package: "nftables" },
-    Need { path: "/usr/bin/ping", package: "iputils-ping" },
+    Need {
+        path: "/usr/lib/cni/bridge",
+        package: "containernetworking-plugins",
+    },
+    Need {
+        path: "/usr/lib/cni/host-local",
+        package: "containernetworking-plugins",
+    },
+    Need {
+        path: "/usr/lib/cni/loopback",
+        package: "containernetworking-plugins",
+    },
+    Need {
+        path: "/usr/sbin/ip",
+        package: "iproute2",
+    },
+    Need {
+        path: "/usr/sbin/iptables-restore",
+        package: "iptables",
+    },
+    Need {
+        path: "/usr/sbin/iptables-save",
+        package: "iptables",
+    },
+    Need {
+        path: "/usr/sbin/ipset",
+        package: "ipset",
+    },
+    Need {
+        path: "/usr/sbin/nft",
+        package: "nftables",
+    },
+    Need {
+        path: "/usr/bin/ping",
+        package: "iputils-ping",
+    },
 ];
 
 /// The Debian packages whose files are missing, sorted and without duplicates.
@@ -61,7 +88,10 @@ pub fn ensure(log: &mut dyn FnMut(&str)) -> Result<()> {
                 install_command(&missing)
             );
         }
-        log(&format!("installing missing packages: {}", missing.join(" ")));
+        log(&format!(
+            "installing missing packages: {}",
+            missing.join(" ")
+        ));
         let status = Command::new("sh")
             .arg("-c")
             .arg(install_command(&missing))

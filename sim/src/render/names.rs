@@ -70,7 +70,11 @@ pub fn policy_chain(namespace: &str, policy: &str, dir: Direction) -> String {
 /// The set of a policy's target pods on this node: `KUBE-DST-` (matched as destination,
 /// ingress) or `KUBE-SRC-` (matched as source, egress), same hash as kube-router.
 pub fn target_set(namespace: &str, policy: &str, dir: Direction) -> String {
-    format!("{}{}", side_prefix(dir, Side::Target), hash16(&[namespace, policy, FAMILY]))
+    format!(
+        "{}{}",
+        side_prefix(dir, Side::Target),
+        hash16(&[namespace, policy, FAMILY])
+    )
 }
 
 /// The set of one peer (`from[k]` / `to[k]`) of rule `rule` of a policy. kube-router
@@ -136,7 +140,15 @@ pub fn temp_set(name: &str) -> String {
 /// The comment of the jump from a built-in chain to a top-level chain, with kube-router's
 /// rule hash appended: `kube-router netpol - <hash(chain + rule spec)>`.
 pub fn hook_comment(builtin: &str, target: &str) -> String {
-    let spec = ["-m", "comment", "--comment", "kube-router netpol", "-j", target].concat();
+    let spec = [
+        "-m",
+        "comment",
+        "--comment",
+        "kube-router netpol",
+        "-j",
+        target,
+    ]
+    .concat();
     format!("kube-router netpol - {}", hash16(&[builtin, &spec]))
 }
 
@@ -144,7 +156,17 @@ pub fn hook_comment(builtin: &str, target: &str) -> String {
 /// KUBE-ROUTER-INPUT.
 pub fn service_range_comment(service_cidr: &str) -> String {
     let comment = "allow traffic to primary/secondary cluster IP range";
-    let spec = ["-m", "comment", "--comment", comment, "-d", service_cidr, "-j", "RETURN"].concat();
+    let spec = [
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+        "-d",
+        service_cidr,
+        "-j",
+        "RETURN",
+    ]
+    .concat();
     format!("{comment} - {}", hash16(&[ROUTER_INPUT, &spec]))
 }
 

@@ -116,14 +116,14 @@ impl NodeRules {
 
     /// Comment lines describing where and how these rules apply.
     pub fn header(&self) -> String {
-        let deny = match self.ctx.deny {
-            DenyStyle::Reject => "REJECT --reject-with icmp-admin-prohibited",
-            DenyStyle::Drop => "DROP",
-        };
         format!(
             "# knetlab NetworkPolicy enforcer (kube-router layout), node {} ({})\n\
-             # pod CIDR {}, service CIDR {}, denied traffic: {deny}\n",
-            self.node, self.ctx.node_ip, self.ctx.pod_cidr, self.ctx.service_cidr
+             # pod CIDR {}, service CIDR {}, denied traffic: {}\n",
+            self.node,
+            self.ctx.node_ip,
+            self.ctx.pod_cidr,
+            self.ctx.service_cidr,
+            deny_target(self.ctx.deny)
         )
     }
 
@@ -156,16 +156,17 @@ impl NodeRules {
 
 /// Renders the enforcer's rules for `node`.
 pub fn render_node(resolved: &ResolvedPolicies, node: &str, ctx: &RenderContext) -> NodeRules {
-    let local: Vec<&PodInfo> = resolved
+    let local: Vec<(&PodInfo, Ipv4Addr)> = resolved
         .pods()
         .values()
-        .filter(|p| p.node.as_deref() == Some(node) && p.ip.is_some())
+        .filter(|p| p.node.as_deref() == Some(node))
+        .filter_map(|p| p.ip.map(|ip| (p, ip)))
         .collect();
     let mut b = Builder::default();
 
     // The policies that isolate some local pod, per direction, in (namespace, name) order.
     let mut isolating: BTreeSet<(usize, Direction)> = BTreeSet::new();
-    for pod in &local {
+    for (pod, _) in &local {
         for dir in [Direction::Ingress, Direction::Egress] {
             for (i, p) in resolved.policies.iter().enumerate() {
                 if p.isolates(&pod.pod, dir) {
@@ -176,8 +177,8 @@ pub fn render_node(resolved: &ResolvedPolicies, node: &str, ctx: &RenderContext)
     }
 
     b.top_level(&local, ctx);
-    for pod in &local {
-        b.pod_chain(resolved, pod, ctx);
+    for (pod, ip) in &local {
+        b.pod_chain(resolved, pod, *ip, ctx);
     }
     for (i, dir) in isolating {
         b.policy_chain(resolved, &resolved.policies[i], dir, &local);
@@ -261,6 +262,16 @@ impl Rule {
     }
 }
 
+/// What a pod chain does with traffic no policy allowed.
+fn deny_target(deny: DenyStyle) -> &'static str {
+    match deny {
+        // Not kube-router's plain REJECT (port-unreachable, which reads as a closed port):
+        // admin-prohibited gives the client EHOSTUNREACH, "a filter said no".
+        DenyStyle::Reject => "REJECT --reject-with icmp-admin-prohibited",
+        DenyStyle::Drop => "DROP",
+    }
+}
+
 /// The protocol as iptables names it.
 fn proto_name(p: Protocol) -> &'static str {
     p.lower()
@@ -312,7 +323,7 @@ impl Builder {
         self.sets.insert(name.to_string(), set);
     }
 
-    fn top_level(&mut self, local: &[&PodInfo], ctx: &RenderContext) {
+    fn top_level(&mut self, local: &[(&PodInfo, Ipv4Addr)], ctx: &RenderContext) {
         for (builtin, chain) in [
             ("INPUT", names::ROUTER_INPUT),
             ("FORWARD", names::ROUTER_FORWARD),
@@ -340,8 +351,7 @@ impl Builder {
                 save_quote(&names::service_range_comment(&svc))
             ));
 
-        for pod in local {
-            let ip = pod.ip.expect("local pods have an IP");
+        for &(pod, ip) in local {
             let fw = names::pod_chain(&pod.pod.namespace, &pod.pod.name);
             let to = format!("{} ingress", pod.pod);
             let to_bridged = format!("{} ingress (bridged)", pod.pod);
@@ -360,7 +370,11 @@ impl Builder {
             );
             self.push(
                 names::ROUTER_FORWARD,
-                Rule::new().dst(ip).comment(&to_bridged).m(bridged).jump(&fw),
+                Rule::new()
+                    .dst(ip)
+                    .comment(&to_bridged)
+                    .m(bridged)
+                    .jump(&fw),
             );
             self.push(
                 names::ROUTER_FORWARD,
@@ -368,7 +382,11 @@ impl Builder {
             );
             self.push(
                 names::ROUTER_FORWARD,
-                Rule::new().src(ip).comment(&from_bridged).m(bridged).jump(&fw),
+                Rule::new()
+                    .src(ip)
+                    .comment(&from_bridged)
+                    .m(bridged)
+                    .jump(&fw),
             );
 
             self.push(
@@ -381,7 +399,11 @@ impl Builder {
             );
         }
 
-        for chain in [names::ROUTER_INPUT, names::ROUTER_FORWARD, names::ROUTER_OUTPUT] {
+        for chain in [
+            names::ROUTER_INPUT,
+            names::ROUTER_FORWARD,
+            names::ROUTER_OUTPUT,
+        ] {
             self.push(
                 chain,
                 Rule::new()
@@ -392,8 +414,13 @@ impl Builder {
         }
     }
 
-    fn pod_chain(&mut self, resolved: &ResolvedPolicies, pod: &PodInfo, ctx: &RenderContext) {
-        let ip = pod.ip.expect("local pods have an IP");
+    fn pod_chain(
+        &mut self,
+        resolved: &ResolvedPolicies,
+        pod: &PodInfo,
+        ip: Ipv4Addr,
+        ctx: &RenderContext,
+    ) {
         let fw = names::pod_chain(&pod.pod.namespace, &pod.pod.name);
         let who = &pod.pod;
 
@@ -429,7 +456,9 @@ impl Builder {
                 &fw,
                 Rule::new()
                     .src(ip)
-                    .comment(format!("default egress: no policy isolates {who} for egress"))
+                    .comment(format!(
+                        "default egress: no policy isolates {who} for egress"
+                    ))
                     .jump(names::DEFAULT_CHAIN),
             );
         }
@@ -438,7 +467,9 @@ impl Builder {
                 &fw,
                 Rule::new()
                     .dst(ip)
-                    .comment(format!("default ingress: no policy isolates {who} for ingress"))
+                    .comment(format!(
+                        "default ingress: no policy isolates {who} for ingress"
+                    ))
                     .jump(names::DEFAULT_CHAIN),
             );
         }
@@ -472,16 +503,12 @@ impl Builder {
                 .m("-m limit --limit 10/min --limit-burst 10")
                 .jump(format!("NFLOG --nflog-group {NFLOG_GROUP}")),
         );
-        let deny = match ctx.deny {
-            DenyStyle::Reject => "REJECT --reject-with icmp-admin-prohibited",
-            DenyStyle::Drop => "DROP",
-        };
         self.push(
             &fw,
             Rule::new()
                 .comment(format!("deny what no policy allows for {who}"))
                 .m(&not_allowed)
-                .jump(deny),
+                .jump(deny_target(ctx.deny)),
         );
         self.push(
             &fw,
@@ -541,7 +568,7 @@ impl Builder {
         resolved: &ResolvedPolicies,
         policy: &ResolvedPolicy,
         dir: Direction,
-        local: &[&PodInfo],
+        local: &[(&PodInfo, Ipv4Addr)],
     ) {
         let chain = names::policy_chain(&policy.namespace, &policy.name, dir);
         self.ensure_chain(&chain);
@@ -550,7 +577,7 @@ impl Builder {
         // The policy's pods on this node: they are why the chain is here.
         let targets: Vec<&PodInfo> = local
             .iter()
-            .copied()
+            .map(|(p, _)| *p)
             .filter(|p| policy.selects(&p.pod))
             .collect();
         let target_set = names::target_set(&policy.namespace, &policy.name, dir);
@@ -655,7 +682,12 @@ impl Builder {
                         peer.index,
                         false,
                     ),
-                    pod_set(&pods.iter().filter_map(|p| resolved.pod(p)).collect::<Vec<_>>()),
+                    pod_set(
+                        &pods
+                            .iter()
+                            .filter_map(|p| resolved.pod(p))
+                            .collect::<Vec<_>>(),
+                    ),
                 ),
                 PeerKind::IpBlock(block) => (
                     names::peer_set(
@@ -698,11 +730,13 @@ impl Builder {
         let base = with_span(base, span);
         self.push(
             chain,
-            base.clone().jump(format!("MARK --set-xmark {MARK_ALLOWED}")),
+            base.clone()
+                .jump(format!("MARK --set-xmark {MARK_ALLOWED}")),
         );
         self.push(
             chain,
-            base.m(format!("-m mark --mark {MARK_ALLOWED}")).jump("RETURN"),
+            base.m(format!("-m mark --mark {MARK_ALLOWED}"))
+                .jump("RETURN"),
         );
     }
 

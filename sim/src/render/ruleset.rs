@@ -470,9 +470,10 @@ add OTHER 10.244.1.2
         let installed = Ruleset::from_saved(SAVED, IPSET);
         let wanted = Ruleset {
             hooks: installed.hooks.clone(),
-            chains: BTreeMap::from([("KUBE-ROUTER-INPUT".to_string(), vec![
-                "-A KUBE-ROUTER-INPUT -j RETURN".to_string(),
-            ])]),
+            chains: BTreeMap::from([(
+                "KUBE-ROUTER-INPUT".to_string(),
+                vec!["-A KUBE-ROUTER-INPUT -j RETURN".to_string()],
+            )]),
             sets: BTreeMap::new(),
         };
         let s = apply_scripts(&wanted, &installed, "# test\n");

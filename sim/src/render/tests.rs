@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use crate::objects::{ClusterObjects, Object};
-use crate::policy::fixtures::{add_pod, namespace, policy, pod};
+use crate::policy::fixtures::{add_pod, namespace, pod, policy};
 use crate::policy::{self, IpBlockMatch, PeerKind};
 use crate::protocol::Protocol;
 use crate::scenario::DenyStyle;
@@ -35,8 +35,16 @@ fn small() -> ClusterObjects {
         o.apply(Object::Namespace(namespace(ns, &[("ns", ns)])));
     }
     let tcp = Protocol::Tcp;
-    add_pod(&mut o, pod("x", "a", &[("pod", "a")], &[("http", 80, tcp)]), "n1");
-    add_pod(&mut o, pod("x", "b", &[("pod", "b")], &[("http", 8080, tcp)]), "n1");
+    add_pod(
+        &mut o,
+        pod("x", "a", &[("pod", "a")], &[("http", 80, tcp)]),
+        "n1",
+    );
+    add_pod(
+        &mut o,
+        pod("x", "b", &[("pod", "b")], &[("http", 8080, tcp)]),
+        "n1",
+    );
     add_pod(
         &mut o,
         pod(
@@ -208,8 +216,14 @@ fn both_directions_get_separate_chains() {
     // `egress: []` allows nothing: the chain exists and is empty.
     assert!(r.ruleset.chains[&egress].is_empty());
     let fw = &r.ruleset.chains[&names::pod_chain("x", "a")];
-    assert!(fw.iter().any(|l| l.contains("-d 10.244.1.10/32") && l.ends_with(&ingress)));
-    assert!(fw.iter().any(|l| l.contains("-s 10.244.1.10/32") && l.ends_with(&egress)));
+    assert!(
+        fw.iter()
+            .any(|l| l.contains("-d 10.244.1.10/32") && l.ends_with(&ingress))
+    );
+    assert!(
+        fw.iter()
+            .any(|l| l.contains("-s 10.244.1.10/32") && l.ends_with(&egress))
+    );
 }
 
 #[test]

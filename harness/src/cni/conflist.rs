@@ -1,0 +1,249 @@
+//! CNI network configurations: the node's `.conflist` (bridge + host-local) and the
+//! loopback `.conf`, written to the node's config directory so people can read them, and
+//! loaded back the way libcni loads them (a single `.conf` becomes a list of one).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value, json};
+use sim::plan::NodePlan;
+
+/// The spec version knetlab speaks; Debian's plugins (1.1.1) support up to 1.0.0.
+pub const CNI_VERSION: &str = "1.0.0";
+/// The pod network's name (also a directory level in host-local's data dir).
+pub const NETWORK_NAME: &str = "knetlab";
+/// The bridge every node's pods hang off.
+pub const BRIDGE: &str = "cni0";
+/// File names in a node's config directory, in the order a runtime would read them.
+pub const CONFLIST_FILE: &str = "10-knetlab.conflist";
+pub const LOOPBACK_FILE: &str = "99-loopback.conf";
+
+/// A network configuration list: plugins run in order on ADD and CHECK, reversed on DEL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfList {
+    pub cni_version: String,
+    pub name: String,
+    pub disable_check: bool,
+    /// Each plugin's own configuration (with its `type`), as in the file.
+    pub plugins: Vec<Map<String, Value>>,
+}
+
+impl ConfList {
+    /// Parses a `.conflist` (with `plugins`) or a single-plugin `.conf`.
+    pub fn from_value(v: &Value) -> Result<ConfList> {
+        let obj = v
+            .as_object()
+            .context("a CNI network configuration must be a JSON object")?;
+        let field = |k: &str| -> Result<String> {
+            obj.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .with_context(|| format!("CNI network configuration has no string `{k}`"))
+        };
+        let name = field("name")?;
+        let cni_version = field("cniVersion")?;
+        let plugins: Vec<Map<String, Value>> = match obj.get("plugins") {
+            Some(list) => list
+                .as_array()
+                .with_context(|| format!("network {name}: `plugins` is not a list"))?
+                .iter()
+                .map(|p| {
+                    p.as_object()
+                        .cloned()
+                        .context("a plugin configuration is not an object")
+                })
+                .collect::<Result<_>>()?,
+            None => vec![obj.clone()],
+        };
+        if plugins.is_empty() {
+            bail!("network {name} has no plugins");
+        }
+        for p in &plugins {
+            let ty = p.get("type").and_then(Value::as_str).unwrap_or("");
+            // The type names a binary in CNI_PATH, nothing else.
+            if ty.is_empty() || ty.contains('/') || ty.starts_with('.') {
+                bail!("network {name}: plugin type {ty:?} is not a plugin name");
+            }
+        }
+        Ok(ConfList {
+            cni_version,
+            name,
+            disable_check: obj
+                .get("disableCheck")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            plugins,
+        })
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<ConfList> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parse {} as JSON", path.display()))?;
+        ConfList::from_value(&v).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The list in `.conflist` form (what the result cache stores).
+    pub fn to_value(&self) -> Value {
+        json!({
+            "cniVersion": self.cni_version,
+            "name": self.name,
+            "disableCheck": self.disable_check,
+            "plugins": self.plugins,
+        })
+    }
+
+    /// The `type` of plugin `i`.
+    pub fn plugin_type(&self, i: usize) -> &str {
+        self.plugins[i]
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Where a node keeps its CNI files inside the run's state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDirs {
+    pub root: PathBuf,
+    /// `net.d`: the configuration files.
+    pub conf: PathBuf,
+    /// host-local's `dataDir`.
+    pub ipam: PathBuf,
+    /// The result cache, so a later process (teardown, `clean`) can DEL.
+    pub cache: PathBuf,
+}
+
+impl NodeDirs {
+    pub fn new(state_dir: &Path, node: &str) -> NodeDirs {
+        let root = state_dir.join(node);
+        NodeDirs {
+            conf: root.join("net.d"),
+            ipam: root.join("ipam"),
+            cache: root.join("cache"),
+            root,
+        }
+    }
+}
+
+/// The pod network of one node: the bridge plugin with host-local IPAM over the node's
+/// pod subnet. `isGateway` gives `cni0` the subnet's first address and the pods their
+/// default route; `hairpinMode` lets a pod reach itself through a service.
+pub fn pod_network(node: &NodePlan, ipam_dir: &Path) -> Value {
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": node.pod_subnet.to_string() }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": ipam_dir.display().to_string(),
+            },
+        }],
+    })
+}
+
+/// The loopback network (containerd runs it on `lo` of every pod).
+pub fn loopback_network() -> Value {
+    json!({ "cniVersion": CNI_VERSION, "name": "cni-loopback", "type": "loopback" })
+}
+
+/// The two networks a pod joins, in the order they are added: `lo`, then `eth0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeNetworks {
+    pub loopback: ConfList,
+    pub pod: ConfList,
+}
+
+impl NodeNetworks {
+    /// `(network, CNI_IFNAME)` in ADD order.
+    pub fn in_add_order(&self) -> [(&ConfList, &'static str); 2] {
+        [(&self.loopback, "lo"), (&self.pod, "eth0")]
+    }
+}
+
+/// Writes the node's configuration files and creates its IPAM and cache directories,
+/// then reads the files back, so what runs is exactly what people can read.
+pub fn write_node_configs(node: &NodePlan, dirs: &NodeDirs) -> Result<NodeNetworks> {
+    for d in [&dirs.conf, &dirs.ipam, &dirs.cache] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    let write = |file: &str, v: &Value| -> Result<PathBuf> {
+        let path = dirs.conf.join(file);
+        let mut text = serde_json::to_string_pretty(v).context("render CNI configuration")?;
+        text.push('\n');
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        Ok(path)
+    };
+    let pod = write(CONFLIST_FILE, &pod_network(node, &dirs.ipam))?;
+    let lo = write(LOOPBACK_FILE, &loopback_network())?;
+    Ok(NodeNetworks {
+        loopback: ConfList::load(&lo)?,
+        pod: ConfList::load(&pod)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodePlan {
+        NodePlan {
+            name: "n1".into(),
+            index: 1,
+            netns: "kl000000-node-n1".into(),
+            underlay_ip: "192.168.200.11".parse().unwrap(),
+            underlay_mac: [2, 0x6b, 0x6c, 0, 0, 1],
+            fabric_port: "ul1".into(),
+            pod_subnet: "10.244.1.0/24".parse().unwrap(),
+            gateway: "10.244.1.1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn pod_network_is_the_bridge_with_host_local_over_the_node_subnet() {
+        let v = pod_network(&node(), Path::new("/run/knetlab/kl000000/n1/ipam"));
+        let list = ConfList::from_value(&v).unwrap();
+        assert_eq!(list.name, NETWORK_NAME);
+        assert_eq!(list.cni_version, "1.0.0");
+        assert_eq!(list.plugins.len(), 1);
+        assert_eq!(list.plugin_type(0), "bridge");
+        let p = &list.plugins[0];
+        assert_eq!(p["bridge"], "cni0");
+        assert_eq!(p["isGateway"], true);
+        assert_eq!(p["ipMasq"], false);
+        assert_eq!(p["hairpinMode"], true);
+        assert_eq!(p["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert_eq!(p["ipam"]["dataDir"], "/run/knetlab/kl000000/n1/ipam");
+        assert_eq!(p["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
+    }
+
+    #[test]
+    fn a_single_conf_is_a_list_of_one() {
+        let list = ConfList::from_value(&loopback_network()).unwrap();
+        assert_eq!(list.plugins.len(), 1);
+        assert_eq!(list.plugin_type(0), "loopback");
+        assert_eq!(ConfList::from_value(&list.to_value()).unwrap(), list);
+    }
+
+    #[test]
+    fn bad_configurations_are_errors() {
+        for bad in [
+            json!([]),
+            json!({"name": "x"}),
+            json!({"name": "x", "cniVersion": "1.0.0", "plugins": []}),
+            json!({"name": "x", "cniVersion": "1.0.0", "type": "../bin/sh"}),
+            json!({"name": "x", "cniVersion": "1.0.0", "plugins": [{"bridge": "b"}]}),
+        ] {
+            assert!(ConfList::from_value(&bad).is_err(), "{bad}");
+        }
+    }
+}
