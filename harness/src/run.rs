@@ -114,9 +114,16 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         cluster,
         objects: ClusterObjects::new(scenario.cluster.nodes.clone()),
         servers: BTreeMap::new(),
+        host_servers: None,
         engine: policy::engine_for(scenario.cluster.policy, scenario.cluster.deny),
     };
-    let outcome = drive(scenario, opts, &mut live, started).await;
+    let outcome = match start_host_servers(scenario, &live.cluster).await {
+        Ok(servers) => {
+            live.host_servers = servers;
+            drive(scenario, opts, &mut live, started).await
+        }
+        Err(e) => Err(e),
+    };
     let Live { cluster, .. } = live;
     match outcome {
         Ok(mut report) => {
@@ -149,6 +156,8 @@ struct Live {
     cluster: Cluster,
     objects: ClusterObjects,
     servers: BTreeMap<PodRef, Servers>,
+    /// The servers of the external hosts that serve ports, started with the cluster.
+    host_servers: Option<Servers>,
     engine: Box<dyn PolicyEngine>,
 }
 
@@ -365,7 +374,7 @@ async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()> {
             .map(|p| declared_ports(p).into_iter().map(|d| d.port).collect())
             .unwrap_or_default();
         let spec = ServerSpec {
-            pod: pod.clone(),
+            name: pod.to_string(),
             netns: handle.netns.clone(),
             ports,
         };
@@ -375,6 +384,34 @@ async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()> {
         live.servers.insert(pod.clone(), servers);
     }
     Ok(())
+}
+
+/// Starts a server in every external host that serves ports (`cluster.externalHosts[].
+/// serve`), answering as `host/NAME` like a pod answers with its `ns/name`.
+async fn start_host_servers(scenario: &Scenario, cluster: &Cluster) -> Result<Option<Servers>> {
+    let mut specs = Vec::new();
+    for host in scenario
+        .cluster
+        .external_hosts
+        .iter()
+        .filter(|h| !h.serve.is_empty())
+    {
+        let (netns, _) = cluster
+            .host(&host.name)
+            .ok_or_else(|| anyhow!("host {} has no namespace", host.name))?;
+        specs.push(ServerSpec {
+            name: Peer::Host(host.name.clone()).to_string(),
+            netns,
+            ports: host.serve.clone(),
+        });
+    }
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    probe::start_servers(specs)
+        .await
+        .map(Some)
+        .context("start the servers of the external hosts")
 }
 
 /// The cells a step measures, in a stable order: clients × servers × the ports each
@@ -454,7 +491,10 @@ fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
                 .ok_or_else(|| anyhow!("node {n} has no address"))?;
             Ok((ns.clone(), ip))
         }
-        Peer::Host(h) => Err(anyhow!("host {h}: external hosts are not built yet")),
+        Peer::Host(h) => live
+            .cluster
+            .host(h)
+            .ok_or_else(|| anyhow!("host {h} does not exist")),
     }
 }
 

@@ -1,18 +1,20 @@
 //! The virtual cluster against the real kernel and the real CNI plugins: bring-up,
 //! verification, cross-node pings, deterministic addresses, a stable description,
-//! teardown without a trace, and the sweep after a killed run. Needs root; skips with a
+//! teardown without a trace, the sweep after a killed run, and the router with external
+//! hosts behind it (pods and hosts reach each other without NAT). Needs root; skips with a
 //! reason otherwise. Also checks that the root namespace's links, addresses and routes
 //! are exactly what they were before.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use harness::cluster::Cluster;
-use harness::netns::{self, sweep};
+use harness::netns::{self, Netns, sweep};
+use sim::matrix::{Outcome, Verdict};
 use sim::objects::PodRef;
 use sim::plan::{Plan, prefix_from_seed, prefix_of};
-use sim::scenario::ClusterConfig;
+use sim::scenario::{ClusterConfig, ExternalHost, Peer};
 
 /// The tests build clusters at the same time; the root-namespace check must not see
 /// another test's half-built cluster (nothing should show there anyway, but the tests
@@ -467,5 +469,319 @@ async fn a_failed_add_is_rolled_back_and_explained() {
     let report = c.teardown().await;
     assert!(report.is_ok(), "{:?}", report.errors);
     assert!(our_namespaces(&prefix).is_empty());
+    assert_eq!(root_snapshot(), root_before, "the root namespace changed");
+}
+
+/// A plan with `nodes` nodes and the given external hosts (name, address).
+fn plan_with_hosts(nodes: usize, hosts: &[(&str, &str)]) -> Plan {
+    let cluster = ClusterConfig {
+        nodes: (1..=nodes).map(|i| format!("n{i}")).collect(),
+        pod_cidr: "10.244.0.0/16".parse().unwrap(),
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
+        network: Default::default(),
+        policy: Default::default(),
+        deny: Default::default(),
+        proxy: Default::default(),
+        external_hosts: hosts
+            .iter()
+            .map(|(name, address)| ExternalHost {
+                name: name.to_string(),
+                address: address.parse().unwrap(),
+                serve: vec![],
+            })
+            .collect(),
+    };
+    Plan::new(&fresh_prefix(), &cluster).unwrap()
+}
+
+fn ping_from(ns: &Netns, to: Ipv4Addr) -> bool {
+    ns.command("ping")
+        .args(["-c1", "-W1", "-q", &to.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Opens a TCP connection from `client` to a listener in `server` at `addr`, and returns
+/// the client address the server's `accept` saw.
+fn seen_source(server: &Netns, client: &Netns, addr: Ipv4Addr, port: u16) -> Ipv4Addr {
+    let listener = server
+        .enter(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap_or_else(|e| panic!("listen on {port} in {}: {e}", server.name()));
+    let target = SocketAddr::from((addr, port));
+    let _conn = client
+        .enter(|| TcpStream::connect_timeout(&target, Duration::from_secs(2)))
+        .unwrap_or_else(|e| panic!("connect from {} to {target}: {e}", client.name()));
+    let (_, peer) = listener.accept().expect("accept");
+    match peer.ip() {
+        IpAddr::V4(ip) => ip,
+        other => panic!("IPv6 peer {other}"),
+    }
+}
+
+/// The ipBlock lesson's outside world: a router on the underlay and two hosts behind it
+/// (one inside 172.17.0.0/16, one in its `except` range 172.17.1.0/24), reached from pods
+/// on both nodes and reaching them, with no NAT in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_and_external_hosts_build_verify_ping_teardown() {
+    if skip_unless_root("router_and_external_hosts_build_verify_ping_teardown") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    netns::init();
+    let root_before = root_snapshot();
+    let hosts = [("pc", "172.17.0.5"), ("lab", "172.17.1.10")];
+    let pods = [
+        (PodRef::new("x", "a"), "n1".to_string()),
+        (PodRef::new("x", "b"), "n2".to_string()),
+    ];
+    let mut descriptions = vec![];
+    for run in 0..2 {
+        let plan = plan_with_hosts(2, &hosts);
+        let prefix = plan.prefix.clone();
+        let t0 = Instant::now();
+        let mut c = Cluster::create(plan).await.expect("create");
+        let created = t0.elapsed();
+        c.add_pods(&pods).await.expect("add pods");
+        let t1 = Instant::now();
+        c.verify().await.expect("verify");
+        eprintln!(
+            "run {run}: create with router and 2 hosts {created:?}, verify {:?}",
+            t1.elapsed()
+        );
+        let router = c.router_netns().expect("a router").clone();
+        assert_eq!(router.name(), format!("{prefix}-router"));
+        assert_eq!(
+            our_namespaces(&prefix).len(),
+            1 + 2 + 1 + 2 + 2,
+            "{:?}",
+            our_namespaces(&prefix)
+        );
+        assert!(c.host("nobody").is_none());
+
+        for (name, address) in hosts {
+            let (hns, ip) = c.host(name).expect("host handle");
+            assert_eq!(ip.to_string(), address);
+            assert_eq!(hns.name(), format!("{prefix}-host-{name}"));
+            for (pod, _) in &pods {
+                let p = c.pod(pod).unwrap();
+                assert!(ping_from(&p.netns, ip), "{pod} cannot ping host {name}");
+                assert!(ping_from(&hns, p.ip), "host {name} cannot ping {pod}");
+                // No NAT either way: each side sees the other's own address.
+                assert_eq!(
+                    seen_source(&hns, &p.netns, ip, 5978),
+                    p.ip,
+                    "host {name} sees another address than {pod}'s"
+                );
+                assert_eq!(
+                    seen_source(&p.netns, &hns, p.ip, 5979),
+                    ip,
+                    "{pod} sees another address than host {name}'s"
+                );
+            }
+            // Nodes reach the hosts too (from their underlay address).
+            let n1 = c.node_netns("n1").unwrap();
+            assert!(ping_from(n1, ip), "node n1 cannot ping host {name}");
+        }
+        // The hosts reach each other through the router.
+        let (pc, _) = c.host("pc").unwrap();
+        let (_, lab_ip) = c.host("lab").unwrap();
+        assert!(ping_from(&pc, lab_ip), "host pc cannot ping host lab");
+
+        let text = c.describe().await.expect("describe");
+        assert_eq!(
+            text,
+            c.describe().await.unwrap(),
+            "describe() is not stable"
+        );
+        assert_no_run_specifics(&text, c.plan());
+        for want in [
+            "fabric br0 ports: ul0 ul1 ul2",
+            "router\n  eth0 192.168.200.1/24\n  h1 169.254.1.1/32 (host pc)\n  h2 169.254.1.1/32 (host lab)\n",
+            "  route 10.244.1.0/24 via 192.168.200.11 dev eth0\n",
+            "  route 172.17.0.5/32 dev h1 scope link\n",
+            "  route 172.17.1.10/32 dev h2 scope link\n",
+            "host lab\n  eth0 172.17.1.10/32\n  lo 127.0.0.1/8\n",
+            "host pc\n  eth0 172.17.0.5/32\n",
+            "  route 169.254.1.1/32 dev eth0 scope link\n",
+            "  route default via 169.254.1.1 dev eth0 onlink\n",
+            "  route 172.17.0.5/32 via 192.168.200.1 dev eth0\n",
+        ] {
+            assert!(text.contains(want), "describe() lacks {want:?}:\n{text}");
+        }
+        if run == 0 {
+            eprintln!("{text}");
+        }
+        descriptions.push(text);
+
+        // verify() names each missing piece: a node's route to a host, a host's default
+        // route, and the router's route to a node's pods.
+        let n1 = c.node_netns("n1").unwrap().clone();
+        let ip = |ns: &Netns, args: &[&str]| {
+            assert!(
+                ns.command("ip").args(args).status().unwrap().success(),
+                "ip {args:?}"
+            );
+        };
+        ip(&n1, &["route", "del", "172.17.1.10/32"]);
+        ip(&pc, &["route", "del", "default"]);
+        ip(&router, &["route", "del", "10.244.2.0/24"]);
+        ip(&router, &["link", "set", "h2", "down"]);
+        let fault = c.verify().await.expect_err("verify must notice");
+        eprintln!("{fault}");
+        assert_eq!(
+            fault.problems,
+            vec![
+                "node n1: no route 172.17.1.10/32 via 192.168.200.1 dev eth0 (host lab)",
+                "router: h2 is down",
+                // The kernel drops a link's routes when it goes down.
+                "router: no route 172.17.1.10/32 dev h2 (host lab)",
+                "router: no route 10.244.2.0/24 via 192.168.200.12 dev eth0 (node n2)",
+                "host pc: no default route via 169.254.1.1 dev eth0",
+            ],
+        );
+
+        drop((n1, pc, router));
+        let report = c.teardown().await;
+        assert!(report.is_ok(), "teardown errors: {:?}", report.errors);
+        assert_eq!(report.namespaces_removed, 1 + 2 + 1 + 2 + 2);
+        assert!(
+            our_namespaces(&prefix).is_empty(),
+            "namespaces left: {:?}",
+            our_namespaces(&prefix)
+        );
+    }
+    assert_eq!(
+        descriptions[0], descriptions[1],
+        "describe() differs between two builds"
+    );
+    assert_eq!(root_snapshot(), root_before, "the root namespace changed");
+}
+
+/// A scenario with two external hosts, run end to end through `harness::run::run`: the
+/// hosts' servers answer as `host/NAME`, host↔pod cells are measured in both directions
+/// with each side's own address, and an ipBlock with `except` tells the two hosts apart.
+const HOSTS_SCENARIO: &str = r#"
+name: hosts-end-to-end
+summary: Pods and hosts outside the cluster reach each other through the router.
+description: |
+  Test scenario: host/pc sits in 172.17.0.0/16, host/lab in its except range.
+cluster:
+  nodes: 2
+  externalHosts:
+    - {name: pc, address: 172.17.0.5, serve: [TCP/5978]}
+    - {name: lab, address: 172.17.1.10}
+model:
+  namespaces: [x]
+  pods: [a, b]
+  ports: [80]
+  protocols: [TCP]
+probe:
+  from: [x/a, x/b, host/pc, host/lab]
+  to: [x/a, host/pc]
+expect:
+  default: allow
+steps:
+  - name: ingress to x/a only from 172.17.0.0/16 except 172.17.1.0/24
+    apply:
+      - apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: from-outside, namespace: x}
+        spec:
+          podSelector: {matchLabels: {pod: a}}
+          ingress:
+            - from: [{ipBlock: {cidr: 172.17.0.0/16, except: [172.17.1.0/24]}}]
+    expect:
+      default: allow
+      exceptions:
+        - {from: x/b, to: x/a, port: 80, allowed: false}
+        - {from: host/lab, to: x/a, port: 80, allowed: false}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_measures_host_and_pod_cells() {
+    if skip_unless_root("a_scenario_measures_host_and_pod_cells") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    netns::init();
+    let root_before = root_snapshot();
+    let scenario = sim::scenario::parse_str(
+        std::path::Path::new("hosts-end-to-end.yaml"),
+        HOSTS_SCENARIO,
+    )
+    .expect("parse the scenario");
+    let opts = harness::run::RunOptions {
+        prefix: fresh_prefix(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let report = harness::run::run(&scenario, &opts).await.expect("run");
+    eprintln!(
+        "scenario with 2 hosts: {:?} in all ({:?})",
+        t.elapsed(),
+        report.timings
+    );
+    for step in &report.steps {
+        eprintln!("{}", sim::matrix::render_step(step));
+    }
+    assert!(report.ok(), "wrong cells");
+    assert!(
+        report.teardown_errors.is_empty(),
+        "{:?}",
+        report.teardown_errors
+    );
+    assert!(our_namespaces(&opts.prefix).is_empty());
+    assert!(report.built.contains("\nrouter\n"), "{}", report.built);
+    assert!(report.built.contains("\nhost pc\n"), "{}", report.built);
+
+    let pc = Peer::Host("pc".into());
+    let lab = Peer::Host("lab".into());
+    let xa = Peer::Pod(PodRef::new("x", "a"));
+    let xb = Peer::Pod(PodRef::new("x", "b"));
+    let cell = |step: usize, from: &Peer, to: &Peer| {
+        report.steps[step]
+            .cells
+            .iter()
+            .find(|c| c.from == *from && c.to == *to)
+            .unwrap_or_else(|| panic!("no cell {from} -> {to} in step {step}"))
+            .clone()
+    };
+    let pc_ip: Ipv4Addr = "172.17.0.5".parse().unwrap();
+    let lab_ip: Ipv4Addr = "172.17.1.10".parse().unwrap();
+    // Pods to the host: the host's server answered, and saw the pod's own address.
+    for from in [&xa, &xb] {
+        let c = cell(0, from, &pc);
+        assert_eq!(c.port.to_string(), "TCP/5978");
+        assert_eq!(c.measured.outcome, Outcome::Allowed, "{c:?}");
+        assert_eq!(c.measured.answered_by.as_deref(), Some("host/pc"));
+        assert_eq!(
+            c.measured.seen_source, c.client_ip,
+            "NAT on {from} -> host/pc"
+        );
+    }
+    // Hosts to the pod: x/a answered and saw the host's own address.
+    for (from, ip) in [(&pc, pc_ip), (&lab, lab_ip)] {
+        let c = cell(0, from, &xa);
+        assert_eq!(c.measured.outcome, Outcome::Allowed, "{c:?}");
+        assert_eq!(c.measured.answered_by.as_deref(), Some("x/a"));
+        assert_eq!(c.client_ip, Some(ip));
+        assert_eq!(c.measured.seen_source, Some(ip), "NAT on {from} -> x/a");
+    }
+    // Host to host, through the router.
+    let c = cell(0, &lab, &pc);
+    assert_eq!(c.measured.answered_by.as_deref(), Some("host/pc"));
+    assert_eq!(c.measured.seen_source, Some(lab_ip));
+    // The ipBlock lets pc in and keeps lab (in the except range) and x/b out.
+    assert_eq!(cell(1, &pc, &xa).measured.outcome, Outcome::Allowed);
+    assert_eq!(
+        cell(1, &lab, &xa).measured.outcome.verdict(),
+        Some(Verdict::Deny)
+    );
+    assert_eq!(
+        cell(1, &xb, &xa).measured.outcome.verdict(),
+        Some(Verdict::Deny)
+    );
+    assert_eq!(cell(1, &xb, &pc).measured.outcome, Outcome::Allowed);
     assert_eq!(root_snapshot(), root_before, "the root namespace changed");
 }

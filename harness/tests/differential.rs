@@ -139,8 +139,9 @@ struct Findings {
     /// Measured outcomes over every cell (after the second looks).
     outcomes: BTreeMap<&'static str, usize>,
     rechecked: usize,
-    /// Second looks that turned a disagreement into an agreement.
-    rescued: usize,
+    /// Second looks that turned a disagreement into an agreement, by what the first
+    /// look measured.
+    rescued: BTreeMap<String, usize>,
     sync: Duration,
     flush: Duration,
     probe: Duration,
@@ -158,6 +159,7 @@ async fn random_policies_agree_with_the_oracle() {
     let settings = Settings::from_env().expect("settings");
     let model = generate::standard_model();
     let plan = Plan::new(&fresh_prefix(), &model.cluster).expect("plan the standard model");
+    println!("differential: cluster {}", plan.prefix);
     let start = Instant::now();
     let mut cluster = Cluster::create(plan).await.expect("build the cluster");
     let result = run(&mut cluster, model, &settings).await;
@@ -210,7 +212,7 @@ async fn run(cluster: &mut Cluster, model: &Model, settings: &Settings) -> Resul
             .iter()
             .map(|(r, p)| {
                 Ok(ServerSpec {
-                    pod: r.clone(),
+                    name: r.to_string(),
                     netns: cluster.pod(r).context("pod handle")?.netns.clone(),
                     ports: objects::declared_ports(p)
                         .into_iter()
@@ -285,7 +287,12 @@ async fn run(cluster: &mut Cluster, model: &Model, settings: &Settings) -> Resul
                 f.rechecked += suspicious.len();
                 for (&i, m) in suspicious.iter().zip(second) {
                     if agrees(&m, predicted[i].verdict) {
-                        f.rescued += 1;
+                        let what = format!(
+                            "{} on {}",
+                            measured[i].outcome.as_str(),
+                            cells[i].port.protocol
+                        );
+                        *f.rescued.entry(what).or_default() += 1;
                     }
                     first.insert(i, std::mem::replace(&mut measured[i], m));
                 }
@@ -433,11 +440,16 @@ fn describe(m: &Measurement) -> String {
 
 fn report(f: &Findings, settings: &Settings, total: Duration) {
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / f.cases.max(1) as f64;
-    let outcomes: Vec<String> = f.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    fn tally<K: std::fmt::Display>(m: &BTreeMap<K, usize>) -> String {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
     println!(
         "differential: {} cases ({} cells), {} failing; deny {:?}, conntrack flushed between cases: {}\n\
          outcomes: {}\n\
-         second looks: {} cells, {} of them then agreed\n\
+         second looks: {} cells; then agreeing: {} ({})\n\
          per case: sync {:.1} ms, conntrack flush {:.1} ms, probe {:.1} ms, oracle {:.1} ms; \
          slowest case {:.0} ms (seed {}); whole test {:.1} s",
         f.cases,
@@ -445,9 +457,14 @@ fn report(f: &Findings, settings: &Settings, total: Duration) {
         f.failing.len(),
         settings.deny,
         settings.flush,
-        outcomes.join(", "),
+        tally(&f.outcomes),
         f.rechecked,
-        f.rescued,
+        f.rescued.values().sum::<usize>(),
+        if f.rescued.is_empty() {
+            String::new()
+        } else {
+            format!("first looks: {}", tally(&f.rescued))
+        },
         per(f.sync),
         per(f.flush),
         per(f.probe),

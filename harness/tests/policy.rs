@@ -385,7 +385,11 @@ async fn iptables_engine_enforces_what_the_oracle_predicts() {
             assert!(r.nodes.iter().all(|n| n.changed));
             times.push(r.elapsed);
             let want = if on { Seen::Rejected } else { Seen::Connected };
-            assert_eq!(probe(&yb, xa, 80, Duration::from_secs(1)), want, "toggle {i}");
+            assert_eq!(
+                probe(&yb, xa, 80, Duration::from_secs(1)),
+                want,
+                "toggle {i}"
+            );
         }
         times.sort();
         eprintln!(

@@ -192,7 +192,7 @@ impl Topology {
             .pods
             .iter()
             .map(|p| ServerSpec {
-                pod: p.id.clone(),
+                name: p.id.to_string(),
                 netns: p.ns.clone(),
                 ports: ports.to_vec(),
             })

@@ -1,8 +1,9 @@
 //! Building the fabric and the nodes: the underlay bridge `br0` in the fabric namespace,
 //! one veth per node created by a single rtnetlink request with its peer born inside the
 //! node as `eth0` (moving a link between namespaces afterwards costs an RCU grace period,
-//! ~16 ms), the node's underlay address and MAC, its sysctls, its CNI configuration, and
-//! host-gw routes to every other node's pod subnet.
+//! ~16 ms), the node's underlay address and MAC, its sysctls, its CNI configuration,
+//! host-gw routes to every other node's pod subnet, and routes to the external hosts via
+//! the router. The router and the hosts themselves are built in [`super::outside`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +19,7 @@ use rtnetlink::{
 };
 use sim::plan::{NodePlan, Plan, STATE_ROOT, UNDERLAY, prefix_of};
 
-use super::{Cluster, NodeHandle, RunGuard};
+use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside};
 use crate::cni;
 use crate::netns::{self, Netns, sweep};
 
@@ -35,8 +36,9 @@ pub const NODE_SYSCTLS: [(&str, &str); 2] = [
 ];
 
 impl Cluster {
-    /// Builds the fabric, the nodes and the host-gw routes, and records this process as
-    /// the run's owner in `{state_dir}/pid`. On failure everything made is removed.
+    /// Builds the fabric, the nodes and the host-gw routes, and (when the plan has
+    /// external hosts) the router and the hosts, and records this process as the run's
+    /// owner in `{state_dir}/pid`. On failure everything made is removed.
     pub async fn create(plan: Plan) -> Result<Cluster> {
         claim_prefix(&plan)?;
         // From here on the run's prefix is ours: a guard sweeps it on any early exit.
@@ -45,7 +47,7 @@ impl Cluster {
             armed: true,
         };
         match build(&plan).await {
-            Ok((fabric, nodes)) => {
+            Ok(built) => {
                 guard.armed = false;
                 Ok(Cluster {
                     guard: RunGuard {
@@ -53,8 +55,10 @@ impl Cluster {
                         armed: true,
                     },
                     plan,
-                    fabric,
-                    nodes,
+                    fabric: built.fabric,
+                    nodes: built.nodes,
+                    router: built.router,
+                    hosts: built.hosts,
                     pods: BTreeMap::new(),
                 })
             }
@@ -87,6 +91,9 @@ impl Cluster {
 fn claim_prefix(plan: &Plan) -> Result<()> {
     if plan.nodes.is_empty() {
         bail!("a cluster needs at least one node");
+    }
+    if !plan.hosts.is_empty() && plan.router.is_none() {
+        bail!("the plan has external hosts but no router in front of them");
     }
     if let Some(other) = netns::list()?
         .into_iter()
@@ -125,14 +132,37 @@ fn claim_prefix(plan: &Plan) -> Result<()> {
     sweep::write_owner(&dir)
 }
 
-async fn build(plan: &Plan) -> Result<(Netns, BTreeMap<String, NodeHandle>)> {
+/// What [`build`] made.
+struct Built {
+    fabric: Netns,
+    nodes: BTreeMap<String, NodeHandle>,
+    router: Option<Netns>,
+    hosts: BTreeMap<String, HostHandle>,
+}
+
+async fn build(plan: &Plan) -> Result<Built> {
+    // One batch for every namespace: fabric, nodes, then router and hosts.
     let mut names = vec![plan.fabric_netns()];
     names.extend(plan.nodes.iter().map(|n| n.netns.clone()));
+    names.extend(plan.router.iter().map(|r| r.netns.clone()));
+    names.extend(plan.hosts.iter().map(|h| h.netns.clone()));
     let mut made = tokio::task::spawn_blocking(move || Netns::create_many(&names))
         .await
-        .context("namespace creation task")??;
-    let fabric = made.remove(0);
-    let node_ns = made;
+        .context("namespace creation task")??
+        .into_iter();
+    let mut next = || made.next().context("namespace creation returned too few");
+    let fabric = next()?;
+    let node_ns = plan
+        .nodes
+        .iter()
+        .map(|_| next())
+        .collect::<Result<Vec<_>>>()?;
+    let router_ns = plan.router.as_ref().map(|_| next()).transpose()?;
+    let host_ns = plan
+        .hosts
+        .iter()
+        .map(|_| next())
+        .collect::<Result<Vec<_>>>()?;
 
     let fh = fabric.netlink()?;
     set_up(&fh, "lo")
@@ -148,7 +178,15 @@ async fn build(plan: &Plan) -> Result<(Netns, BTreeMap<String, NodeHandle>)> {
         .with_context(|| format!("in {}", fabric.name()))?;
     // rtnl serialises link creation anyway, so one request after the other is the floor.
     for (node, ns) in plan.nodes.iter().zip(&node_ns) {
-        add_uplink(&fh, br, node, ns).await.with_context(|| {
+        add_veth_into(
+            &fh,
+            &node.fabric_port,
+            Some(br),
+            ns,
+            Some(node.underlay_mac),
+        )
+        .await
+        .with_context(|| {
             format!(
                 "link node {} to the fabric ({} <-> {}/{NODE_UPLINK})",
                 node.name,
@@ -157,15 +195,41 @@ async fn build(plan: &Plan) -> Result<(Netns, BTreeMap<String, NodeHandle>)> {
             )
         })?;
     }
+    if let (Some(router), Some(ns)) = (&plan.router, &router_ns) {
+        add_veth_into(
+            &fh,
+            &router.fabric_port,
+            Some(br),
+            ns,
+            Some(router.underlay_mac),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "link the router to the fabric ({} <-> {}/{NODE_UPLINK})",
+                router.fabric_port,
+                ns.name()
+            )
+        })?;
+    }
 
     let state_dir = Path::new(&plan.state_dir()).to_path_buf();
-    let configured = futures::future::join_all(
+    let nodes_done = futures::future::join_all(
         plan.nodes
             .iter()
             .zip(&node_ns)
             .map(|(node, ns)| configure_node(plan, node, ns, &state_dir)),
-    )
-    .await;
+    );
+    let outside_done = async {
+        match (&plan.router, &router_ns) {
+            (Some(router), Some(ns)) => {
+                let hosts: Vec<_> = plan.hosts.iter().zip(&host_ns).collect();
+                outside::build(plan, router, ns, &hosts).await
+            }
+            _ => Ok(()),
+        }
+    };
+    let (configured, outside_done) = futures::join!(nodes_done, outside_done);
     let mut nodes = BTreeMap::new();
     for ((node, ns), r) in plan.nodes.iter().zip(node_ns).zip(configured) {
         let (networks, dirs) =
@@ -179,30 +243,58 @@ async fn build(plan: &Plan) -> Result<(Netns, BTreeMap<String, NodeHandle>)> {
             },
         );
     }
-    Ok((fabric, nodes))
+    outside_done.context("set up the router and the external hosts")?;
+    let hosts = plan
+        .hosts
+        .iter()
+        .zip(host_ns)
+        .map(|(h, netns)| {
+            (
+                h.name.clone(),
+                HostHandle {
+                    netns,
+                    address: h.address,
+                },
+            )
+        })
+        .collect();
+    Ok(Built {
+        fabric,
+        nodes,
+        router: router_ns,
+        hosts,
+    })
 }
 
-/// One request: the fabric port enslaved to `br0` and up, its peer born inside the node
-/// as `eth0` with the planned MAC. The peer must be created down: `IFF_UP` on the peer
-/// fails the whole request with ENOTCONN.
-async fn add_uplink(fh: &Handle, br: u32, node: &NodePlan, ns: &Netns) -> Result<()> {
-    let ns_file = File::open(ns.path()).with_context(|| format!("open {}", ns.path().display()))?;
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(NODE_UPLINK.to_string())
-        .address(node.underlay_mac.to_vec())
-        .setns_by_fd(ns_file.as_raw_fd())
-        .build();
-    let msg = LinkVeth::new(&node.fabric_port, NODE_UPLINK)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .controller(br)
-        .up()
-        .build();
-    fh.link().add(msg).execute().await?;
+/// One request: a veth whose local end `local` is created in `h`'s namespace, up (and a
+/// port of `controller` if given), and whose peer is born inside `peer_ns` as `eth0`
+/// (with `peer_mac` if given). The peer must be created down: `IFF_UP` on the peer fails
+/// the whole request with ENOTCONN.
+pub(super) async fn add_veth_into(
+    h: &Handle,
+    local: &str,
+    controller: Option<u32>,
+    peer_ns: &Netns,
+    peer_mac: Option<[u8; 6]>,
+) -> Result<()> {
+    let ns_file =
+        File::open(peer_ns.path()).with_context(|| format!("open {}", peer_ns.path().display()))?;
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(NODE_UPLINK.to_string());
+    if let Some(mac) = peer_mac {
+        peer = peer.address(mac.to_vec());
+    }
+    let peer = peer.setns_by_fd(ns_file.as_raw_fd()).build();
+    let mut msg =
+        LinkVeth::new(local, NODE_UPLINK).set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+    if let Some(br) = controller {
+        msg = msg.controller(br);
+    }
+    h.link().add(msg.up().build()).execute().await?;
     Ok(())
 }
 
 /// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes,
-/// and the CNI configuration files.
+/// the routes to the external hosts via the router, and the CNI configuration files.
 async fn configure_node(
     plan: &Plan,
     node: &NodePlan,
@@ -213,24 +305,7 @@ async fn configure_node(
         ns.set_sysctl(key, value)?;
     }
     let h = ns.netlink()?;
-    set_up(&h, "lo").await.context("bring up lo")?;
-    let eth0 = index_of(&h, NODE_UPLINK).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(eth0).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("bring up {NODE_UPLINK}"))?;
-    h.address()
-        .add(eth0, IpAddr::V4(node.underlay_ip), UNDERLAY.prefix_len())
-        .execute()
-        .await
-        .with_context(|| {
-            format!(
-                "add {}/{} to {NODE_UPLINK}",
-                node.underlay_ip,
-                UNDERLAY.prefix_len()
-            )
-        })?;
+    let eth0 = underlay_up(&h, node.underlay_ip).await?;
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
@@ -244,18 +319,49 @@ async fn configure_node(
             )
         })?;
     }
+    // Pods reach the hosts, and the hosts reach the pods, with no NAT on the way.
+    if let Some(router) = &plan.router {
+        for host in &plan.hosts {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(host.address, 32)
+                .gateway(router.underlay_ip)
+                .output_interface(eth0)
+                .build();
+            h.route().add(route).execute().await.with_context(|| {
+                format!(
+                    "add route {}/32 via {} dev {NODE_UPLINK} (host {})",
+                    host.address, router.underlay_ip, host.name
+                )
+            })?;
+        }
+    }
     let dirs = cni::NodeDirs::new(state_dir, &node.name);
     let networks = cni::conflist::write_node_configs(node, &dirs)?;
     Ok((networks, dirs))
 }
 
-async fn set_up(h: &Handle, name: &str) -> Result<()> {
+/// Brings up `lo` and the underlay `eth0` and gives `eth0` its underlay address.
+/// Returns `eth0`'s index.
+pub(super) async fn underlay_up(h: &Handle, ip: Ipv4Addr) -> Result<u32> {
+    set_up(h, "lo").await?;
+    let eth0 = set_up(h, NODE_UPLINK).await?;
+    h.address()
+        .add(eth0, IpAddr::V4(ip), UNDERLAY.prefix_len())
+        .execute()
+        .await
+        .with_context(|| format!("add {ip}/{} to {NODE_UPLINK}", UNDERLAY.prefix_len()))?;
+    Ok(eth0)
+}
+
+/// Brings the link called `name` up. Returns its index.
+pub(super) async fn set_up(h: &Handle, name: &str) -> Result<u32> {
     let i = index_of(h, name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(i).up().build())
         .execute()
         .await
-        .with_context(|| format!("bring up {name}"))
+        .with_context(|| format!("bring up {name}"))?;
+    Ok(i)
 }
 
 pub(super) async fn index_of(h: &Handle, name: &str) -> Result<u32> {

@@ -1,6 +1,7 @@
 //! A normalised description of what was built, read back from the kernel (so it proves
 //! the build rather than repeating the plan): per node its underlay address, pod subnet,
-//! `cni0` address and routes; per pod its node, address and default route. It leaves
+//! `cni0` address and routes; the router's addresses and routes and each external host's
+//! (when there are any); per pod its node, address and default route. It leaves
 //! out everything that changes between runs (the run prefix, pids, MACs the plugin
 //! picked, interface indexes and veth names), so snapshots are stable.
 
@@ -10,6 +11,7 @@ use std::fmt::Write;
 
 use super::Cluster;
 use super::build::{FABRIC_BRIDGE, NODE_UPLINK};
+use super::outside::HOST_LINK;
 use super::readback::NsState;
 use crate::cni::conflist::BRIDGE;
 
@@ -17,9 +19,17 @@ impl Cluster {
     pub async fn describe(&self) -> Result<String> {
         let fabric = NsState::read(&self.fabric);
         let nodes = try_join_all(self.nodes.values().map(|n| NsState::read(&n.netns)));
+        let router = async {
+            match &self.router {
+                Some(ns) => NsState::read(ns).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let hosts = try_join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
         let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
-        let (fabric, nodes, pods) = futures::join!(fabric, nodes, pods);
-        let (fabric, nodes) = (fabric?, nodes?);
+        let (fabric, nodes, router, hosts, pods) =
+            futures::join!(fabric, nodes, router, hosts, pods);
+        let (fabric, nodes, router, hosts) = (fabric?, nodes?, router?, hosts?);
 
         let mut out = String::new();
         let list = |v: Vec<String>| {
@@ -53,6 +63,31 @@ impl Cluster {
                 addrs(s, BRIDGE),
                 s.ports_of(BRIDGE).len()
             )?;
+            for r in s.route_lines() {
+                writeln!(out, "  route {r}")?;
+            }
+        }
+        if let Some(s) = &router {
+            writeln!(out, "router")?;
+            writeln!(out, "  {NODE_UPLINK} {}", addrs(s, NODE_UPLINK))?;
+            // Router ports are named in the plan (h1, h2, ... in declaration order).
+            for host in &self.plan.hosts {
+                writeln!(
+                    out,
+                    "  {} {} (host {})",
+                    host.router_port,
+                    addrs(s, &host.router_port),
+                    host.name
+                )?;
+            }
+            for r in s.route_lines() {
+                writeln!(out, "  route {r}")?;
+            }
+        }
+        for (name, s) in self.hosts.keys().zip(&hosts) {
+            writeln!(out, "host {name}")?;
+            writeln!(out, "  {HOST_LINK} {}", addrs(s, HOST_LINK))?;
+            writeln!(out, "  lo {}", addrs(s, "lo"))?;
             for r in s.route_lines() {
                 writeln!(out, "  route {r}")?;
             }

@@ -1,9 +1,11 @@
 //! The virtual cluster: a fabric namespace with the underlay bridge, one namespace per
 //! node joined to it by a veth, host-gw routes between the nodes' pod subnets, and one
-//! namespace per pod wired by the real CNI plugins. Every name and address comes from
+//! namespace per pod wired by the real CNI plugins. When the scenario declares hosts
+//! outside the cluster, a router namespace sits on the underlay too, with each host in a
+//! namespace of its own behind it (see `outside.rs`). Every name and address comes from
 //! the [`Plan`]; nothing is ever created in the root network namespace.
 //!
-//! [`Cluster::create`] builds the fabric and nodes, [`Cluster::add_pods`] and
+//! [`Cluster::create`] builds the fabric, nodes, router and hosts, [`Cluster::add_pods`] and
 //! [`Cluster::remove_pods`] run CNI ADD/DEL, [`Cluster::verify`] reads the kernel back
 //! and lists everything missing, [`Cluster::describe`] renders what was built for
 //! snapshots, and [`Cluster::teardown`] removes it all. A cluster that is dropped without
@@ -21,6 +23,7 @@ use crate::netns::{Netns, sweep};
 
 mod build;
 mod describe;
+mod outside;
 mod pods;
 mod readback;
 mod teardown;
@@ -35,6 +38,10 @@ pub struct Cluster {
     plan: Plan,
     fabric: Netns,
     nodes: BTreeMap<String, NodeHandle>,
+    /// The router's namespace, when the plan has external hosts.
+    router: Option<Netns>,
+    /// External hosts by name.
+    hosts: BTreeMap<String, HostHandle>,
     pods: BTreeMap<PodRef, PodHandle>,
     guard: RunGuard,
 }
@@ -45,6 +52,13 @@ struct NodeHandle {
     netns: Netns,
     networks: cni::NodeNetworks,
     dirs: cni::NodeDirs,
+}
+
+/// An external host: its namespace and its address (a /32 on its `eth0`).
+#[derive(Debug, Clone)]
+struct HostHandle {
+    netns: Netns,
+    address: Ipv4Addr,
 }
 
 /// A pod that CNI wired.
@@ -71,6 +85,16 @@ impl Cluster {
 
     pub fn fabric_netns(&self) -> &Netns {
         &self.fabric
+    }
+
+    /// The router's namespace, if the cluster has external hosts.
+    pub fn router_netns(&self) -> Option<&Netns> {
+        self.router.as_ref()
+    }
+
+    /// An external host's namespace and address.
+    pub fn host(&self, name: &str) -> Option<(Netns, Ipv4Addr)> {
+        self.hosts.get(name).map(|h| (h.netns.clone(), h.address))
     }
 
     pub fn pod(&self, pod: &PodRef) -> Option<&PodHandle> {

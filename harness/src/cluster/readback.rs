@@ -11,7 +11,9 @@ use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteScope, RouteType,
+};
 
 use crate::netns::Netns;
 
@@ -41,6 +43,8 @@ pub(super) struct Route {
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
     pub scope: RouteScope,
+    /// The gateway is used without a route to it (`onlink`).
+    pub onlink: bool,
 }
 
 /// What a namespace holds.
@@ -151,6 +155,7 @@ impl NsState {
                     gateway,
                     oif,
                     scope: r.header.scope,
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
                 });
             }
         }
@@ -216,6 +221,9 @@ impl NsState {
                     RouteScope::Link => s.push_str(" scope link"),
                     RouteScope::Host => s.push_str(" scope host"),
                     other => s.push_str(&format!(" scope {}", u8::from(other))),
+                }
+                if r.onlink {
+                    s.push_str(" onlink");
                 }
                 s
             })

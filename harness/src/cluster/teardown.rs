@@ -1,6 +1,6 @@
 //! Tearing a cluster down: CNI DEL for every pod (several at once, across nodes), then
 //! the prefix sweep ([`sweep::clean_prefix`]: any attachment still in the result cache,
-//! every namespace of the run, the state directory, and a short wait until `ip netns
+//! every namespace of the run (fabric, nodes, pods, router and hosts), the state directory, and a short wait until `ip netns
 //! list` no longer shows the run). It never stops at the first failure.
 
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ impl Cluster {
             plan,
             fabric,
             nodes,
+            router,
+            hosts,
             pods,
             mut guard,
         } = self;
@@ -43,7 +45,7 @@ impl Cluster {
             let t = Instant::now();
             let mut errors = del();
             let cni_del = t.elapsed();
-            drop((fabric, nodes, pods));
+            drop((fabric, nodes, router, hosts, pods));
             // The sweep DELs whatever the cache still holds (attachments whose DEL just
             // failed, or ADDs cut short by a cancelled add_pods), then removes the
             // namespaces and the state directory.

@@ -1,17 +1,20 @@
 //! Pod readiness: after bring-up, every link, address, route and sysctl the cluster
-//! needs is read back from the kernel and checked, before any probe runs. Anything
+//! needs (fabric, nodes, router, external hosts, pods) is read back from the kernel and
+//! checked, before any probe runs. Anything
 //! missing is an infrastructure fault, reported as such and never as a policy result.
 
 use std::net::Ipv4Addr;
 
 use futures::future::join_all;
 use ipnet::Ipv4Net;
-use sim::plan::{NodePlan, UNDERLAY};
+use sim::plan::{HostPlan, NodePlan, ROUTER_HOST_GATEWAY, RouterPlan, UNDERLAY};
 
 use super::build::{FABRIC_BRIDGE, NODE_SYSCTLS, NODE_UPLINK};
+use super::outside::{HOST_LINK, HOST_SYSCTLS, ROUTER_SYSCTLS};
 use super::readback::NsState;
 use super::{Cluster, PodHandle};
 use crate::cni::conflist::BRIDGE;
+use crate::netns::Netns;
 
 /// The cluster is not what it should be. Lists every problem found, not just the first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,13 +25,22 @@ pub struct InfraFault {
 
 impl Cluster {
     /// Reads every namespace of the cluster back and checks that the fabric, the nodes'
-    /// underlay, `cni0`, the host-gw routes, the sysctls and each pod's `lo`, `eth0`,
-    /// address and default route are all there.
+    /// underlay, `cni0`, the host-gw routes and the routes to the external hosts, the
+    /// router's links, addresses and routes, each host's address and routes, the
+    /// sysctls, and each pod's `lo`, `eth0`, address and default route are all there.
     pub async fn verify(&self) -> Result<(), InfraFault> {
         let fabric = NsState::read(&self.fabric);
         let nodes = join_all(self.nodes.values().map(|n| NsState::read(&n.netns)));
+        let router = async {
+            match &self.router {
+                Some(ns) => Some(NsState::read(ns).await),
+                None => None,
+            }
+        };
+        let hosts = join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
         let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
-        let (fabric, nodes, pods) = futures::join!(fabric, nodes, pods);
+        let (fabric, nodes, router, hosts, pods) =
+            futures::join!(fabric, nodes, router, hosts, pods);
 
         let mut problems = vec![];
         match fabric {
@@ -41,17 +53,34 @@ impl Cluster {
                 Ok(s) => {
                     let plan = self.plan.node(name).expect("node handles follow the plan");
                     check_node(self, plan, &s, &mut p);
-                    for (key, want) in NODE_SYSCTLS {
-                        match node.netns.sysctl(key) {
-                            Ok(v) if v == want => {}
-                            Ok(v) => p.push(format!("sysctl {key} is {v}, not {want}")),
-                            Err(e) => p.push(format!("{e:#}")),
-                        }
-                    }
+                    want_sysctls(&node.netns, &NODE_SYSCTLS, &mut p);
                 }
                 Err(e) => p.push(format!("{e:#}")),
             }
             problems.extend(p.into_iter().map(|x| format!("node {name}: {x}")));
+        }
+        if let (Some(ns), Some(plan), Some(state)) = (&self.router, &self.plan.router, router) {
+            let mut p = vec![];
+            match state {
+                Ok(s) => {
+                    check_router(self, plan, &s, &mut p);
+                    want_sysctls(ns, &ROUTER_SYSCTLS, &mut p);
+                }
+                Err(e) => p.push(format!("{e:#}")),
+            }
+            problems.extend(p.into_iter().map(|x| format!("router: {x}")));
+        }
+        for ((name, host), state) in self.hosts.iter().zip(hosts) {
+            let mut p = vec![];
+            match state {
+                Ok(s) => {
+                    let plan = self.plan.host(name).expect("host handles follow the plan");
+                    check_host(plan, &s, &mut p);
+                    want_sysctls(&host.netns, &HOST_SYSCTLS, &mut p);
+                }
+                Err(e) => p.push(format!("{e:#}")),
+            }
+            problems.extend(p.into_iter().map(|x| format!("host {name}: {x}")));
         }
         for ((pod, handle), state) in self.pods.iter().zip(pods) {
             let mut p = vec![];
@@ -81,31 +110,95 @@ fn check_fabric(c: &Cluster, s: &NsState, p: &mut Vec<String>) {
     for n in &c.plan.nodes {
         link_up(s, &n.fabric_port, Some(FABRIC_BRIDGE), "fabric", p);
     }
+    if let Some(r) = &c.plan.router {
+        link_up(s, &r.fabric_port, Some(FABRIC_BRIDGE), "fabric", p);
+    }
 }
 
-fn check_node(c: &Cluster, node: &NodePlan, s: &NsState, p: &mut Vec<String>) {
-    link_up(s, "lo", None, "", p);
+/// Checks `eth0` with its planned MAC and underlay address (nodes and the router).
+fn check_uplink(s: &NsState, ip: Ipv4Addr, want_mac: &[u8; 6], p: &mut Vec<String>) {
     if let Some(l) = link_up(s, NODE_UPLINK, None, "", p)
-        && l.mac.as_deref() != Some(&node.underlay_mac[..])
+        && l.mac.as_deref() != Some(&want_mac[..])
     {
         p.push(format!(
             "{NODE_UPLINK} has MAC {}, not {}",
             mac(l.mac.as_deref()),
-            mac(Some(&node.underlay_mac))
+            mac(Some(want_mac))
         ));
     }
-    want_addr(
-        s,
-        NODE_UPLINK,
-        net(node.underlay_ip, UNDERLAY.prefix_len()),
-        p,
-    );
+    want_addr(s, NODE_UPLINK, net(ip, UNDERLAY.prefix_len()), p);
+}
+
+fn check_router(c: &Cluster, router: &RouterPlan, s: &NsState, p: &mut Vec<String>) {
+    link_up(s, "lo", None, "", p);
+    check_uplink(s, router.underlay_ip, &router.underlay_mac, p);
+    for host in &c.plan.hosts {
+        if link_up(s, &host.router_port, None, "", p).is_some() {
+            want_addr(s, &host.router_port, net(ROUTER_HOST_GATEWAY, 32), p);
+            if !s.has_route(net(host.address, 32), None, &host.router_port) {
+                p.push(format!(
+                    "no route {}/32 dev {} (host {})",
+                    host.address, host.router_port, host.name
+                ));
+            }
+        }
+    }
+    for node in &c.plan.nodes {
+        if !s.has_route(node.pod_subnet, Some(node.underlay_ip), NODE_UPLINK) {
+            p.push(format!(
+                "no route {} via {} dev {NODE_UPLINK} (node {})",
+                node.pod_subnet, node.underlay_ip, node.name
+            ));
+        }
+    }
+}
+
+fn check_host(host: &HostPlan, s: &NsState, p: &mut Vec<String>) {
+    link_up(s, "lo", None, "", p);
+    want_addr(s, "lo", net(Ipv4Addr::LOCALHOST, 8), p);
+    if link_up(s, HOST_LINK, None, "", p).is_none() {
+        return;
+    }
+    want_addr(s, HOST_LINK, net(host.address, 32), p);
+    if !s.has_route(net(ROUTER_HOST_GATEWAY, 32), None, HOST_LINK) {
+        p.push(format!("no route {ROUTER_HOST_GATEWAY}/32 dev {HOST_LINK}"));
+    }
+    if !s.has_route(Ipv4Net::default(), Some(ROUTER_HOST_GATEWAY), HOST_LINK) {
+        p.push(format!(
+            "no default route via {ROUTER_HOST_GATEWAY} dev {HOST_LINK}"
+        ));
+    }
+}
+
+fn want_sysctls(ns: &Netns, want: &[(&str, &str)], p: &mut Vec<String>) {
+    for (key, want) in want {
+        match ns.sysctl(key) {
+            Ok(v) if v == *want => {}
+            Ok(v) => p.push(format!("sysctl {key} is {v}, not {want}")),
+            Err(e) => p.push(format!("{e:#}")),
+        }
+    }
+}
+
+fn check_node(c: &Cluster, node: &NodePlan, s: &NsState, p: &mut Vec<String>) {
+    link_up(s, "lo", None, "", p);
+    check_uplink(s, node.underlay_ip, &node.underlay_mac, p);
     for other in c.plan.nodes.iter().filter(|o| o.name != node.name) {
         if !s.has_route(other.pod_subnet, Some(other.underlay_ip), NODE_UPLINK) {
             p.push(format!(
                 "no route {} via {} dev {NODE_UPLINK}",
                 other.pod_subnet, other.underlay_ip
             ));
+        }
+    }
+    if let Some(router) = &c.plan.router {
+        for host in &c.plan.hosts {
+            if !s.has_route(net(host.address, 32), Some(router.underlay_ip), NODE_UPLINK) {
+                p.push(format!(
+                    "no route {}/32 via {} dev {NODE_UPLINK} (host {})",
+                    host.address, router.underlay_ip, host.name
+                ));
+            }
         }
     }
     // cni0 appears with the node's first pod.

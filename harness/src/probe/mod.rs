@@ -1,7 +1,8 @@
 //! The probe engine: servers in every pod, and probes that measure who can reach whom with
-//! real packets. Every pod serves each declared port (TCP listeners and UDP responders
-//! that answer with the pod's `ns/name` and the client address they saw, and a user-space
-//! SCTP responder, because this kernel has no SCTP sockets); probes run in parallel with a
+//! real packets. Every pod serves each declared port, and every external host its `serve`
+//! ports (TCP listeners and UDP responders that answer with the server's name, `ns/name`
+//! or `host/NAME`, and the client address they saw, and a user-space SCTP responder,
+//! because this kernel has no SCTP sockets); probes run in parallel with a
 //! per-probe deadline and turn what came back into a [`Measurement`]: allowed, refused,
 //! dropped, rejected, or error.
 //!
@@ -28,7 +29,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sim::matrix::{Measurement, Outcome};
-use sim::objects::PodRef;
 use sim::protocol::{PortProto, Protocol};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -42,11 +42,13 @@ mod sock;
 mod tcp;
 mod udp;
 
-/// What one pod serves.
+/// What one pod (or external host) serves.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
-    pub pod: PodRef,
-    /// The pod's network namespace.
+    /// Who answers, as probes name it: a pod's `ns/name` (`PodRef::to_string`), or
+    /// `host/NAME` for a host outside the cluster (`Peer::to_string`).
+    pub name: String,
+    /// The server's network namespace.
     pub netns: Netns,
     /// Declared ports; duplicates are served once.
     pub ports: Vec<PortProto>,
@@ -71,32 +73,32 @@ impl Servers {
     }
 }
 
-/// Starts the servers of every pod: per declared TCP port a listener, per UDP port a
-/// responder, and per pod one raw SCTP responder (INIT-ACK on declared SCTP ports, ABORT
-/// on the others, as a kernel SCTP stack would answer). Also sets
-/// `net.ipv4.icmp_ratemask=0` in each pod namespace: a pod's own ICMP port unreachable is
-/// what tells "refused" for UDP, and the default rate limit would turn every sixth one
-/// into a 1 s silence (see floors.md §4d).
+/// Starts the servers of every pod (or host): per declared TCP port a listener, per UDP
+/// port a responder, and per server one raw SCTP responder (INIT-ACK on declared SCTP
+/// ports, ABORT on the others, as a kernel SCTP stack would answer). Also sets
+/// `net.ipv4.icmp_ratemask=0` in each server's namespace: a server's own ICMP port
+/// unreachable is what tells "refused" for UDP, and the default rate limit would turn
+/// every sixth one into a 1 s silence (see floors.md §4d).
 pub async fn start_servers(specs: Vec<ServerSpec>) -> Result<Servers> {
     let mut tasks = JoinSet::new();
     let mut sockets = 0;
     for spec in &specs {
+        let name = spec.name.clone();
         spec.netns
             .set_sysctl("net/ipv4/icmp_ratemask", "0")
-            .with_context(|| format!("prepare pod {} for probing", spec.pod))?;
-        let name = spec.pod.to_string();
+            .with_context(|| format!("prepare {name} for probing"))?;
         let ports: BTreeSet<PortProto> = spec.ports.iter().copied().collect();
         let mut sctp_ports = BTreeSet::new();
         for p in &ports {
             match p.protocol {
                 Protocol::Tcp => {
                     let l = server::tcp_listener(&spec.netns, p.port)
-                        .with_context(|| format!("serve {p} for pod {name}"))?;
+                        .with_context(|| format!("serve {p} for {name}"))?;
                     tasks.spawn(server::serve_tcp(l, name.clone()));
                 }
                 Protocol::Udp => {
                     let s = server::udp_socket(&spec.netns, p.port)
-                        .with_context(|| format!("serve {p} for pod {name}"))?;
+                        .with_context(|| format!("serve {p} for {name}"))?;
                     tasks.spawn(server::serve_udp(s, name.clone()));
                 }
                 Protocol::Sctp => {
@@ -107,7 +109,7 @@ pub async fn start_servers(specs: Vec<ServerSpec>) -> Result<Servers> {
             sockets += 1;
         }
         let raw = sctp::responder_socket(&spec.netns)
-            .with_context(|| format!("start the SCTP responder of pod {name}"))?;
+            .with_context(|| format!("start the SCTP responder of {name}"))?;
         tasks.spawn(sctp::serve(raw, name, sctp_ports));
         sockets += 1;
     }

@@ -205,16 +205,16 @@ pub fn responder_socket(ns: &Netns) -> Result<AsyncFd<OwnedFd>> {
     sock::register(fd).context("register the raw SCTP socket with tokio")
 }
 
-/// A pod's SCTP responder: answers INITs to `ports` with an INIT-ACK naming `name`, and
-/// INITs to other ports with an ABORT. Ignores everything else (including the replies to
-/// the pod's own probes, which the raw socket also sees).
+/// A pod's (or host's) SCTP responder: answers INITs to `ports` with an INIT-ACK naming
+/// `name`, and INITs to other ports with an ABORT. Ignores everything else (including the
+/// replies to the server's own probes, which the raw socket also sees).
 pub async fn serve(sock: AsyncFd<OwnedFd>, name: String, ports: BTreeSet<u16>) {
     let mut buf = [0u8; 2048];
     loop {
         let mut ready = match sock.readable().await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!("pod {name}: SCTP responder stopped: {e}");
+                tracing::warn!("server {name}: SCTP responder stopped: {e}");
                 return;
             }
         };
@@ -225,11 +225,11 @@ pub async fn serve(sock: AsyncFd<OwnedFd>, name: String, ports: BTreeSet<u16>) {
                 if let Some((to, reply)) = answer(&buf[..n], &name, &ports)
                     && let Err(e) = send_to(&sock, &reply, to).await
                 {
-                    tracing::warn!("pod {name}: SCTP reply to {to} failed: {e}");
+                    tracing::warn!("server {name}: SCTP reply to {to} failed: {e}");
                 }
             }
             Ok(Err(e)) => {
-                tracing::warn!("pod {name}: SCTP receive failed: {e}");
+                tracing::warn!("server {name}: SCTP receive failed: {e}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err(_would_block) => {}

@@ -1,7 +1,8 @@
-//! TCP and UDP servers for pods: sockets created inside the pod's namespace by this
-//! process, served by tokio tasks. Each answers with one line, `"<ns>/<name> <client-ip>\n"`
-//! (a TCP listener per connection, then closes; a UDP responder per datagram, to the
-//! sender), so the client learns who answered and which source address the pod saw.
+//! TCP and UDP servers for pods and external hosts: sockets created inside the server's
+//! namespace by this process, served by tokio tasks. Each answers with one line,
+//! `"<ns>/<name> <client-ip>\n"` (`host/<name>` for a host; a TCP listener per connection,
+//! then closes; a UDP responder per datagram, to the sender), so the client learns who
+//! answered and which source address the server saw.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -60,7 +61,7 @@ pub async fn serve_tcp(listener: TcpListener, name: String) {
             }
             Err(e) => {
                 // E.g. out of file descriptors: keep serving once it passes.
-                tracing::warn!("pod {name}: accept failed: {e}");
+                tracing::warn!("server {name}: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -74,11 +75,11 @@ pub async fn serve_udp(sock: UdpSocket, name: String) {
             Ok((_, peer)) => {
                 let line = reply_line(&name, v4(peer.ip()));
                 if let Err(e) = sock.send_to(line.as_bytes(), peer).await {
-                    tracing::warn!("pod {name}: UDP reply to {peer} failed: {e}");
+                    tracing::warn!("server {name}: UDP reply to {peer} failed: {e}");
                 }
             }
             Err(e) => {
-                tracing::warn!("pod {name}: UDP receive failed: {e}");
+                tracing::warn!("server {name}: UDP receive failed: {e}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }

@@ -1,11 +1,13 @@
-//! `cargo xtask bench`: measures bring-up, probing and teardown of a scenario (by default
-//! the standard model on two nodes) over several runs and writes the medians, with the
-//! machine and date, to BENCHMARKS.md. A benchmark, not a timed test.
+//! `cargo xtask bench`: measures a scenario (by default `default-deny`: the standard model
+//! on two nodes, 486 probes per step) over several runs, once as written (denied traffic
+//! rejected) and once with `deny: drop`, and writes the medians, with the machine and
+//! date, to BENCHMARKS.md. A benchmark, not a timed test: nothing here can fail a build.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use harness::run::{RunOptions, Timings};
+use harness::run::{RunOptions, RunReport};
+use sim::scenario::{DenyStyle, Scenario};
 
 use crate::scenario_files;
 
@@ -14,12 +16,24 @@ pub struct Args {
     /// The scenario to measure.
     #[arg(default_value = "default-deny")]
     pub scenario: String,
-    /// How many runs.
+    /// How many runs per variant.
     #[arg(long, default_value_t = 7)]
     pub runs: usize,
     /// Print the figures without writing BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    bring_up: f64,
+    teardown: f64,
+    /// The first step's first probe round (the whole matrix).
+    first_round: f64,
+    /// Later steps: rule sync and time to enforce (median over the steps of a run).
+    sync: Option<f64>,
+    enforce: Option<f64>,
 }
 
 pub fn main(args: Args) -> u8 {
@@ -47,54 +61,65 @@ pub fn main(args: Args) -> u8 {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut samples: Vec<Timings> = Vec::new();
-    let mut probes = 0;
-    for i in 0..args.runs {
-        let opts = RunOptions {
-            prefix: harness::run::new_prefix(),
-            keep: false,
-            explain: None,
-            deadline: None,
+    let mut rows = String::new();
+    let probes = scenario_probes(&scenario);
+    for deny in [DenyStyle::Reject, DenyStyle::Drop] {
+        let mut variant = scenario.clone();
+        variant.cluster.deny = deny;
+        let label = match deny {
+            DenyStyle::Reject => "reject",
+            DenyStyle::Drop => "drop",
         };
-        match rt.block_on(harness::run::run(&scenario, &opts)) {
-            Ok(r) => {
-                probes = r.steps.iter().map(|s| s.cells.len()).sum();
-                eprintln!(
-                    "run {}: bring-up {:.1} ms, probe {:.1} ms ({probes} probes), teardown {:.1} ms{}",
-                    i + 1,
-                    r.timings.bring_up_ms,
-                    r.timings.probe_ms,
-                    r.timings.teardown_ms,
-                    if r.ok() { "" } else { " (matrix mismatch!)" }
-                );
-                samples.push(r.timings);
+        let mut samples = Vec::new();
+        for i in 0..args.runs {
+            match run_once(&rt, &variant) {
+                Ok(s) => {
+                    eprintln!(
+                        "{label} run {}: bring-up {:.1} ms, first round {:.1} ms, sync {}, enforce {}, teardown {:.1} ms",
+                        i + 1,
+                        s.bring_up,
+                        s.first_round,
+                        opt(s.sync),
+                        opt(s.enforce),
+                        s.teardown
+                    );
+                    samples.push(s);
+                }
+                Err(e) => {
+                    eprintln!("error: {label} run {} failed: {e:#}", i + 1);
+                    return 2;
+                }
             }
-            Err(e) => {
-                eprintln!("error: run {} failed: {e:#}", i + 1);
-                print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
-                return 2;
-            }
+            // Let the kernel finish freeing the namespaces before the next run.
+            std::thread::sleep(Duration::from_millis(300));
         }
-        // Let the kernel finish freeing the namespaces before the next run.
-        std::thread::sleep(Duration::from_millis(300));
+        let med =
+            |f: &dyn Fn(&Sample) -> Option<f64>| median(samples.iter().filter_map(f).collect());
+        let _ = writeln!(
+            rows,
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            samples.len(),
+            opt(med(&|s| Some(s.bring_up))),
+            opt(med(&|s| Some(s.first_round))),
+            opt(med(&|s| s.sync)),
+            opt(med(&|s| s.enforce)),
+            opt(med(&|s| Some(s.teardown))),
+        );
     }
-    let med = |f: fn(&Timings) -> f64| median(samples.iter().map(f).collect());
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| scenario | runs | bring-up median | probe median ({probes} probes) | teardown median |"
-    );
-    let _ = writeln!(table, "|---|---|---|---|---|");
-    let _ = writeln!(
-        table,
-        "| {} ({} nodes) | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        "Scenario `{}`: {} nodes, {} pods, {probes} probes in the first step's matrix.\n",
         scenario.name,
         scenario.cluster.nodes.len(),
-        samples.len(),
-        med(|t| t.bring_up_ms),
-        med(|t| t.probe_ms),
-        med(|t| t.teardown_ms)
+        pods(&scenario)
     );
+    let _ = writeln!(
+        table,
+        "| denied traffic | runs | bring-up | first probe round | rule sync (later steps) | time to enforce (later steps) | teardown |"
+    );
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|");
+    table.push_str(&rows);
     print!("{table}");
     if !args.no_write {
         if let Err(e) = write_benchmarks(&scenario.name, &table) {
@@ -106,27 +131,104 @@ pub fn main(args: Args) -> u8 {
     0
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result<Sample> {
+    let opts = RunOptions {
+        prefix: harness::run::new_prefix(),
+        keep: false,
+        explain: None,
+        deadline: None,
+    };
+    let r: RunReport = match rt.block_on(harness::run::run(scenario, &opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
+            return Err(e);
+        }
+    };
+    if !r.ok() {
+        anyhow::bail!("the matrix did not match: the figures would not mean anything");
+    }
+    let first = r.step_timings.first();
+    let later: Vec<_> = r.step_timings.iter().skip(1).collect();
+    Ok(Sample {
+        bring_up: r.timings.bring_up_ms,
+        teardown: r.timings.teardown_ms,
+        first_round: first
+            .map(|t| t.probe_ms / t.rounds.max(1) as f64)
+            .unwrap_or(0.0),
+        sync: median(later.iter().map(|t| t.sync_ms).collect()),
+        enforce: median(later.iter().filter_map(|t| t.enforce_ms).collect()),
+    })
+}
+
+fn scenario_probes(scenario: &Scenario) -> usize {
+    // Every pod to every declared port of every pod (the default probe set).
+    let n = pods(scenario);
+    let ports: usize = scenario
+        .steps
+        .first()
+        .map(|s| {
+            s.changes
+                .iter()
+                .filter_map(|c| match c {
+                    sim::scenario::Change::Apply(raw) if raw.kind == sim::objects::Kind::Pod => {
+                        raw.decode(&|_| None).ok()
+                    }
+                    _ => None,
+                })
+                .map(|o| match o {
+                    sim::objects::Object::Pod(p) => sim::objects::declared_ports(&p).len(),
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    n * ports
+}
+
+fn pods(scenario: &Scenario) -> usize {
+    scenario
+        .steps
+        .first()
+        .map(|s| {
+            s.changes
+                .iter()
+                .filter(|c| matches!(c, sim::scenario::Change::Apply(raw) if raw.kind == sim::objects::Kind::Pod))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
 /// Replaces this scenario's section in BENCHMARKS.md (other sections stay).
 fn write_benchmarks(name: &str, table: &str) -> std::io::Result<()> {
     let path = crate::workspace_root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmarks\n\nWritten by `cargo xtask bench`; medians of several runs.\n".into()
+        "# Benchmarks\n\nWritten by `cargo xtask bench`: medians of several runs of a scenario, \
+         end to end through the real CNI plugins, iptables and sockets. Debug build (what \
+         `cargo xtask` runs).\n"
+            .into()
     });
     let marker = format!("<!-- bench:{name} -->");
-    let machine = machine();
-    let date = chrono_free_date();
-    let section =
-        format!("{marker}\n## {name}\n\nMachine: {machine}. Date: {date}.\n\n{table}{marker}\n");
+    let section = format!(
+        "{marker}\n## {name}\n\nMachine: {}. Date: {}.\n\n{table}{marker}\n",
+        machine(),
+        today()
+    );
     let new = match (old.find(&marker), old.rfind(&marker)) {
         (Some(a), Some(b)) if a != b => {
             format!("{}{}{}", &old[..a], section, &old[b + marker.len() + 1..])
         }
-        _ => format!("{}\n{}", old.trim_end(), "\n".to_string() + &section),
+        _ => format!("{}\n\n{}", old.trim_end(), section),
     };
     std::fs::write(path, new)
 }
@@ -141,16 +243,16 @@ fn machine() -> String {
         .and_then(|c| {
             c.lines()
                 .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} vCPU ({model}), Linux {}", kernel.trim())
 }
 
-fn chrono_free_date() -> String {
+fn today() -> String {
     std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
+        .args(["-u", "+%Y-%m-%d"])
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())

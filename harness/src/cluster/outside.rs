@@ -1,0 +1,142 @@
+//! The world outside the cluster: a router on the underlay (`.1`, like a data-centre
+//! gateway) and the external hosts behind it, each in a namespace of its own. A host has
+//! only its address, as a /32 on its `eth0`, and a default route to the link-local next
+//! hop [`ROUTER_HOST_GATEWAY`], which every router port towards a host carries (the way
+//! Calico wires its workloads): so hosts need no subnets and may sit at any address a
+//! lesson wants (`172.17.0.5` inside an ipBlock, `172.17.1.10` in its `except`). The
+//! router routes each host's /32 out of that host's port, and every node's pod subnet via
+//! the node; the nodes route each host's /32 via the router (see [`super::build`]). No
+//! NAT anywhere: a host sees a pod's own address, and a pod sees the host's.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context, Result};
+use futures::future::try_join_all;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_route::route::RouteScope;
+use sim::plan::{HostPlan, Plan, ROUTER_HOST_GATEWAY, RouterPlan};
+
+use super::build::{NODE_SYSCTLS, NODE_UPLINK, add_veth_into, index_of, set_up, underlay_up};
+use crate::netns::Netns;
+
+/// The router forwards, and answers with ICMP errors at once, like a node.
+pub const ROUTER_SYSCTLS: [(&str, &str); 2] = NODE_SYSCTLS;
+/// A host's own ICMP errors (port unreachable for a port it does not serve) must not be
+/// rate-limited either (floors.md §4d).
+pub const HOST_SYSCTLS: [(&str, &str); 1] = [("net/ipv4/icmp_ratemask", "0")];
+/// A host's only interface (the router's port towards it is named in the plan).
+pub const HOST_LINK: &str = NODE_UPLINK;
+
+/// Inside the router: sysctls, the underlay address, one veth per host (created here,
+/// its peer born inside the host as `eth0`: one request each), the gateway address and
+/// host route on each port, and routes to every node's pod subnet. Then each host, in
+/// parallel. The router's `eth0` must already be on the fabric bridge.
+pub(super) async fn build(
+    plan: &Plan,
+    router: &RouterPlan,
+    ns: &Netns,
+    hosts: &[(&HostPlan, &Netns)],
+) -> Result<()> {
+    configure_router(plan, router, ns, hosts)
+        .await
+        .with_context(|| format!("set up the router ({})", ns.name()))?;
+    try_join_all(hosts.iter().map(|(host, hns)| async move {
+        configure_host(host, hns)
+            .await
+            .with_context(|| format!("set up host {} ({})", host.name, hns.name()))
+    }))
+    .await?;
+    Ok(())
+}
+
+async fn configure_router(
+    plan: &Plan,
+    router: &RouterPlan,
+    ns: &Netns,
+    hosts: &[(&HostPlan, &Netns)],
+) -> Result<()> {
+    for (key, value) in ROUTER_SYSCTLS {
+        ns.set_sysctl(key, value)?;
+    }
+    let h = ns.netlink()?;
+    let eth0 = underlay_up(&h, router.underlay_ip).await?;
+    // rtnl serialises link creation: one request after the other is the floor.
+    for (host, hns) in hosts {
+        add_veth_into(&h, &host.router_port, None, hns, None)
+            .await
+            .with_context(|| {
+                format!(
+                    "link host {} to the router ({} <-> {}/{HOST_LINK})",
+                    host.name,
+                    host.router_port,
+                    hns.name()
+                )
+            })?;
+        let port = index_of(&h, &host.router_port).await?;
+        h.address()
+            .add(port, IpAddr::V4(ROUTER_HOST_GATEWAY), 32)
+            .execute()
+            .await
+            .with_context(|| format!("add {ROUTER_HOST_GATEWAY}/32 to {}", host.router_port))?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(host.address, 32)
+            .output_interface(port)
+            .scope(RouteScope::Link)
+            .build();
+        h.route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("add route {}/32 dev {}", host.address, host.router_port))?;
+    }
+    for node in &plan.nodes {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(node.pod_subnet.network(), node.pod_subnet.prefix_len())
+            .gateway(node.underlay_ip)
+            .output_interface(eth0)
+            .build();
+        h.route().add(route).execute().await.with_context(|| {
+            format!(
+                "add route {} via {} dev {NODE_UPLINK} (node {})",
+                node.pod_subnet, node.underlay_ip, node.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Inside a host: lo and eth0 up, its address as a /32, a link route to the router's
+/// gateway address and the default route through it.
+async fn configure_host(host: &HostPlan, ns: &Netns) -> Result<()> {
+    for (key, value) in HOST_SYSCTLS {
+        ns.set_sysctl(key, value)?;
+    }
+    let h = ns.netlink()?;
+    set_up(&h, "lo").await?;
+    let eth0 = set_up(&h, HOST_LINK).await?;
+    h.address()
+        .add(eth0, IpAddr::V4(host.address), 32)
+        .execute()
+        .await
+        .with_context(|| format!("add {}/32 to {HOST_LINK}", host.address))?;
+    let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(ROUTER_HOST_GATEWAY, 32)
+        .output_interface(eth0)
+        .scope(RouteScope::Link)
+        .build();
+    h.route()
+        .add(gw)
+        .execute()
+        .await
+        .with_context(|| format!("add route {ROUTER_HOST_GATEWAY}/32 dev {HOST_LINK}"))?;
+    let default = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+        .gateway(ROUTER_HOST_GATEWAY)
+        .output_interface(eth0)
+        .onlink()
+        .build();
+    h.route().add(default).execute().await.with_context(|| {
+        format!("add route default via {ROUTER_HOST_GATEWAY} dev {HOST_LINK} onlink")
+    })?;
+    Ok(())
+}
