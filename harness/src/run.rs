@@ -94,6 +94,8 @@ pub struct Explained {
 pub struct Kept {
     pub nodes: Vec<(String, String)>,
     pub pods: Vec<(PodRef, String, Ipv4Addr)>,
+    /// The fabric, the router and the external hosts: (what, namespace).
+    pub others: Vec<(String, String)>,
 }
 
 impl RunReport {
@@ -518,10 +520,10 @@ async fn probe_step(
         if let Peer::Node(n) = from {
             // A node talks to its own pods from its bridge address (the route to its pod
             // subnet is on cni0) and to everything else from its underlay address.
-            if let Some(node) = live.cluster.plan().node(n) {
-                if node.pod_subnet.contains(&dst) {
-                    client_ip = node.gateway;
-                }
+            if let Some(node) = live.cluster.plan().node(n)
+                && node.pod_subnet.contains(&dst)
+            {
+                client_ip = node.gateway;
             }
         }
         client_ips.push(client_ip);
@@ -608,6 +610,19 @@ fn kept(cluster: &Cluster) -> Kept {
             .pods()
             .map(|(p, h)| (p.clone(), h.netns.name().to_string(), h.ip))
             .collect(),
+        others: {
+            let plan = cluster.plan();
+            let mut v = vec![("fabric".to_string(), plan.fabric_netns())];
+            if let Some(r) = &plan.router {
+                v.push(("router".into(), r.netns.clone()));
+            }
+            v.extend(
+                plan.hosts
+                    .iter()
+                    .map(|h| (format!("host/{} ({})", h.name, h.address), h.netns.clone())),
+            );
+            v
+        },
     }
 }
 

@@ -51,11 +51,10 @@ fn net_sysctls(dir: &Path, acc: &mut String) {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if p.is_dir() {
             net_sysctls(&p, acc);
-        } else if !["nf_conntrack_count", "flush"].contains(&name.as_str()) {
-            if let Ok(v) = std::fs::read_to_string(&p) {
+        } else if !["nf_conntrack_count", "flush"].contains(&name.as_str())
+            && let Ok(v) = std::fs::read_to_string(&p) {
                 acc.push_str(&format!("{}={}\n", p.display(), v.trim()));
             }
-        }
     }
 }
 

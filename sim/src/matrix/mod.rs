@@ -125,24 +125,22 @@ impl Cell {
             return Some(format!("measurement error: {}", self.measured.detail));
         }
         if self.asserted {
-            if let Some(exp) = self.expected {
-                if Some(exp) != verdict {
+            if let Some(exp) = self.expected
+                && Some(exp) != verdict {
                     return Some(format!(
                         "expected {}, measured {}",
                         verdict_word(exp),
                         self.measured.outcome.as_str()
                     ));
                 }
-            }
-            if let Some(or) = self.oracle {
-                if Some(or) != verdict {
+            if let Some(or) = self.oracle
+                && Some(or) != verdict {
                     return Some(format!(
                         "oracle says {}, measured {}",
                         verdict_word(or),
                         self.measured.outcome.as_str()
                     ));
                 }
-            }
         }
         None
     }

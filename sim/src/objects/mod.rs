@@ -13,7 +13,9 @@ use crate::protocol::{PortProto, Protocol};
 /// The label every namespace carries, set by the API server and immutable.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// A Kubernetes object knetlab understands.
+/// A Kubernetes object knetlab understands. (Pods are big; there are few objects, so
+/// boxing them would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Namespace(Namespace),

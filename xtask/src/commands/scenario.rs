@@ -93,24 +93,26 @@ pub fn main(args: Args) -> u8 {
         );
     }
     match run_guarded(&scenario, &opts) {
-        Guarded::Done(Ok(report)) => {
-            if opts.explain.is_some() && !args.json {
-                print_explanations(&report);
-            } else if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&crate::commands::json::report(&report))
-                        .unwrap_or_default()
-                );
-            } else {
-                print_text(&scenario, &report);
+        Guarded::Done(r) => match *r {
+            Ok(report) => {
+                if opts.explain.is_some() && !args.json {
+                    print_explanations(&report);
+                } else if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&crate::commands::json::report(&report))
+                            .unwrap_or_default()
+                    );
+                } else {
+                    print_text(&scenario, &report);
+                }
+                if report.ok() { 0 } else { 1 }
             }
-            if report.ok() { 0 } else { 1 }
-        }
-        Guarded::Done(Err(e)) => {
-            eprintln!("error: {e:#}");
-            2
-        }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
         Guarded::Interrupted => {
             eprintln!("interrupted: tearing down run {}", opts.prefix);
             print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
@@ -125,7 +127,7 @@ pub fn main(args: Args) -> u8 {
 }
 
 enum Guarded {
-    Done(anyhow::Result<RunReport>),
+    Done(Box<anyhow::Result<RunReport>>),
     Interrupted,
     Panicked,
 }
@@ -138,7 +140,7 @@ fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> Guarded {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return Guarded::Done(Err(e.into())),
+        Err(e) => return Guarded::Done(Box::new(Err(e.into()))),
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(async {
@@ -151,7 +153,7 @@ fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> Guarded {
     // Stop servers and in-flight work before any sweep.
     rt.shutdown_timeout(Duration::from_secs(2));
     match result {
-        Ok(Some(r)) => Guarded::Done(r),
+        Ok(Some(r)) => Guarded::Done(Box::new(r)),
         Ok(None) => Guarded::Interrupted,
         Err(_) => Guarded::Panicked,
     }
@@ -213,17 +215,22 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
     }
     if let Some(kept) = &report.kept {
         println!("\nThe cluster is still up (--keep). Enter it with:");
+        let mut rows: Vec<(String, String, String)> = Vec::new();
         for (node, ns) in &kept.nodes {
-            println!("  node {node:12} sudo ip netns exec {ns} bash");
+            rows.push((format!("node {node}"), ns.clone(), String::new()));
         }
         for (pod, ns, ip) in &kept.pods {
-            println!(
-                "  pod  {:12} sudo ip netns exec {ns} bash    # {ip}",
-                pod.to_string()
-            );
+            rows.push((format!("pod {pod}"), ns.clone(), format!("    # {ip}")));
+        }
+        for (what, ns) in &kept.others {
+            rows.push((what.clone(), ns.clone(), String::new()));
+        }
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (what, ns, note) in rows {
+            println!("  {what:w$}  sudo ip netns exec {ns} bash{note}");
         }
         println!(
-            "Probe servers stopped with this process. Remove the cluster with: cargo xtask clean --force"
+            "The probe servers stopped with this process. Remove the cluster with: sudo cargo xtask clean --force"
         );
     }
     let verdict = if report.ok() { "PASS" } else { "FAIL" };
