@@ -34,6 +34,14 @@ pub struct RunOptions {
     /// One cell to explain in every step (`--explain`); it is probed even when the
     /// scenario's probe set leaves it out.
     pub explain: Option<(Peer, Peer, PortProto)>,
+    /// Print a line per stage to stderr (for people at a terminal; off in CI).
+    pub progress: bool,
+}
+
+fn note(opts: &RunOptions, msg: impl FnOnce() -> String) {
+    if opts.progress {
+        eprintln!("  {}", msg());
+    }
 }
 
 /// Wall-clock times of a run.
@@ -109,6 +117,17 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
     let plan = Plan::new(&opts.prefix, &scenario.cluster)
         .with_context(|| format!("plan the cluster of {}", scenario.path.display()))?;
     let started = Instant::now();
+    note(opts, || {
+        format!(
+            "building the fabric and {} node{} ({} network)",
+            plan.nodes.len(),
+            if plan.nodes.len() == 1 { "" } else { "s" },
+            match scenario.cluster.network {
+                sim::scenario::NetworkMode::HostGw => "host-gw",
+                sim::scenario::NetworkMode::Vxlan => "vxlan",
+            }
+        )
+    });
     let cluster = Cluster::create(plan)
         .await
         .context("build the fabric and the nodes")?;
@@ -200,6 +219,21 @@ async fn drive(
         if i == 0 {
             report.timings.bring_up_ms = ms(started.elapsed());
             report.built = live.cluster.describe().await?;
+            note(opts, || {
+                format!(
+                    "{} pods up through the CNI plugins, policies loaded, everything verified in {:.0} ms",
+                    live.objects.pods.len(),
+                    report.timings.bring_up_ms
+                )
+            });
+        } else {
+            note(opts, || {
+                format!(
+                    "step {:?}: changes applied and rules synced in {:.1} ms",
+                    step.name,
+                    ms(applied_at - changed_at)
+                )
+            });
         }
         // Probe until every cell shows the verdict the oracle predicts for the new state
         // (the time to enforce), or give up and report what the last round saw.

@@ -48,6 +48,7 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
         prefix: harness::run::new_prefix(),
         keep: false,
         explain: None,
+        progress: false,
         deadline: scenario.probe.timeout_ms.map(Duration::from_millis),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -136,6 +136,7 @@ fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result
         prefix: harness::run::new_prefix(),
         keep: false,
         explain: None,
+        progress: false,
         deadline: None,
     };
     let r: RunReport = match rt.block_on(harness::run::run(scenario, &opts)) {

@@ -78,6 +78,10 @@ pub fn main(args: Args) -> u8 {
         explain,
         prefix: harness::run::new_prefix(),
         keep: args.keep,
+        // Quiet in CI and when nobody watches; --json output stays clean on stdout anyway.
+        progress: !args.json
+            && std::env::var_os("CI").is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         deadline: args
             .timeout_ms
             .or(scenario.probe.timeout_ms)
