@@ -50,6 +50,10 @@ const NEEDS: &[Need] = &[
         package: "nftables",
     },
     Need {
+        path: "/usr/sbin/conntrack",
+        package: "conntrack",
+    },
+    Need {
         path: "/usr/bin/ping",
         package: "iputils-ping",
     },

@@ -291,7 +291,13 @@ fn sync_policies(live: &mut Live) -> Result<SyncReport> {
         .collect();
     let plan = live.cluster.plan().clone();
     // The engine runs short-lived tools; keep the async workers free meanwhile.
-    tokio::task::block_in_place(|| live.engine.sync(&plan, &nodes, &live.objects))
+    tokio::task::block_in_place(|| {
+        let report = live.engine.sync(&plan, &nodes, &live.objects)?;
+        if report.changed() {
+            policy::forget_flows(&nodes)?;
+        }
+        Ok(report)
+    })
 }
 
 /// The enforcer's rules as installed in each node now (normalised, for snapshots).

@@ -127,10 +127,11 @@ impl Replay {
     }
 }
 
-/// The cells a step probes: every client (the `probe.from` list, or every pod) to every
-/// server (`probe.to`, or every pod) on every port the server has (a pod's declared
-/// container ports, an external host's `serve` list), narrowed to `probe.ports` when
-/// given. Pods that do not exist at this step are left out.
+/// The cells a step probes, as `harness::run` chooses them: every client (the
+/// `probe.from` list, or every pod) to every server (`probe.to`, or every pod) on the
+/// `probe.ports` list, or else on every port the server has (a pod's declared container
+/// ports, an external host's `serve` list). Pods that do not exist at this step are left
+/// out.
 fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, PortProto)> {
     let exists = |p: &Peer| match p {
         Peer::Pod(p) => objects.pods.contains_key(p),
@@ -147,24 +148,9 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
     };
     let mut cells = Vec::new();
     for to in &servers {
-        let served: Vec<PortProto> = match to {
-            Peer::Pod(p) => objects::declared_ports(&objects.pods[p])
-                .into_iter()
-                .map(|d| d.port)
-                .collect(),
-            Peer::Host(h) => sc
-                .cluster
-                .external_hosts
-                .iter()
-                .filter(|x| x.name == *h)
-                .flat_map(|x| x.serve.iter().copied())
-                .collect(),
-            Peer::Node(_) => Vec::new(),
-        };
-        let mut ports: Vec<PortProto> = served
-            .into_iter()
-            .filter(|p| sc.probe.ports.as_ref().is_none_or(|only| only.contains(p)))
-            .collect();
+        let served = served_ports(sc, objects, to);
+        // `probe.ports` is probed on every server as given (as the harness does).
+        let mut ports: Vec<PortProto> = sc.probe.ports.clone().unwrap_or(served);
         ports.sort();
         ports.dedup();
         for from in &clients {
@@ -174,6 +160,30 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         }
     }
     cells
+}
+
+/// What a server serves: a pod's declared container ports, an external host's `serve`.
+fn served_ports(sc: &Scenario, objects: &ClusterObjects, server: &Peer) -> Vec<PortProto> {
+    match server {
+        Peer::Pod(p) => objects
+            .pods
+            .get(p)
+            .map(|pod| {
+                objects::declared_ports(pod)
+                    .into_iter()
+                    .map(|d| d.port)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Peer::Host(h) => sc
+            .cluster
+            .external_hosts
+            .iter()
+            .filter(|x| x.name == *h)
+            .flat_map(|x| x.serve.iter().copied())
+            .collect(),
+        Peer::Node(_) => Vec::new(),
+    }
 }
 
 /// Checks one step's expectation; returns the number of cells checked and the problems.
@@ -195,6 +205,13 @@ fn check_step(
             continue;
         };
         checked += 1;
+        if !served_ports(sc, ctx.objects, to).contains(port) {
+            problems.push(format!(
+                "step {:?}: {from} -> {to} {port} is asserted, but {to} does not serve {port} (the probe would be refused)",
+                step.name
+            ));
+            continue;
+        }
         let prediction = oracle::predict(ctx, from, to, *port);
         let expected = Verdict::from_allowed(expected);
         if prediction.verdict != expected {
