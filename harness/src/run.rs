@@ -4,7 +4,7 @@
 //! the caller's guarantee: [`run`] tears down on success and on error, and the caller
 //! sweeps the run's prefix after a panic or Ctrl-C (see `netns::sweep::clean_prefix`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -353,41 +353,23 @@ async fn apply_step(step: &Step, live: &mut Live) -> Result<()> {
         }
         start_servers(live, &new_pods).await?;
     }
-    let mut gone = Vec::new();
+    // Every pod of this step has its address by now.
+    let ips: BTreeMap<PodRef, Ipv4Addr> = live
+        .objects
+        .pods
+        .iter()
+        .filter_map(|(p, pod)| pod_ip(pod).map(|ip| (p.clone(), ip)))
+        .collect();
     for change in later {
-        match change {
-            Change::Apply(raw) => {
-                let obj = raw.decode(&|p| ip_of(&live.objects, p))?;
-                live.objects.apply(obj);
-            }
-            Change::Delete {
-                kind,
-                namespace,
-                name,
-            } => {
-                if *kind == Kind::Pod {
-                    gone.push(PodRef::new(namespace.clone(), name.clone()));
-                }
-                live.objects.delete(*kind, namespace, name);
-            }
-            Change::Label {
-                kind,
-                namespace,
-                name,
-                labels,
-            } => {
-                live.objects
-                    .set_labels(*kind, namespace, name, labels.clone());
-            }
-        }
+        change.apply_to(&mut live.objects, &|p| ips.get(p).copied())?;
     }
-    // Pods whose namespace was deleted go too.
-    let running: BTreeSet<PodRef> = live.cluster.pods().map(|(p, _)| p.clone()).collect();
-    gone.extend(
-        running
-            .into_iter()
-            .filter(|p| !live.objects.pods.contains_key(p)),
-    );
+    // Pods that were deleted, directly or with their namespace, leave the cluster.
+    let mut gone: Vec<PodRef> = live
+        .cluster
+        .pods()
+        .map(|(p, _)| p.clone())
+        .filter(|p| !live.objects.pods.contains_key(p))
+        .collect();
     gone.sort();
     gone.dedup();
     if !gone.is_empty() {

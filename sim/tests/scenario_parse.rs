@@ -83,20 +83,9 @@ fn replay(s: &Scenario) -> Vec<ClusterObjects> {
                         next_ip += 1;
                     }
                 }
-                Change::Delete {
-                    kind,
-                    namespace,
-                    name,
-                } => {
-                    assert!(objects.delete(*kind, namespace, name));
-                }
-                Change::Label {
-                    kind,
-                    namespace,
-                    name,
-                    labels,
-                } => {
-                    assert!(objects.set_labels(*kind, namespace, name, labels.clone()));
+                other => {
+                    let existed = other.apply_to(&mut objects, &|_| None);
+                    assert!(existed.unwrap_or_else(|e| panic!("{e}")));
                 }
             }
         }
@@ -407,12 +396,14 @@ fn bad_values_in_the_header() {
         "unknown value `silently`",
     );
     let text = format!("{HEAD}cluster:\n  network: vxlan\n");
+    assert_eq!(parse(&text).unwrap().cluster.network, NetworkMode::Vxlan);
+    let text = format!("{HEAD}cluster:\n  network: geneve\n");
     let e = parse_err(&text);
     assert_error(
         &e,
-        pos(&text, "vxlan", 0),
+        pos(&text, "geneve", 0),
         "cluster.network",
-        "not supported yet",
+        "unknown value `geneve`, expected `host-gw` or `vxlan`",
     );
     let text = format!("{HEAD}cluster:\n  proxy: ipvs\n");
     let e = parse_err(&text);

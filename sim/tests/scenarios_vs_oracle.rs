@@ -74,30 +74,15 @@ impl Replay {
                         new_pods.push(pod);
                     }
                 }
-                Change::Apply(raw) => {
+                other => {
                     // `${ip:..}` needs the addresses of the pods made so far.
                     self.assign_ips(&mut new_pods)?;
-                    let pods = &self.objects.pods;
-                    let object = raw
-                        .decode(&|p: &PodRef| pods.get(p).and_then(objects::pod_ip))
+                    let before = self.objects.clone();
+                    other
+                        .apply_to(&mut self.objects, &|p: &PodRef| {
+                            before.pods.get(p).and_then(objects::pod_ip)
+                        })
                         .map_err(|e| e.to_string())?;
-                    self.objects.apply(object);
-                }
-                Change::Delete {
-                    kind,
-                    namespace,
-                    name,
-                } => {
-                    self.objects.delete(*kind, namespace, name);
-                }
-                Change::Label {
-                    kind,
-                    namespace,
-                    name,
-                    labels,
-                } => {
-                    self.objects
-                        .set_labels(*kind, namespace, name, labels.clone());
                 }
             }
         }

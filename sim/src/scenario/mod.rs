@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use crate::error::ScenarioError;
-use crate::objects::{Kind, Object, PodRef};
+use crate::objects::{ClusterObjects, Kind, Object, PodRef};
 use crate::protocol::PortProto;
 
 mod build;
@@ -80,7 +80,8 @@ pub enum NetworkMode {
     /// Routes to each remote pod subnet via the node's underlay address.
     #[default]
     HostGw,
-    /// A flannel-style VXLAN overlay (not supported yet: a clear error).
+    /// A flannel-style VXLAN overlay: one VXLAN device per node, static FDB and ARP
+    /// entries for every other node, each remote pod subnet routed over the tunnel.
     Vxlan,
 }
 
@@ -242,6 +243,35 @@ pub struct RawObject {
     pub path: String,
     /// Line/column of every node of that file, for error messages.
     pub positions: Arc<Positions>,
+}
+
+impl Change {
+    /// Applies the change to the objects, as the API server would: decodes an `Apply`
+    /// (substituting pod addresses), deletes, or replaces labels. Returns whether the
+    /// target existed (always true for `Apply`). The one place a change meets the objects.
+    pub fn apply_to(
+        &self,
+        objects: &mut ClusterObjects,
+        pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
+    ) -> Result<bool, ScenarioError> {
+        Ok(match self {
+            Change::Apply(raw) => {
+                objects.apply(raw.decode(pod_ip)?);
+                true
+            }
+            Change::Delete {
+                kind,
+                namespace,
+                name,
+            } => objects.delete(*kind, namespace, name),
+            Change::Label {
+                kind,
+                namespace,
+                name,
+                labels,
+            } => objects.set_labels(*kind, namespace, name, labels.clone()),
+        })
+    }
 }
 
 impl RawObject {
