@@ -52,9 +52,10 @@ fn net_sysctls(dir: &Path, acc: &mut String) {
         if p.is_dir() {
             net_sysctls(&p, acc);
         } else if !["nf_conntrack_count", "flush"].contains(&name.as_str())
-            && let Ok(v) = std::fs::read_to_string(&p) {
-                acc.push_str(&format!("{}={}\n", p.display(), v.trim()));
-            }
+            && let Ok(v) = std::fs::read_to_string(&p)
+        {
+            acc.push_str(&format!("{}={}\n", p.display(), v.trim()));
+        }
     }
 }
 
@@ -117,6 +118,26 @@ fn assert_same(before: &str, after: &str) {
     }
 }
 
+/// The run prefix a `cargo xtask scenario` run announces on its first stderr line.
+fn read_prefix(stderr: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        if let Some(rest) = line.split("run prefix ").nth(1) {
+            return rest.trim().trim_end_matches(')').to_string();
+        }
+        line.clear();
+    }
+    panic!("the run never announced its prefix");
+}
+
+/// Namespaces of one run (other runs may come and go meanwhile: two runs can go at once).
+fn of_run(prefix: &str) -> Vec<String> {
+    ours()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .collect()
+}
+
 #[test]
 fn a_whole_run_leaves_the_host_unchanged() {
     if !root() {
@@ -124,19 +145,28 @@ fn a_whole_run_leaves_the_host_unchanged() {
         return;
     }
     let _guard = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let ns_before = ours();
     let before = host_state();
-    let status = xtask()
-        .args(["scenario", "pod-network"])
+    let out = xtask()
+        .args(["scenario", "test-network-policy"])
         .stdout(Stdio::null())
-        .status()
+        .output()
         .expect("run xtask");
     assert!(
-        status.success(),
-        "the pod-network scenario failed: {status}"
+        out.status.success(),
+        "the scenario failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let prefix = read_prefix(&mut std::io::BufReader::new(&out.stderr[..]));
     assert_same(&before, &host_state());
-    assert_eq!(ours(), ns_before, "namespaces were left behind");
+    assert_eq!(
+        of_run(&prefix),
+        Vec::<String>::new(),
+        "namespaces were left behind"
+    );
+    assert!(
+        !Path::new("/run/knetlab").join(&prefix).exists(),
+        "CNI state was left behind"
+    );
 }
 
 #[test]
@@ -146,26 +176,23 @@ fn a_killed_run_is_swept_by_clean() {
         return;
     }
     let _guard = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let ns_before = ours();
     let before = host_state();
     let mut child = xtask()
         .args(["scenario", "default-deny", "--keep"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start xtask");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let prefix = read_prefix(&mut stderr);
     // Kill it once its pods exist (a --keep run would otherwise leave them on purpose).
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = ours();
-        if now
-            .iter()
-            .filter(|n| !ns_before.contains(n) && n.contains("-pod-"))
-            .count()
-            >= 3
-        {
-            break;
-        }
+    while of_run(&prefix)
+        .iter()
+        .filter(|n| n.contains("-pod-"))
+        .count()
+        < 3
+    {
         assert!(Instant::now() < deadline, "the run never created its pods");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -174,7 +201,7 @@ fn a_killed_run_is_swept_by_clean() {
     // A CNI plugin the run had started finishes on its own; a user runs clean later too.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        ours().len() > ns_before.len(),
+        !of_run(&prefix).is_empty(),
         "the killed run should have left namespaces"
     );
     let clean = xtask().arg("clean").output().expect("run xtask clean");
@@ -184,14 +211,14 @@ fn a_killed_run_is_swept_by_clean() {
         String::from_utf8_lossy(&clean.stdout),
         String::from_utf8_lossy(&clean.stderr)
     );
-    assert_eq!(ours(), ns_before, "clean left namespaces behind");
+    assert_eq!(
+        of_run(&prefix),
+        Vec::<String>::new(),
+        "clean left namespaces behind"
+    );
     assert!(
-        !Path::new("/run/knetlab").exists()
-            || std::fs::read_dir("/run/knetlab")
-                .map(|d| d.count())
-                .unwrap_or(0)
-                == 0,
-        "clean left CNI state behind in /run/knetlab"
+        !Path::new("/run/knetlab").join(&prefix).exists(),
+        "clean left CNI state behind"
     );
     assert_same(&before, &host_state());
 }
