@@ -600,14 +600,14 @@ fn pod_in_an_undeclared_namespace() {
 #[test]
 fn unsupported_and_unknown_kinds() {
     let text = format!(
-        "{HEAD}manifests:\n  - apiVersion: v1\n    kind: Service\n    metadata: {{name: s}}\n    spec: {{selector: {{app: a}}}}\n"
+        "{HEAD}manifests:\n  - apiVersion: discovery.k8s.io/v1\n    kind: EndpointSlice\n    metadata: {{name: s}}\n    addressType: IPv4\n    endpoints: []\n"
     );
     let e = parse_err(&text);
     assert_error(
         &e,
-        pos(&text, "Service", 0),
+        pos(&text, "EndpointSlice", 0),
         "manifests[0].kind",
-        "kind Service (v1) is not supported yet",
+        "kind EndpointSlice (discovery.k8s.io/v1) is not supported yet",
     );
 
     let text = format!(

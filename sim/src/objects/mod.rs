@@ -1,11 +1,14 @@
-//! The cluster's Kubernetes objects, as the API server would hold them: namespaces, pods
-//! and network policies in `k8s-openapi` types, keyed by namespace and name. Applying,
-//! deleting and relabelling objects are the changes a scenario step can make; a small
-//! deterministic scheduler binds pods without `spec.nodeName` to the least-loaded node.
+//! The cluster's Kubernetes objects, as the API server would hold them: namespaces, pods,
+//! network policies, services and hand-written endpoints in `k8s-openapi` types, keyed by
+//! namespace and name. Applying, deleting and relabelling objects are the changes a
+//! scenario step can make; a small deterministic scheduler binds pods without
+//! `spec.nodeName` to the least-loaded node. Services are stored as given (defaulted);
+//! their cluster IPs, node ports and load-balancer addresses are allocated before, by
+//! [`crate::services::alloc::allocate`] (the scenario parser does it).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::protocol::{PortProto, Protocol};
@@ -21,6 +24,9 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     NetworkPolicy(NetworkPolicy),
+    Service(Service),
+    /// A hand-written Endpoints object (for a Service without a selector).
+    Endpoints(Endpoints),
 }
 
 /// Which kind of object a delete or label change refers to.
@@ -29,6 +35,8 @@ pub enum Kind {
     Namespace,
     Pod,
     NetworkPolicy,
+    Service,
+    Endpoints,
 }
 
 impl Kind {
@@ -37,6 +45,8 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
         }
     }
 }
@@ -47,6 +57,8 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
         }
     }
 
@@ -56,6 +68,8 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
         };
         let ns = match self {
             Object::Namespace(_) => String::new(),
@@ -108,6 +122,11 @@ pub struct ClusterObjects {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<PodRef, Pod>,
     pub network_policies: BTreeMap<(String, String), NetworkPolicy>,
+    /// Services as the API server stores them (defaulted, allocated).
+    pub services: BTreeMap<(String, String), Service>,
+    /// Hand-written Endpoints of selector-less Services; the endpoints of Services with
+    /// a selector are computed ([`crate::services::endpoints`]), never stored.
+    pub endpoints: BTreeMap<(String, String), Endpoints>,
 }
 
 impl ClusterObjects {
@@ -161,7 +180,32 @@ impl ClusterObjects {
                 let name = np.metadata.name.clone().unwrap_or_default();
                 self.network_policies.insert((ns, name), np);
             }
+            Object::Service(mut svc) => {
+                crate::services::alloc::defaults(&mut svc);
+                let key = crate::services::service_key(&svc);
+                if crate::services::selector(&svc).is_some() {
+                    // The endpoints controller owns the Endpoints of a Service with a
+                    // selector and replaces whatever was written by hand.
+                    self.endpoints.remove(&key);
+                }
+                self.services.insert(key, svc);
+            }
+            Object::Endpoints(mut ep) => {
+                let ns = ep
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into())
+                    .clone();
+                let name = ep.metadata.name.clone().unwrap_or_default();
+                self.endpoints.insert((ns, name), ep);
+            }
         }
+    }
+
+    /// Whether the cluster has any Service (or Endpoints): until a service proxy runs in
+    /// the nodes, a scenario that has them cannot be run faithfully.
+    pub fn has_services(&self) -> bool {
+        !self.services.is_empty() || !self.endpoints.is_empty()
     }
 
     /// Removes an object; returns whether it existed.
@@ -172,11 +216,24 @@ impl ClusterObjects {
                 // Deleting a namespace deletes what is in it.
                 self.pods.retain(|k, _| k.namespace != name);
                 self.network_policies.retain(|(ns, _), _| ns != name);
+                self.services.retain(|(ns, _), _| ns != name);
+                self.endpoints.retain(|(ns, _), _| ns != name);
                 existed
             }
             Kind::Pod => self.pods.remove(&PodRef::new(namespace, name)).is_some(),
             Kind::NetworkPolicy => self
                 .network_policies
+                .remove(&(namespace.to_string(), name.to_string()))
+                .is_some(),
+            Kind::Service => {
+                let key = (namespace.to_string(), name.to_string());
+                // The endpoints controller deletes the Endpoints of a deleted Service,
+                // hand-written ones included.
+                self.endpoints.remove(&key);
+                self.services.remove(&key).is_some()
+            }
+            Kind::Endpoints => self
+                .endpoints
                 .remove(&(namespace.to_string(), name.to_string()))
                 .is_some(),
         }
@@ -215,6 +272,26 @@ impl ClusterObjects {
             {
                 Some(np) => {
                     np.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::Service => match self
+                .services
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(svc) => {
+                    svc.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::Endpoints => match self
+                .endpoints
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(ep) => {
+                    ep.metadata.labels = Some(labels);
                     true
                 }
                 None => false,

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::objects::PodRef;
-use crate::scenario::ClusterConfig;
+use crate::scenario::{ClusterConfig, NetworkMode};
 
 /// Every object a run creates starts with `kl` + six characters of `[0-9a-z]` + `-`.
 pub const PREFIX_TAG: &str = "kl";
@@ -110,17 +110,52 @@ pub struct HostPlan {
 /// to this link-local next hop.
 pub const ROUTER_HOST_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
+/// A node's VXLAN tunnel endpoint (VTEP) in `vxlan` mode, flannel style: one device per
+/// node, a fixed MAC so every other node can hold a static FDB and ARP entry for it, and
+/// the network address of the node's pod subnet as a /32 on the device, which the other
+/// nodes use as the next hop (`10.244.2.0/24 via 10.244.2.0 dev vxlan.1 onlink`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtepPlan {
+    /// The device's name (flannel calls it `flannel.1`: `.VNI`).
+    pub device: String,
+    pub vni: u32,
+    /// The UDP destination port (IANA's VXLAN port).
+    pub port: u16,
+    /// The device's MAC: `0e:6b:6c:00:HI:LO` with the node's index.
+    pub mac: [u8; 6],
+    /// The outer source address: the node's underlay address.
+    pub local: Ipv4Addr,
+    /// The device's address (a /32): the network address of the node's pod subnet.
+    pub address: Ipv4Addr,
+    /// The device's MTU: the underlay's 1500 minus the 50 bytes of outer Ethernet, IPv4,
+    /// UDP and VXLAN headers.
+    pub mtu: u32,
+}
+
+/// The VXLAN network identifier every node uses (flannel's default).
+pub const VXLAN_VNI: u32 = 1;
+/// IANA's VXLAN port (the kernel's own default is the pre-standard 8472).
+pub const VXLAN_PORT: u16 = 4789;
+/// The underlay's MTU (veths default to 1500).
+pub const UNDERLAY_MTU: u32 = 1500;
+/// Outer Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8) header bytes.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
 /// Names and addresses of one run of a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// The run's unique prefix (`kl` + 6 characters).
     pub prefix: String,
+    /// How nodes reach each other's pod subnets (`cluster.network`).
+    pub network: NetworkMode,
     pub nodes: Vec<NodePlan>,
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
     /// Present when the scenario declares hosts outside the cluster.
     pub router: Option<RouterPlan>,
     pub hosts: Vec<HostPlan>,
+    /// The CNI chain (`cluster.cni`): the harness writes each node's list from it.
+    pub cni: crate::scenario::CniConfig,
 }
 
 impl Plan {
@@ -193,9 +228,11 @@ impl Plan {
             router,
             hosts,
             prefix: prefix.to_string(),
+            network: cluster.network,
             nodes,
             pod_cidr: cluster.pod_cidr.trunc(),
             service_cidr: cluster.service_cidr.trunc(),
+            cni: cluster.cni.clone(),
         })
     }
 
@@ -205,6 +242,48 @@ impl Plan {
 
     pub fn host(&self, name: &str) -> Option<&HostPlan> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The node's VXLAN tunnel endpoint, in `vxlan` mode (`None` in `host-gw` mode).
+    pub fn vtep(&self, node: &NodePlan) -> Option<VtepPlan> {
+        match self.network {
+            NetworkMode::HostGw => None,
+            NetworkMode::Vxlan => Some(VtepPlan {
+                device: format!("vxlan.{VXLAN_VNI}"),
+                vni: VXLAN_VNI,
+                port: VXLAN_PORT,
+                mac: [
+                    0x0e,
+                    0x6b,
+                    0x6c,
+                    0x00,
+                    (node.index >> 8) as u8,
+                    node.index as u8,
+                ],
+                local: node.underlay_ip,
+                address: node.pod_subnet.network(),
+                mtu: UNDERLAY_MTU - VXLAN_OVERHEAD,
+            }),
+        }
+    }
+
+    /// The MTU pods get: the tunnel's in `vxlan` mode, so pods never send what the
+    /// tunnel must fragment or refuse; `None` (the plugin's default, 1500) in `host-gw`.
+    pub fn pod_mtu(&self) -> Option<u32> {
+        self.nodes.first().and_then(|n| self.vtep(n)).map(|v| v.mtu)
+    }
+
+    /// The address a node's own traffic to a pod carries as its source: its bridge
+    /// address for its own pods, its VTEP address for pods behind the tunnel (the kernel
+    /// picks the outgoing device's address), and its underlay address otherwise.
+    pub fn node_source_for(&self, node: &NodePlan, dst: Ipv4Addr) -> Ipv4Addr {
+        if node.pod_subnet.contains(&dst) {
+            return node.gateway;
+        }
+        match self.vtep(node) {
+            Some(v) if self.nodes.iter().any(|o| o.pod_subnet.contains(&dst)) => v.address,
+            _ => node.underlay_ip,
+        }
     }
 
     /// The fabric (underlay) namespace.
@@ -247,6 +326,7 @@ mod tests {
             deny: DenyStyle::Reject,
             proxy: ProxyKind::Iptables,
             external_hosts: vec![],
+            cni: Default::default(),
         }
     }
 
@@ -273,6 +353,37 @@ mod tests {
             }
         );
         assert!(Plan::new("kl000000", &cluster(1, "10.244.0.0/25")).is_err());
+    }
+
+    #[test]
+    fn vxlan_mode_plans_a_vtep_per_node() {
+        let mut c = cluster(2, "10.244.0.0/16");
+        let hostgw = Plan::new("kl000000", &c).unwrap();
+        assert_eq!(hostgw.network, NetworkMode::HostGw);
+        assert_eq!(hostgw.vtep(&hostgw.nodes[0]), None);
+        assert_eq!(hostgw.pod_mtu(), None);
+        c.network = NetworkMode::Vxlan;
+        let plan = Plan::new("kl000000", &c).unwrap();
+        assert_eq!(plan.network, NetworkMode::Vxlan);
+        let v2 = plan.vtep(&plan.nodes[1]).unwrap();
+        assert_eq!(v2.device, "vxlan.1");
+        assert_eq!((v2.vni, v2.port, v2.mtu), (1, 4789, 1450));
+        assert_eq!(v2.mac, [0x0e, 0x6b, 0x6c, 0, 0, 2]);
+        assert_eq!(v2.local.to_string(), "192.168.200.12");
+        assert_eq!(v2.address.to_string(), "10.244.2.0");
+        assert_ne!(plan.vtep(&plan.nodes[0]).unwrap().mac, v2.mac);
+        assert_eq!(plan.pod_mtu(), Some(1450));
+        let n1 = &plan.nodes[0];
+        let src = |d: &str| plan.node_source_for(n1, d.parse().unwrap()).to_string();
+        assert_eq!(src("10.244.1.7"), "10.244.1.1");
+        assert_eq!(src("10.244.2.7"), "10.244.1.0");
+        assert_eq!(src("192.168.200.12"), "192.168.200.11");
+        let src = |d: &str| {
+            hostgw
+                .node_source_for(&hostgw.nodes[0], d.parse().unwrap())
+                .to_string()
+        };
+        assert_eq!(src("10.244.2.7"), "192.168.200.11");
     }
 
     #[test]

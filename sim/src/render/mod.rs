@@ -5,6 +5,8 @@
 
 pub mod names;
 mod policy_iptables;
+pub mod proxy_iptables;
+pub mod proxy_names;
 mod ruleset;
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use crate::error::{Location, ScenarioError};
 use crate::objects::{self, ClusterObjects, Kind, Object, PodRef};
 use crate::plan::{self, Plan};
+use crate::services::{self, alloc, alloc::ServiceRanges};
+use k8s_openapi::api::core::v1::Endpoints;
 
 use super::decode;
 use super::expect::{self, PeerUse};
@@ -28,7 +30,7 @@ use super::model_shorthand;
 use super::names;
 use super::source::Source;
 use super::yaml::{self, join_index, join_key};
-use super::{Change, ClusterConfig, Expectation, Peer, RawObject, Scenario, Step};
+use super::{Change, ClusterConfig, Expectation, Peer, RawObject, Scenario, Step, ThroughputSpec};
 
 /// The name of the first step (the cluster as the scenario builds it).
 pub const INITIAL_STEP: &str = "initial";
@@ -70,9 +72,11 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             "the summary is one line (put the rest in description)",
         ));
     }
-    let cluster = header::cluster(&src, doc.cluster.as_ref())?;
+    let mut cluster = header::cluster(&src, doc.cluster.as_ref())?;
     let probe = header::probe(&src, doc.probe.as_ref())?;
+    let load_balancer_pool = header::load_balancer_pool(&src, doc.cluster.as_ref(), &cluster)?;
     let mut sim = Sim::new(&cluster);
+    sim.ranges.load_balancer_pool = load_balancer_pool;
 
     // The first step: every initial object, namespaces, then pods, then the rest.
     let mut pending = Vec::new();
@@ -116,10 +120,13 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             },
         );
     }
+    // Services before the rest, so an Endpoints object may come before its Service in
+    // the files (kubectl applies a directory in any order too).
     let rank = |k: Kind| match k {
         Kind::Namespace => 0,
         Kind::Pod => 1,
-        _ => 2,
+        Kind::Service => 2,
+        _ => 3,
     };
     // A stable sort keeps file order within each group.
     pending.sort_by_key(|p| rank(p.kind));
@@ -189,7 +196,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         for (j, l) in s.label.iter().flatten().enumerate() {
             let p = join_index(&join_key(&sp, "label"), j);
             let kind = Kind::from(l.kind);
-            if kind == Kind::NetworkPolicy {
+            if !matches!(kind, Kind::Pod | Kind::Namespace) {
                 return Err(src.at_value(
                     &join_key(&p, "kind"),
                     "label changes apply to Pods and Namespaces",
@@ -230,6 +237,11 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     for (i, peer) in probe.to.iter().flatten().enumerate() {
         sim.peer_ever(&src, &join_index("probe.to", i), peer)?;
     }
+    let throughput = throughput(&src, &sim, doc.throughput.as_deref().unwrap_or_default())?;
+    // The default CNI list carries portmap and bandwidth only when some pod uses them.
+    let (wants_bandwidth, wants_host_ports) = (sim.wants_bandwidth, sim.wants_host_ports);
+    cluster.cni.pods_want_bandwidth = wants_bandwidth;
+    cluster.cni.pods_want_host_ports = wants_host_ports;
 
     Ok(Scenario {
         name: doc.name.trim().to_string(),
@@ -237,10 +249,78 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         description: doc.description.unwrap_or_default().trim_end().to_string(),
         path: path.to_path_buf(),
         cluster,
+        load_balancer_pool,
         probe,
         loopback: doc.loopback.map(Into::into).unwrap_or_default(),
         steps,
+        throughput,
     })
+}
+
+/// Checks `throughput:`: pods that exist at some step, a port, a sensible range.
+fn throughput(
+    src: &Source,
+    sim: &Sim,
+    entries: &[header::ThroughputHeader],
+) -> Result<Vec<ThroughputSpec>, ScenarioError> {
+    let mut out = Vec::new();
+    for (i, t) in entries.iter().enumerate() {
+        let p = join_index("throughput", i);
+        let pod = |field: &str, text: &str| -> Result<PodRef, ScenarioError> {
+            let fp = join_key(&p, field);
+            match text.parse::<Peer>() {
+                Ok(Peer::Pod(pod)) => {
+                    sim.peer_ever(src, &fp, &Peer::Pod(pod.clone()))?;
+                    Ok(pod)
+                }
+                Ok(other) => Err(src.at_value(
+                    &fp,
+                    format!("{other} is not a pod: throughput is measured between pods (ns/pod)"),
+                )),
+                Err(e) => Err(src.at_value(&fp, e)),
+            }
+        };
+        let from = pod("from", &t.from)?;
+        let to = pod("to", &t.to)?;
+        if from == to {
+            return Err(src.at_value(
+                &join_key(&p, "to"),
+                "a pod's throughput to itself never leaves it; pick another pod",
+            ));
+        }
+        let port = t.port.unwrap_or(5201);
+        if port == 0 {
+            return Err(src.at_value(&join_key(&p, "port"), "port 0 is not a port"));
+        }
+        let (min_mbps, max_mbps) = match &t.expect_mbps {
+            None => (None, None),
+            Some(r) => (r.min, r.max),
+        };
+        let rp = join_key(&p, "expectMbps");
+        for (v, k) in [(min_mbps, "min"), (max_mbps, "max")] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(src.at_value(
+                    &join_key(&rp, k),
+                    format!("{v} Mbit/s is not a rate above 0"),
+                ));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (min_mbps, max_mbps)
+            && lo > hi
+        {
+            return Err(src.at_value(&join_key(&rp, "max"), format!("max {hi} is below min {lo}")));
+        }
+        out.push(ThroughputSpec {
+            from,
+            to,
+            port,
+            min_mbps,
+            max_mbps,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads one of `manifestFiles` (relative to the scenario) as multi-document YAML.
@@ -325,6 +405,11 @@ struct Sim<'a> {
     subnets: BTreeMap<String, (Ipv4Addr, u32)>,
     /// Every pod that exists at some point of the scenario.
     ever: BTreeSet<PodRef>,
+    /// Where Services get their addresses.
+    ranges: ServiceRanges,
+    /// Some pod has a bandwidth annotation / a hostPort (the CNI list needs the plugin).
+    wants_bandwidth: bool,
+    wants_host_ports: bool,
 }
 
 impl<'a> Sim<'a> {
@@ -343,6 +428,9 @@ impl<'a> Sim<'a> {
             objects: ClusterObjects::new(cluster.nodes.clone()),
             subnets,
             ever: BTreeSet::new(),
+            ranges: ServiceRanges::new(cluster, None),
+            wants_bandwidth: false,
+            wants_host_ports: false,
         }
     }
 
@@ -373,7 +461,10 @@ impl<'a> Sim<'a> {
         let value = decode::substitute(src, &p.path, &p.value, &|r| {
             pods.get(r).and_then(objects::pod_ip)
         })?;
-        let object = decode::decode_value(src, &p.path, &value)?;
+        let mut object = decode::decode_value(src, &p.path, &value)?;
+        // What the Kubernetes objects will hold when the step runs (a Service gains its
+        // allocations).
+        let mut raw_value = p.value.clone();
         let (ns, name) = object.key();
         declared.check(src, &p.path, object.kind(), &(ns.clone(), name.clone()))?;
         let meta = join_key(&p.path, "metadata");
@@ -433,11 +524,22 @@ impl<'a> Sim<'a> {
                 }
             }
         }
+        match object {
+            Object::Service(svc) => {
+                let svc = alloc::allocate(&self.objects.services, &self.ranges, svc)
+                    .map_err(|e| decode::field_error(src, &p.path, e))?;
+                alloc::record(&mut raw_value, &svc);
+                object = Object::Service(svc);
+            }
+            Object::Endpoints(ref ep) => self.check_endpoints(src, &p.path, ep, &ns, &name)?,
+            _ => {}
+        }
         let key = object.key();
         let kind = object.kind();
         self.objects.apply(object);
         if kind == Kind::Pod {
             let pod = PodRef::new(&key.0, &key.1);
+            self.check_pod_network(src, &p.path, &pod)?;
             self.ever.insert(pod.clone());
             let stored = &self.objects.pods[&pod];
             if objects::pod_ip(stored).is_none() {
@@ -450,13 +552,128 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(RawObject {
-            value: p.value.clone(),
+            value: raw_value,
             kind,
             key,
             file: src.file.clone(),
             path: p.path.clone(),
             positions: src.positions.clone(),
         })
+    }
+
+    /// Checks what the pod asks of the CNI chain (bandwidth annotations, host ports) as
+    /// the kubelet and the scheduler would: values that parse, and no host port taken
+    /// twice on one node.
+    fn check_pod_network(
+        &mut self,
+        src: &Source,
+        path: &str,
+        pod: &PodRef,
+    ) -> Result<(), ScenarioError> {
+        use crate::podnet::{self, PodNetError, PodNetField};
+        let at = |e: PodNetError| {
+            let field = match &e.at {
+                PodNetField::Annotation(k) => {
+                    join_key(&join_key(&join_key(path, "metadata"), "annotations"), k)
+                }
+                PodNetField::Port(c, i, f) => join_key(
+                    &join_index(
+                        &join_key(
+                            &join_index(&join_key(&join_key(path, "spec"), "containers"), *c),
+                            "ports",
+                        ),
+                        *i,
+                    ),
+                    f,
+                ),
+            };
+            src.at_value(&field, e.message)
+        };
+        let stored = &self.objects.pods[pod];
+        let bw = podnet::bandwidth(stored).map_err(at)?;
+        self.wants_bandwidth |= !bw.is_empty();
+        let ports = podnet::port_mappings(stored).map_err(at)?;
+        self.wants_host_ports |= !ports.is_empty();
+        let node = objects::pod_node(stored).unwrap_or_default();
+        for (other, o) in &self.objects.pods {
+            if other == pod || objects::pod_node(o).unwrap_or_default() != node {
+                continue;
+            }
+            let taken = podnet::port_mappings(o).unwrap_or_default();
+            if let Some(m) = ports.iter().find(|m| {
+                taken.iter().any(|t| {
+                    t.host_port == m.host_port
+                        && t.protocol == m.protocol
+                        && (t.host_ip.is_none() || m.host_ip.is_none() || t.host_ip == m.host_ip)
+                })
+            }) {
+                return Err(src.at_value(
+                    &join_key(path, "spec"),
+                    format!(
+                        "hostPort {}/{} is already taken on node {node} by pod {other}; the scheduler would not put {pod} there",
+                        m.host_port, m.protocol
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An Endpoints object belongs to the selector-less Service of the same name, which
+    /// must exist now; its `nodeName`s must be nodes.
+    fn check_endpoints(
+        &self,
+        src: &Source,
+        path: &str,
+        ep: &Endpoints,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ScenarioError> {
+        let name_path = join_key(&join_key(path, "metadata"), "name");
+        match self
+            .objects
+            .services
+            .get(&(ns.to_string(), name.to_string()))
+        {
+            None => {
+                return Err(src.at_value(
+                    &name_path,
+                    format!(
+                        "there is no Service {ns}/{name} at this point: an Endpoints object gives the backends of the Service of the same name in the same namespace"
+                    ),
+                ));
+            }
+            Some(svc) if services::selector(svc).is_some() => {
+                return Err(src.at_value(
+                    &name_path,
+                    format!(
+                        "Service {ns}/{name} has a selector, so the endpoints controller computes its Endpoints and would overwrite these; remove the Service's selector to give its backends by hand"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        for (i, subset) in ep.subsets.iter().flatten().enumerate() {
+            for (field, list) in [
+                ("addresses", &subset.addresses),
+                ("notReadyAddresses", &subset.not_ready_addresses),
+            ] {
+                for (j, a) in list.iter().flatten().enumerate() {
+                    if let Some(node) = &a.node_name
+                        && !self.cluster.nodes.contains(node)
+                    {
+                        return Err(src.at_value(
+                            &format!("{path}.subsets[{i}].{field}[{j}].nodeName"),
+                            format!(
+                                "node {node} does not exist; the nodes are {}",
+                                self.cluster.nodes.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The namespace of a delete/label target, after checking the target exists.
@@ -487,6 +704,14 @@ impl<'a> Sim<'a> {
             Kind::NetworkPolicy => self
                 .objects
                 .network_policies
+                .contains_key(&(namespace.clone(), name.to_string())),
+            Kind::Service => self
+                .objects
+                .services
+                .contains_key(&(namespace.clone(), name.to_string())),
+            Kind::Endpoints => self
+                .objects
+                .endpoints
                 .contains_key(&(namespace.clone(), name.to_string())),
         };
         if !exists {

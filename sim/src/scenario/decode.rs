@@ -1,8 +1,10 @@
 //! Decoding manifests into `k8s-openapi` objects, strictly.
 //!
 //! A manifest is dispatched on `apiVersion` + `kind`; the kinds knetlab reads (Namespace,
-//! Pod, NetworkPolicy) are decoded into `k8s-openapi` types, every other real kind is a
-//! clear "not supported yet" and anything else an unknown kind: never silently ignored.
+//! Pod, NetworkPolicy, Service, Endpoints) are decoded into `k8s-openapi` types, every
+//! other real kind is a clear "not supported yet" and anything else an unknown kind:
+//! never silently ignored. Services and Endpoints are checked by
+//! [`crate::services::validate`].
 //! `k8s-openapi` drops fields it does not know, so, like `kubectl apply --validate=strict`,
 //! we serialize the decoded object back and report any key of the input that did not
 //! survive the round trip as an unknown field, at its line and column, with the closest
@@ -18,7 +20,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use k8s_openapi::Resource;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -29,6 +31,7 @@ use serde_json::Value;
 use crate::error::ScenarioError;
 use crate::objects::{Kind, Object, PodRef};
 use crate::protocol::Protocol;
+use crate::services::{self, FieldError};
 
 use super::fields::{self, Seg};
 use super::names;
@@ -71,6 +74,8 @@ pub(crate) fn decode_value(
         Kind::Namespace => Object::Namespace(strict::<Namespace>(src, path, value)?),
         Kind::Pod => Object::Pod(strict::<Pod>(src, path, value)?),
         Kind::NetworkPolicy => Object::NetworkPolicy(strict::<NetworkPolicy>(src, path, value)?),
+        Kind::Service => Object::Service(strict::<Service>(src, path, value)?),
+        Kind::Endpoints => Object::Endpoints(strict::<Endpoints>(src, path, value)?),
     };
     let v = Check { src, base: path };
     match &object {
@@ -82,6 +87,14 @@ pub(crate) fn decode_value(
         Object::NetworkPolicy(np) => {
             v.metadata(&np.metadata, Kind::NetworkPolicy)?;
             v.policy(np)?;
+        }
+        Object::Service(svc) => {
+            v.metadata(&svc.metadata, Kind::Service)?;
+            services::validate::service(svc).map_err(|e| v.field_err(e))?;
+        }
+        Object::Endpoints(ep) => {
+            v.metadata(&ep.metadata, Kind::Endpoints)?;
+            services::validate::endpoints(ep).map_err(|e| v.field_err(e))?;
         }
     }
     Ok(object)
@@ -101,7 +114,6 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
     }
     kinds![
         core::ConfigMap,
-        core::Endpoints,
         core::Event,
         core::LimitRange,
         core::Node,
@@ -111,7 +123,6 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
         core::ReplicationController,
         core::ResourceQuota,
         core::Secret,
-        core::Service,
         core::ServiceAccount,
         apps::DaemonSet,
         apps::Deployment,
@@ -133,7 +144,7 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn supported() -> [(&'static str, &'static str, Kind); 3] {
+fn supported() -> [(&'static str, &'static str, Kind); 5] {
     [
         (Namespace::API_VERSION, Namespace::KIND, Kind::Namespace),
         (Pod::API_VERSION, Pod::KIND, Kind::Pod),
@@ -142,7 +153,18 @@ fn supported() -> [(&'static str, &'static str, Kind); 3] {
             NetworkPolicy::KIND,
             Kind::NetworkPolicy,
         ),
+        (Service::API_VERSION, Service::KIND, Kind::Service),
+        (Endpoints::API_VERSION, Endpoints::KIND, Kind::Endpoints),
     ]
+}
+
+/// "Namespace, Pod, NetworkPolicy, Service and Endpoints", for messages.
+fn supported_list() -> String {
+    let kinds: Vec<&str> = supported().iter().map(|(_, k, _)| *k).collect();
+    match kinds.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => kinds.join(""),
+    }
 }
 
 /// Reads `apiVersion` and `kind` and says which kind knetlab reads the manifest as.
@@ -180,7 +202,10 @@ pub(crate) fn manifest_kind(
     if others.iter().any(|(a, k)| *a == api_version && *k == kind) {
         return Err(src.at_value(
             &kind_path,
-            format!("kind {kind} ({api_version}) is not supported yet; knetlab reads Namespace, Pod and NetworkPolicy"),
+            format!(
+                "kind {kind} ({api_version}) is not supported yet; knetlab reads {}",
+                supported_list()
+            ),
         ));
     }
     // A real kind under another apiVersion: an old, removed API or a CNI's own CRD.
@@ -206,7 +231,8 @@ pub(crate) fn manifest_kind(
     let message = match fields::closest(kind, names.iter().copied()) {
         Some(k) => format!("unknown kind {kind}; did you mean {k}?"),
         None => format!(
-            "unknown kind {kind} ({api_version}); knetlab reads Namespace, Pod and NetworkPolicy"
+            "unknown kind {kind} ({api_version}); knetlab reads {}",
+            supported_list()
         ),
     };
     Err(src.at_value(&kind_path, message))
@@ -303,6 +329,11 @@ impl Check<'_> {
         self.src.at_key(&rel(self.base, rel_path), message)
     }
 
+    /// A [`FieldError`] of the services checks, placed in the file.
+    fn field_err(&self, e: FieldError) -> ScenarioError {
+        field_error(self.src, self.base, e)
+    }
+
     fn metadata(&self, meta: &ObjectMeta, kind: Kind) -> Res {
         let Some(name) = meta.name.as_deref() else {
             let why = if meta.generate_name.is_some() {
@@ -314,6 +345,7 @@ impl Check<'_> {
         };
         let checked = match kind {
             Kind::Namespace => names::dns_label(name),
+            Kind::Service => names::dns1035_label(name),
             _ => names::dns_subdomain(name),
         };
         checked.map_err(|e| {
@@ -350,6 +382,16 @@ impl Check<'_> {
         }
         if spec.containers.is_empty() {
             return Err(self.value_err("spec.containers", "a Pod needs at least one container"));
+        }
+        let ready = services::endpoints::READY_ANNOTATION;
+        if let Some(v) = pod.metadata.annotations.as_ref().and_then(|a| a.get(ready))
+            && v != "true"
+            && v != "false"
+        {
+            return Err(self.value_err(
+                &format!("metadata.annotations.{ready}"),
+                format!("{ready} is \"true\" or \"false\" (whether the pod is ready to serve its Services), not {v:?}"),
+            ));
         }
         let mut container_names = BTreeSet::new();
         let mut port_names = BTreeSet::new();
@@ -564,6 +606,20 @@ impl Check<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Places a [`FieldError`] (a path relative to the manifest at `base`) in the file.
+pub(crate) fn field_error(src: &Source, base: &str, e: FieldError) -> ScenarioError {
+    let path = if e.path.is_empty() {
+        base.to_string()
+    } else {
+        rel(base, &e.path)
+    };
+    if e.at_key {
+        src.at_key(&path, e.message)
+    } else {
+        src.at_value(&path, e.message)
     }
 }
 

@@ -55,6 +55,25 @@ pub(crate) struct Document {
     pub loopback: Option<LoopbackHeader>,
     pub expect: Option<Value>,
     pub steps: Option<Vec<StepHeader>>,
+    pub throughput: Option<Vec<ThroughputHeader>>,
+}
+
+/// One entry of `throughput:` (checked in `build.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ThroughputHeader {
+    pub from: String,
+    pub to: String,
+    pub port: Option<u16>,
+    pub expect_mbps: Option<MbpsRange>,
+}
+
+/// `expectMbps: {min, max}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MbpsRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 /// `cluster:` as written.
@@ -72,6 +91,11 @@ pub(crate) struct ClusterHeader {
     proxy: Option<String>,
     #[serde(rename = "externalHosts")]
     external_hosts: Option<Vec<ExternalHostHeader>>,
+    /// Where LoadBalancer services get their addresses (checked by [`load_balancer_pool`]).
+    #[serde(rename = "loadBalancerPool")]
+    load_balancer_pool: Option<String>,
+    /// Checked by `cni.rs`.
+    cni: Option<Value>,
 }
 
 /// One entry of `cluster.externalHosts`.
@@ -184,6 +208,8 @@ pub(crate) enum KindName {
     Namespace,
     Pod,
     NetworkPolicy,
+    Service,
+    Endpoints,
 }
 
 impl From<KindName> for crate::objects::Kind {
@@ -192,6 +218,8 @@ impl From<KindName> for crate::objects::Kind {
             KindName::Namespace => Self::Namespace,
             KindName::Pod => Self::Pod,
             KindName::NetworkPolicy => Self::NetworkPolicy,
+            KindName::Service => Self::Service,
+            KindName::Endpoints => Self::Endpoints,
         }
     }
 }
@@ -269,11 +297,21 @@ pub(crate) fn cluster(
             names.clone()
         }
     };
-    let pod_cidr = network(
-        src,
-        "cluster.podCIDR",
-        h.pod_cidr.as_deref().unwrap_or(DEFAULT_POD_CIDR),
-    )?;
+    // A scenario's own CNI list that names a range implies the pod CIDR (see cni.rs).
+    let (cni, cni_range) = super::cni::parse(src, h.cni.as_ref())?;
+    let pod_cidr = match (h.pod_cidr.as_deref(), cni_range) {
+        (None, Some(range)) => range,
+        (given, range) => {
+            let cidr = network(src, "cluster.podCIDR", given.unwrap_or(DEFAULT_POD_CIDR))?;
+            if let Some(range) = range.filter(|r| *r != cidr) {
+                return Err(src.at_value(
+                    "cluster.podCIDR",
+                    format!("podCIDR {cidr} differs from the range {range} of the CNI configuration; knetlab gives node i the i-th /24 of that range, so leave podCIDR out or make it {range}"),
+                ));
+            }
+            cidr
+        }
+    };
     let service_cidr = network(
         src,
         "cluster.serviceCIDR",
@@ -302,12 +340,7 @@ pub(crate) fn cluster(
     }
     let network = match h.network {
         None | Some(NetworkHeader::HostGw) => NetworkMode::HostGw,
-        Some(NetworkHeader::Vxlan) => {
-            return Err(src.at_value(
-                "cluster.network",
-                "network vxlan is not supported yet; use host-gw",
-            ));
-        }
+        Some(NetworkHeader::Vxlan) => NetworkMode::Vxlan,
     };
     let proxy = match h.proxy.as_deref() {
         None | Some("iptables") => ProxyKind::Iptables,
@@ -334,6 +367,7 @@ pub(crate) fn cluster(
             Some(DenyHeader::Drop) => DenyStyle::Drop,
         },
         proxy,
+        cni,
     };
     // The address plan has the last word on whether the nodes fit.
     Plan::new(&plan::prefix_from_seed(0), &config).map_err(|e| match e {
@@ -341,6 +375,29 @@ pub(crate) fn cluster(
         PlanError::TooManyNodes(_) => src.at_value(nodes_path, e.to_string()),
     })?;
     Ok(config)
+}
+
+/// Checks `cluster.loadBalancerPool`: a network that overlaps nothing of the cluster
+/// (pods, services, underlay, the router's link-local range, external hosts), since the
+/// router sends its addresses to the nodes.
+pub(crate) fn load_balancer_pool(
+    src: &Source,
+    header: Option<&ClusterHeader>,
+    cluster: &ClusterConfig,
+) -> Result<Option<Ipv4Net>, ScenarioError> {
+    let Some(text) = header.and_then(|h| h.load_balancer_pool.as_deref()) else {
+        return Ok(None);
+    };
+    let path = "cluster.loadBalancerPool";
+    let pool = network(src, path, text)?;
+    let ranges = crate::services::alloc::ServiceRanges::new(cluster, None);
+    if let Some(what) = ranges.conflict(pool) {
+        return Err(src.at_value(
+            path,
+            format!("loadBalancerPool {pool} overlaps {what}; load-balancer addresses must lie outside the cluster's ranges"),
+        ));
+    }
+    Ok(Some(pool))
 }
 
 /// Checks `cluster.externalHosts`: names, addresses outside every cluster range, ports.

@@ -15,12 +15,13 @@ use crate::objects::{ClusterObjects, Kind, Object, PodRef};
 use crate::protocol::PortProto;
 
 mod build;
+pub mod cni;
 mod decode;
 mod expect;
 mod fields;
 mod header;
 mod model_shorthand;
-mod names;
+pub(crate) mod names;
 mod source;
 mod yaml;
 
@@ -38,13 +39,33 @@ pub struct Scenario {
     /// The scenario file.
     pub path: PathBuf,
     pub cluster: ClusterConfig,
+    /// `cluster.loadBalancerPool`: where LoadBalancer services get their addresses
+    /// (`None`: they need one written in their status). Kept beside [`ClusterConfig`]
+    /// rather than in it so code that builds a `ClusterConfig` field by field keeps
+    /// compiling; see [`Scenario::service_ranges`].
+    pub load_balancer_pool: Option<Ipv4Net>,
     pub probe: ProbeSpec,
     pub loopback: Loopback,
     /// The steps in order. `steps[0]` is the initial state: its changes create every
     /// object of `model`, `manifests` and `manifestFiles` (namespaces first, then pods,
-    /// then the rest), and its expectation is the top-level `expect`. Later entries are
-    /// the scenario's `steps:`.
+    /// then services, then the rest), and its expectation is the top-level `expect`.
+    /// Later entries are the scenario's `steps:`.
     pub steps: Vec<Step>,
+    /// TCP rate checks (`throughput:`), measured in every step where both pods exist.
+    pub throughput: Vec<ThroughputSpec>,
+}
+
+/// One `throughput:` entry: the TCP rate from one pod to another, measured in every step
+/// in which both exist, with the range it must fall in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputSpec {
+    pub from: PodRef,
+    pub to: PodRef,
+    /// The TCP port the measurement's sink listens on in `to` (default 5201, iperf's).
+    pub port: u16,
+    /// `expectMbps: {min, max}` in Mbit/s (10^6 bits per second); `None` = no bound.
+    pub min_mbps: Option<f64>,
+    pub max_mbps: Option<f64>,
 }
 
 /// The `cluster:` header.
@@ -62,6 +83,30 @@ pub struct ClusterConfig {
     pub proxy: ProxyKind,
     /// Hosts outside the cluster, behind a router on the underlay.
     pub external_hosts: Vec<ExternalHost>,
+    /// `cluster.cni`: the CNI chain (see [`cni`]).
+    pub cni: CniConfig,
+}
+
+/// `cluster.cni`: the CNI chain that wires the pods (checked by [`cni`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CniConfig {
+    /// The scenario's own network configuration list (a single `.conf` already wrapped
+    /// into a list of one); `None` = knetlab's default list: bridge + host-local, plus
+    /// `portmap` when some pod has a hostPort and `bandwidth` when some pod has a
+    /// bandwidth annotation (each plugin exec costs a few ms per pod, so the default list
+    /// only carries what the scenario uses).
+    pub conflist: Option<serde_json::Value>,
+    /// Where the list came from (`cluster.cni.conflist` or the file), for messages.
+    pub origin: Option<String>,
+    /// Some pod of some step has a bandwidth annotation (filled in by the parser).
+    pub pods_want_bandwidth: bool,
+    /// Some container of some pod has a hostPort (filled in by the parser).
+    pub pods_want_host_ports: bool,
+    /// `burst`: the token bucket passed with each bandwidth rate, in bits. `None` (or
+    /// `runtime`) = what containerd and CRI-O pass: 4294967295 bits.
+    pub burst: Option<u64>,
+    /// `check`: run CNI CHECK for every pod after its ADD; `None` = the harness's default.
+    pub check: Option<bool>,
 }
 
 /// A host outside the cluster (`cluster.externalHosts`): its own namespace behind the
@@ -231,7 +276,10 @@ pub enum Change {
 /// runs: `${ip:NS/POD}` and `${cidr:NS/POD}` are only known once the pods exist.
 #[derive(Debug, Clone)]
 pub struct RawObject {
-    /// The manifest as JSON (YAML converted), before substitution.
+    /// The manifest as JSON (YAML converted), before substitution. For a Service, the
+    /// parser has written in what the API server and the load-balancer controller
+    /// allocate (cluster IP, node ports, load-balancer address; see
+    /// [`crate::services::alloc`]), so decoding gives the Service as the cluster holds it.
     pub value: serde_json::Value,
     /// The kind, read at parse time (the value has been checked to decode as it).
     pub kind: Kind,
@@ -271,6 +319,13 @@ impl Change {
                 labels,
             } => objects.set_labels(*kind, namespace, name, labels.clone()),
         })
+    }
+}
+
+impl Scenario {
+    /// The address ranges Service allocation works with.
+    pub fn service_ranges(&self) -> crate::services::alloc::ServiceRanges {
+        crate::services::alloc::ServiceRanges::new(&self.cluster, self.load_balancer_pool)
     }
 }
 

@@ -29,6 +29,18 @@ pub(crate) fn dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS-1035 label (Service names): a DNS-1123 label that starts with a letter, because
+/// a Service's name becomes part of environment variable and DNS names.
+pub(crate) fn dns1035_label(s: &str) -> Result<(), String> {
+    dns_label(s)?;
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "{s:?} is not a DNS-1035 label (a Service name must start with a lower-case letter)"
+        ));
+    }
+    Ok(())
+}
+
 /// A DNS-1123 subdomain (pod and policy names; label-key prefixes).
 pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
     if s.len() > SUBDOMAIN_MAX {
@@ -116,6 +128,9 @@ mod tests {
         assert!(dns_label("-a").is_err());
         assert!(dns_label("a.b").is_err());
         assert!(dns_label(&"a".repeat(64)).is_err());
+        assert!(dns1035_label("web-1").is_ok());
+        assert!(dns1035_label("1web").is_err());
+        assert!(dns1035_label("Web").is_err());
         assert!(dns_subdomain("a.b-c").is_ok());
         assert!(dns_subdomain("a..b").is_err());
         assert!(label_key("app.kubernetes.io/name").is_ok());
