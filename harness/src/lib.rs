@@ -4,10 +4,12 @@
 //! is `sim`'s job. Everything it creates lives in namespaces named with the run's prefix,
 //! never in the root network namespace.
 
+pub mod capture;
 pub mod cluster;
 pub mod cni;
 pub mod netns;
 pub mod policy;
 pub mod prereq;
 pub mod probe;
+pub mod proxy;
 pub mod run;

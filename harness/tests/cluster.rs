@@ -54,6 +54,7 @@ fn plan(nodes: usize) -> Plan {
         policy: Default::default(),
         deny: Default::default(),
         proxy: Default::default(),
+        cni: Default::default(),
         external_hosts: vec![],
     };
     Plan::new(&fresh_prefix(), &cluster).unwrap()
@@ -482,6 +483,7 @@ fn plan_with_hosts(nodes: usize, hosts: &[(&str, &str)]) -> Plan {
         policy: Default::default(),
         deny: Default::default(),
         proxy: Default::default(),
+        cni: Default::default(),
         external_hosts: hosts
             .iter()
             .map(|(name, address)| ExternalHost {

@@ -362,7 +362,7 @@ fn matrix(cluster: &Cluster, model: &Model, nodes: &[(String, Netns)]) -> Result
                         client: client.clone(),
                         dst,
                         port: *port,
-                        expect_answer_from: Some(to.to_string()),
+                        expect_answer_from: vec![to.to_string()],
                     },
                 });
             }

@@ -62,6 +62,7 @@ fn plan() -> Plan {
         policy: Default::default(),
         deny: Default::default(),
         proxy: Default::default(),
+        cni: Default::default(),
         external_hosts: vec![],
     };
     Plan::new(&prefix_from_seed(seed), &cluster).unwrap()

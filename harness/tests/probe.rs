@@ -221,7 +221,7 @@ fn task(from: &Pod, to: &Pod, port: PortProto) -> ProbeTask {
         client: from.ns.clone(),
         dst: to.ip,
         port,
-        expect_answer_from: Some(to.id.to_string()),
+        expect_answer_from: vec![to.id.to_string()],
     }
 }
 
@@ -290,7 +290,7 @@ async fn each_outcome_is_measured_for_tcp_udp_and_sctp() -> Result<()> {
     let wrong: Vec<ProbeTask> = all_ports(&[80])
         .into_iter()
         .map(|p| ProbeTask {
-            expect_answer_from: Some("x/c".into()),
+            expect_answer_from: vec!["x/c".into()],
             ..task(a, b, p)
         })
         .collect();
@@ -418,7 +418,7 @@ async fn standard_model_round_of_486_probes() -> Result<()> {
                 t.port
             );
             if want == Outcome::Allowed {
-                assert_eq!(m.answered_by, t.expect_answer_from, "{m:?}");
+                assert_eq!(m.answered_by.as_ref(), t.expect_answer_from.first(), "{m:?}");
                 let client_ip = topo
                     .pods
                     .iter()

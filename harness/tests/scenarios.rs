@@ -1,6 +1,7 @@
 //! One test per scenario file (libtest-mimic): each builds the scenario's cluster, runs
-//! every step, fails on any wrong cell, and snapshots (insta) the matrices and a
-//! normalised description of what was built into `scenarios/snapshots/`, next to the
+//! every step, fails on any wrong cell, and snapshots (insta) the matrices, a normalised
+//! description of what was built, the policy engine's rules and (for scenarios with
+//! Services) the service proxy's rules into `scenarios/snapshots/`, next to the
 //! scenarios. Needs root; without it every scenario is listed as ignored, with the reason.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
         keep: false,
         explain: None,
         progress: false,
+        capture: None,
+        // One probe per Service cell: the spread over backends is random, snapshots are not.
+        repeat: 1,
         deadline: scenario.probe.timeout_ms.map(Duration::from_millis),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -94,10 +98,25 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
             ));
         }
     }
+    // kube-proxy's rules per node, as `iptables-save` shows them (only scenarios with
+    // Services run a service proxy).
+    let mut proxy = String::new();
+    for (i, (step, nodes)) in report.steps.iter().zip(&report.proxy_rules).enumerate() {
+        for (node, text) in nodes {
+            proxy.push_str(&format!(
+                "== step {}: {} == node {node} ==\n{text}\n",
+                i + 1,
+                step.name
+            ));
+        }
+    }
     settings.bind(|| {
         insta::assert_snapshot!(format!("{name}@matrix"), matrices);
         insta::assert_snapshot!(format!("{name}@built"), report.built);
         insta::assert_snapshot!(format!("{name}@rules"), rules);
+        if !proxy.is_empty() {
+            insta::assert_snapshot!(format!("{name}@proxy"), proxy);
+        }
     });
     Ok(())
 }

@@ -318,7 +318,9 @@ fn snapshot_internal_traffic_policy_local() {
     without.name = "itp-remote-only".into();
     without.cluster_ip = Some(ip("10.96.0.11"));
     without.internal_policy_local = true;
-    without.endpoints.retain(|e| e.node.as_deref() != Some("n1"));
+    without
+        .endpoints
+        .retain(|e| e.node.as_deref() != Some("n1"));
     insta::assert_snapshot!(snapshot_text(vec![with, without]));
 }
 
@@ -332,7 +334,10 @@ fn snapshot_no_endpoints_rejects_in_filter_only() {
     sp.endpoints.clear();
     let text = snapshot_text(vec![sp]);
     let restore = text.split("# iptables-save").next().unwrap();
-    assert!(!restore.contains("KUBE-SVC-"), "no nat chains without endpoints");
+    assert!(
+        !restore.contains("KUBE-SVC-"),
+        "no nat chains without endpoints"
+    );
     insta::assert_snapshot!(text);
 }
 
@@ -407,7 +412,9 @@ fn all_kinds() -> Vec<ServicePort> {
     remote_only.node_port = Some(30301);
     remote_only.load_balancer_ips = vec![ip("192.0.2.13")];
     remote_only.health_check_node_port = Some(32001);
-    remote_only.endpoints.retain(|e| e.node.as_deref() != Some("n1"));
+    remote_only
+        .endpoints
+        .retain(|e| e.node.as_deref() != Some("n1"));
     v.push(remote_only);
     let mut itp = web();
     itp.name = "itp-remote-only".into();
@@ -520,7 +527,11 @@ fn one_endpoint_added_rewrites_one_service() {
     // Only that service's chains are declared besides the top-level ones.
     let declared: Vec<&str> = partial
         .lines()
-        .filter(|l| l.starts_with(":KUBE-SVC-") || l.starts_with(":KUBE-SEP-") || l.starts_with(":KUBE-EXT-"))
+        .filter(|l| {
+            l.starts_with(":KUBE-SVC-")
+                || l.starts_with(":KUBE-SEP-")
+                || l.starts_with(":KUBE-EXT-")
+        })
         .map(|l| &l[1..l.find(' ').unwrap()])
         .collect();
     assert_eq!(declared, chains);
@@ -529,7 +540,11 @@ fn one_endpoint_added_rewrites_one_service() {
     // It is small next to the full sync: the per-service part is a handful of lines.
     let per_service = |t: &str| {
         t.lines()
-            .filter(|l| l.starts_with("-A KUBE-SVC-") || l.starts_with("-A KUBE-SEP-") || l.starts_with("-A KUBE-EXT-"))
+            .filter(|l| {
+                l.starts_with("-A KUBE-SVC-")
+                    || l.starts_with("-A KUBE-SEP-")
+                    || l.starts_with("-A KUBE-EXT-")
+            })
             .count()
     };
     assert_eq!(per_service(&partial), 1 + 3 + 6);
@@ -591,7 +606,8 @@ fn removed_endpoints_and_services_are_deleted_as_stale_chains() {
 
     // A full sync told which chains exist deletes the same ones.
     let existing = state_after(&[&before.full_restore()]);
-    let replacing = after.full_restore_replacing(existing.chains(sim::render::proxy_iptables::Table::Nat));
+    let replacing =
+        after.full_restore_replacing(existing.chains(sim::render::proxy_iptables::Table::Nat));
     let via_replacing = state_after(&[&before.full_restore(), &replacing]);
     assert_eq!(via_replacing.save(), via_full.save());
 }
@@ -616,7 +632,8 @@ fn policy_and_endpoint_changes_round_trip_through_partial_syncs() {
         &format!("{}{}", bootstrap_restore(true), prev.full_restore()),
     );
     write("00.save".into(), &node.save());
-    let edits: Vec<Box<dyn Fn(&mut Vec<ServicePort>)>> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<ServicePort>)>;
+    let edits: Vec<Edit> = vec![
         Box::new(|s| s[0].endpoints.clear()),
         Box::new(|s| s[0].endpoints.push(local("10.244.1.99", 8080))),
         Box::new(|s| s[5].external_policy_local = false),
@@ -681,6 +698,10 @@ fn ten_thousand_services_render_fast_and_deterministically() {
     );
     // The target is well under 100 ms in a release build; a debug build of `sim` is
     // several times slower, so it only gets a loose bound.
-    let limit = if cfg!(debug_assertions) { 2000.0 } else { 100.0 };
+    let limit = if cfg!(debug_assertions) {
+        2000.0
+    } else {
+        100.0
+    };
     assert!(best < limit, "{best:.1} ms");
 }

@@ -241,6 +241,7 @@ fn reference(
             side_allows(objects, true, &dest, &src, &dest, port)
         }
         Peer::Host(_) => unreachable!("the model has no external hosts"),
+        Peer::Service { .. } => unreachable!("the model probes no Services"),
     }
 }
 

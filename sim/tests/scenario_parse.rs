@@ -1261,3 +1261,103 @@ fn external_host_mistakes() {
         "declare it in cluster.externalHosts",
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Services as probe targets (`svc/NS/NAME:PORT`)
+
+const WEB_SERVICE: &str = "manifests:\n  - {apiVersion: v1, kind: Service, metadata: {name: web, namespace: x}, spec: {selector: {pod: a}, ports: [{port: 8000, targetPort: 80}]}}\n";
+
+#[test]
+fn service_targets_parse_and_print() {
+    let p: Peer = "svc/x/web:8000".parse().unwrap();
+    assert_eq!(
+        p,
+        Peer::Service {
+            namespace: "x".into(),
+            name: "web".into(),
+            port: 8000
+        }
+    );
+    assert_eq!(p.to_string(), "svc/x/web:8000");
+    assert!(p.is_service());
+    for bad in [
+        "svc/web:80",
+        "svc/x/web",
+        "svc/x/web:0",
+        "svc/x/web:http",
+        "svc//web:80",
+        "svc/x/a/b:80",
+    ] {
+        let e = bad.parse::<Peer>().unwrap_err();
+        assert!(e.contains("svc/NAMESPACE/NAME:PORT"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn service_targets_must_exist_with_that_port() {
+    let text = format!("{HEAD}{MODEL}{WEB_SERVICE}probe:\n  to: [svc/x/web:8000]\n");
+    let s = parse(&text).unwrap();
+    assert_eq!(
+        s.probe.to.as_ref().unwrap()[0].to_string(),
+        "svc/x/web:8000"
+    );
+
+    let text = format!("{HEAD}{MODEL}{WEB_SERVICE}probe:\n  to: [svc/x/web:80]\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "svc/x/web:80", 0),
+        "probe.to[0]",
+        "Service x/web has no port 80 at any step (its ports: 8000)",
+    );
+
+    let text = format!("{HEAD}{MODEL}probe:\n  to: [svc/x/nope:80]\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "svc/x/nope:80", 0),
+        "probe.to[0]",
+        "Service x/nope does not exist at any step (there are no Services)",
+    );
+
+    // A Service probes nothing.
+    let text = format!("{HEAD}{MODEL}{WEB_SERVICE}probe:\n  from: [svc/x/web:8000]\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "svc/x/web:8000", 0),
+        "probe.from[0]",
+        "is a Service: it can only be probed",
+    );
+
+    // An expectation names the Service at a step where it is gone.
+    let text = format!(
+        "{HEAD}{MODEL}{WEB_SERVICE}steps:\n  - name: gone\n    delete: [{{kind: Service, namespace: x, name: web}}]\n    expect:\n      default: deny\n      exceptions: [{{from: x/b, to: svc/x/web:8000, port: 8000, allowed: true}}]\n"
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "svc/x/web:8000", 0),
+        "steps[0].expect.exceptions[0].to",
+        "Service x/web does not exist at this step",
+    );
+
+    // A headless Service has no virtual IP.
+    let text = format!(
+        "{HEAD}{MODEL}manifests:\n  - {{apiVersion: v1, kind: Service, metadata: {{name: db, namespace: x}}, spec: {{clusterIP: None, selector: {{pod: a}}, ports: [{{port: 80}}]}}}}\nprobe:\n  to: [svc/x/db:80]\n"
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "svc/x/db:80", 0),
+        "probe.to[0]",
+        "Service x/db is headless (clusterIP: None): it has no virtual IP to probe",
+    );
+
+    // `svc` is not a namespace name.
+    let text = format!(
+        "{HEAD}manifests:\n  - {{apiVersion: v1, kind: Namespace, metadata: {{name: svc}}}}\n"
+    );
+    let e = parse_err(&text);
+    assert!(e.message.contains("`svc/...` names a Service"), "{e}");
+}

@@ -121,6 +121,11 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
     let exists = |p: &Peer| match p {
         Peer::Pod(p) => objects.pods.contains_key(p),
         Peer::Node(_) | Peer::Host(_) => true,
+        Peer::Service {
+            namespace,
+            name,
+            port,
+        } => !sim::services::probe_ports(objects, namespace, name, *port).is_empty(),
     };
     let pods: Vec<Peer> = objects.pods.keys().cloned().map(Peer::Pod).collect();
     let clients: Vec<Peer> = match &sc.probe.from {
@@ -168,6 +173,11 @@ fn served_ports(sc: &Scenario, objects: &ClusterObjects, server: &Peer) -> Vec<P
             .flat_map(|x| x.serve.iter().copied())
             .collect(),
         Peer::Node(_) => Vec::new(),
+        Peer::Service {
+            namespace,
+            name,
+            port,
+        } => sim::services::probe_ports(objects, namespace, name, *port),
     }
 }
 
@@ -197,8 +207,23 @@ fn check_step(
             ));
             continue;
         }
-        let prediction = oracle::predict(ctx, from, to, *port);
         let expected = Verdict::from_allowed(expected);
+        if to.is_service() {
+            let prediction = oracle::predict_service(ctx, from, to, *port);
+            match prediction.verdict {
+                Some(v) if v != expected => problems.push(format!(
+                    "step {:?}: {from} -> {to} {port}: expect says {expected:?}, the oracle says {v:?}\n{prediction}",
+                    step.name
+                )),
+                None => problems.push(format!(
+                    "step {:?}: {from} -> {to} {port} is asserted, but its backends disagree (a mixed cell cannot be asserted)\n{prediction}",
+                    step.name
+                )),
+                _ => {}
+            }
+            continue;
+        }
+        let prediction = oracle::predict(ctx, from, to, *port);
         if prediction.verdict != expected {
             problems.push(format!(
                 "step {:?}: {from} -> {to} {port}: expect says {expected:?}, the oracle says {:?}\n{}",

@@ -2,8 +2,10 @@
 //! one veth per node created by a single rtnetlink request with its peer born inside the
 //! node as `eth0` (moving a link between namespaces afterwards costs an RCU grace period,
 //! ~16 ms), the node's underlay address and MAC, its sysctls, its CNI configuration,
-//! host-gw routes to every other node's pod subnet, and routes to the external hosts via
-//! the router. The router and the hosts themselves are built in [`super::outside`].
+//! the way to every other node's pod subnet (host-gw routes via the node's underlay
+//! address, or the VXLAN overlay of [`super::vxlan`], as the plan's network mode says),
+//! and routes to the external hosts via the router. The router and the hosts themselves
+//! are built in [`super::outside`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,8 +20,9 @@ use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 use sim::plan::{NodePlan, Plan, STATE_ROOT, UNDERLAY, prefix_of};
+use sim::scenario::NetworkMode;
 
-use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside};
+use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside, vxlan};
 use crate::cni;
 use crate::netns::{self, Netns, sweep};
 
@@ -293,8 +296,9 @@ pub(super) async fn add_veth_into(
     Ok(())
 }
 
-/// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes,
-/// the routes to the external hosts via the router, and the CNI configuration files.
+/// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes
+/// or the VXLAN overlay, the routes to the external hosts via the router, and the CNI
+/// configuration files.
 async fn configure_node(
     plan: &Plan,
     node: &NodePlan,
@@ -306,20 +310,13 @@ async fn configure_node(
     }
     let h = ns.netlink()?;
     let eth0 = underlay_up(&h, node.underlay_ip).await?;
-    for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
-            .gateway(other.underlay_ip)
-            .output_interface(eth0)
-            .build();
-        h.route().add(route).execute().await.with_context(|| {
-            format!(
-                "add route {} via {} dev {NODE_UPLINK}",
-                other.pod_subnet, other.underlay_ip
-            )
-        })?;
+    match plan.network {
+        NetworkMode::HostGw => host_gw_routes(&h, plan, node, eth0).await?,
+        NetworkMode::Vxlan => vxlan::configure(&h, plan, node, eth0).await?,
     }
-    // Pods reach the hosts, and the hosts reach the pods, with no NAT on the way.
+    // Pods reach the hosts, and the hosts reach the pods, with no NAT on the way. The
+    // router reaches every pod subnet via the node's underlay address in both modes, so
+    // host traffic never enters the tunnel.
     if let Some(router) = &plan.router {
         for host in &plan.hosts {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -336,8 +333,26 @@ async fn configure_node(
         }
     }
     let dirs = cni::NodeDirs::new(state_dir, &node.name);
-    let networks = cni::conflist::write_node_configs(node, &dirs)?;
+    let networks = cni::conflist::write_node_configs(&plan.cni, node, &dirs, plan.pod_mtu())?;
     Ok((networks, dirs))
+}
+
+/// host-gw: each other node's pod subnet via that node's underlay address.
+async fn host_gw_routes(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
+    for other in plan.nodes.iter().filter(|o| o.name != node.name) {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
+            .gateway(other.underlay_ip)
+            .output_interface(eth0)
+            .build();
+        h.route().add(route).execute().await.with_context(|| {
+            format!(
+                "add route {} via {} dev {NODE_UPLINK}",
+                other.pod_subnet, other.underlay_ip
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Brings up `lo` and the underlay `eth0` and gives `eth0` its underlay address.

@@ -1,6 +1,8 @@
 //! A normalised description of what was built, read back from the kernel (so it proves
 //! the build rather than repeating the plan): per node its underlay address, pod subnet,
-//! `cni0` address and routes; the router's addresses and routes and each external host's
+//! `cni0` address and routes, and in vxlan mode its VXLAN device (VNI, port, local
+//! address, MTU, MAC) with its permanent neighbours and FDB entries and the pods' MTU
+//! (the bridge's); the router's addresses and routes and each external host's
 //! (when there are any); per pod its node, address and default route. It leaves
 //! out everything that changes between runs (the run prefix, pids, MACs the plugin
 //! picked, interface indexes and veth names), so snapshots are stable.
@@ -13,12 +15,17 @@ use super::Cluster;
 use super::build::{FABRIC_BRIDGE, NODE_UPLINK};
 use super::outside::HOST_LINK;
 use super::readback::NsState;
-use crate::cni::conflist::BRIDGE;
+use super::vxlan;
 
 impl Cluster {
     pub async fn describe(&self) -> Result<String> {
         let fabric = NsState::read(&self.fabric);
         let nodes = try_join_all(self.nodes.values().map(|n| NsState::read(&n.netns)));
+        let vteps = try_join_all(
+            self.nodes
+                .iter()
+                .map(|(name, n)| vxlan::read_node(&self.plan, name, &n.netns)),
+        );
         let router = async {
             match &self.router {
                 Some(ns) => NsState::read(ns).await.map(Some),
@@ -27,9 +34,9 @@ impl Cluster {
         };
         let hosts = try_join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
         let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
-        let (fabric, nodes, router, hosts, pods) =
-            futures::join!(fabric, nodes, router, hosts, pods);
-        let (fabric, nodes, router, hosts) = (fabric?, nodes?, router?, hosts?);
+        let (fabric, nodes, vteps, router, hosts, pods) =
+            futures::join!(fabric, nodes, vteps, router, hosts, pods);
+        let (fabric, nodes, vteps, router, hosts) = (fabric?, nodes?, vteps?, router?, hosts?);
 
         let mut out = String::new();
         let list = |v: Vec<String>| {
@@ -47,24 +54,32 @@ impl Cluster {
             .map(str::to_string)
             .collect();
         writeln!(out, "fabric {FABRIC_BRIDGE} ports: {}", list(ports))?;
-        for (name, s) in self.nodes.keys().zip(&nodes) {
+        for ((name, s), vtep) in self.nodes.keys().zip(&nodes).zip(&vteps) {
             writeln!(out, "node {name}")?;
             writeln!(out, "  {NODE_UPLINK} {}", addrs(s, NODE_UPLINK))?;
+            let bridge = self.nodes[name].networks.bridge.as_str();
             // The pod subnet as the kernel has it: the network of cni0's address.
             let subnets: Vec<String> = s
-                .addrs_of(BRIDGE)
+                .addrs_of(bridge)
                 .iter()
                 .map(|a| a.trunc().to_string())
                 .collect();
             writeln!(out, "  pod subnet {}", list(subnets))?;
             writeln!(
                 out,
-                "  {BRIDGE} {} ({} ports)",
-                addrs(s, BRIDGE),
-                s.ports_of(BRIDGE).len()
+                "  {bridge} {} ({} ports)",
+                addrs(s, bridge),
+                s.ports_of(bridge).len()
             )?;
             for r in s.route_lines() {
                 writeln!(out, "  route {r}")?;
+            }
+            if let Some(v) = vtep {
+                vxlan::describe(v, &mut out)?;
+                // The bridge plugin gives the bridge and every pod veth the same MTU.
+                if let Some(mtu) = s.link(bridge).and_then(|l| l.mtu) {
+                    writeln!(out, "  {bridge} mtu {mtu} (the pods' MTU)")?;
+                }
             }
         }
         if let Some(s) = &router {

@@ -1,5 +1,6 @@
 //! The virtual cluster: a fabric namespace with the underlay bridge, one namespace per
-//! node joined to it by a veth, host-gw routes between the nodes' pod subnets, and one
+//! node joined to it by a veth, host-gw routes or a VXLAN overlay (`vxlan.rs`) between
+//! the nodes' pod subnets, and one
 //! namespace per pod wired by the real CNI plugins. When the scenario declares hosts
 //! outside the cluster, a router namespace sits on the underlay too, with each host in a
 //! namespace of its own behind it (see `outside.rs`). Every name and address comes from
@@ -28,7 +29,10 @@ mod pods;
 mod readback;
 mod teardown;
 mod verify;
+mod vxlan;
 
+pub use build::{FABRIC_BRIDGE, NODE_UPLINK};
+pub use pods::{AddOptions, CheckSummary, NewPod, PodsAdded};
 pub use teardown::TeardownReport;
 pub use verify::InfraFault;
 
@@ -72,6 +76,9 @@ pub struct PodHandle {
     pub gateway: Ipv4Addr,
     /// The `eth0` attachment's CNI result.
     pub cni_result: cni::CniResult,
+    /// What the runtime passed the chain (runtimeConfig by capability), kept for CHECK
+    /// and DEL as a runtime keeps it.
+    pub capability_args: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Cluster {

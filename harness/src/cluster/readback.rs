@@ -29,6 +29,7 @@ pub(super) struct Link {
     /// The bridge it is a port of.
     pub controller: Option<u32>,
     pub mac: Option<Vec<u8>>,
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +95,14 @@ impl NsState {
                 up: l.header.flags.contains(LinkFlags::Up),
                 controller: None,
                 mac: None,
+                mtu: None,
             };
             for a in l.attributes {
                 match a {
                     LinkAttribute::IfName(n) => link.name = n,
                     LinkAttribute::Controller(c) => link.controller = Some(c),
                     LinkAttribute::Address(m) => link.mac = Some(m),
+                    LinkAttribute::Mtu(m) => link.mtu = Some(m),
                     _ => {}
                 }
             }

@@ -12,8 +12,8 @@ use sim::plan::{HostPlan, NodePlan, ROUTER_HOST_GATEWAY, RouterPlan, UNDERLAY};
 use super::build::{FABRIC_BRIDGE, NODE_SYSCTLS, NODE_UPLINK};
 use super::outside::{HOST_LINK, HOST_SYSCTLS, ROUTER_SYSCTLS};
 use super::readback::NsState;
+use super::vxlan::{self, VtepState};
 use super::{Cluster, PodHandle};
-use crate::cni::conflist::BRIDGE;
 use crate::netns::Netns;
 
 /// The cluster is not what it should be. Lists every problem found, not just the first.
@@ -25,12 +25,19 @@ pub struct InfraFault {
 
 impl Cluster {
     /// Reads every namespace of the cluster back and checks that the fabric, the nodes'
-    /// underlay, `cni0`, the host-gw routes and the routes to the external hosts, the
+    /// underlay, `cni0`, the host-gw routes (or, in vxlan mode, each node's VXLAN device
+    /// with its address, routes, permanent neighbours and FDB entries) and the routes to
+    /// the external hosts, the
     /// router's links, addresses and routes, each host's address and routes, the
     /// sysctls, and each pod's `lo`, `eth0`, address and default route are all there.
     pub async fn verify(&self) -> Result<(), InfraFault> {
         let fabric = NsState::read(&self.fabric);
         let nodes = join_all(self.nodes.values().map(|n| NsState::read(&n.netns)));
+        let vteps = join_all(
+            self.nodes
+                .iter()
+                .map(|(name, n)| vxlan::read_node(&self.plan, name, &n.netns)),
+        );
         let router = async {
             match &self.router {
                 Some(ns) => Some(NsState::read(ns).await),
@@ -39,23 +46,23 @@ impl Cluster {
         };
         let hosts = join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
         let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
-        let (fabric, nodes, router, hosts, pods) =
-            futures::join!(fabric, nodes, router, hosts, pods);
+        let (fabric, nodes, vteps, router, hosts, pods) =
+            futures::join!(fabric, nodes, vteps, router, hosts, pods);
 
         let mut problems = vec![];
         match fabric {
             Ok(s) => check_fabric(self, &s, &mut problems),
             Err(e) => problems.push(format!("fabric: {e:#}")),
         }
-        for ((name, node), state) in self.nodes.iter().zip(nodes) {
+        for (((name, node), state), vtep) in self.nodes.iter().zip(nodes).zip(vteps) {
             let mut p = vec![];
-            match state {
-                Ok(s) => {
+            match (state, vtep) {
+                (Ok(s), Ok(vtep)) => {
                     let plan = self.plan.node(name).expect("node handles follow the plan");
-                    check_node(self, plan, &s, &mut p);
+                    check_node(self, plan, &s, vtep.as_ref(), &mut p);
                     want_sysctls(&node.netns, &NODE_SYSCTLS, &mut p);
                 }
-                Err(e) => p.push(format!("{e:#}")),
+                (Err(e), _) | (_, Err(e)) => p.push(format!("{e:#}")),
             }
             problems.extend(p.into_iter().map(|x| format!("node {name}: {x}")));
         }
@@ -180,15 +187,26 @@ fn want_sysctls(ns: &Netns, want: &[(&str, &str)], p: &mut Vec<String>) {
     }
 }
 
-fn check_node(c: &Cluster, node: &NodePlan, s: &NsState, p: &mut Vec<String>) {
+fn check_node(
+    c: &Cluster,
+    node: &NodePlan,
+    s: &NsState,
+    vtep: Option<&VtepState>,
+    p: &mut Vec<String>,
+) {
     link_up(s, "lo", None, "", p);
     check_uplink(s, node.underlay_ip, &node.underlay_mac, p);
-    for other in c.plan.nodes.iter().filter(|o| o.name != node.name) {
-        if !s.has_route(other.pod_subnet, Some(other.underlay_ip), NODE_UPLINK) {
-            p.push(format!(
-                "no route {} via {} dev {NODE_UPLINK}",
-                other.pod_subnet, other.underlay_ip
-            ));
+    match c.plan.vtep(node) {
+        Some(want) => vxlan::check(&c.plan, node, &want, vtep, s, p),
+        None => {
+            for other in c.plan.nodes.iter().filter(|o| o.name != node.name) {
+                if !s.has_route(other.pod_subnet, Some(other.underlay_ip), NODE_UPLINK) {
+                    p.push(format!(
+                        "no route {} via {} dev {NODE_UPLINK}",
+                        other.pod_subnet, other.underlay_ip
+                    ));
+                }
+            }
         }
     }
     if let Some(router) = &c.plan.router {
@@ -206,20 +224,27 @@ fn check_node(c: &Cluster, node: &NodePlan, s: &NsState, p: &mut Vec<String>) {
     if pods.is_empty() {
         return;
     }
-    if link_up(s, BRIDGE, None, "", p).is_some() {
+    // The pod network's bridge (cni0 unless the scenario's CNI list names another).
+    let bridge = c.nodes[&node.name].networks.bridge.as_str();
+    if link_up(s, bridge, None, "", p).is_some() {
         want_addr(
             s,
-            BRIDGE,
+            bridge,
             net(node.gateway, node.pod_subnet.prefix_len()),
             p,
         );
-        if !s.has_route(node.pod_subnet, None, BRIDGE) {
-            p.push(format!("no route {} dev {BRIDGE}", node.pod_subnet));
+        if !s.has_route(node.pod_subnet, None, bridge) {
+            p.push(format!("no route {} dev {bridge}", node.pod_subnet));
         }
     }
     for h in pods {
-        for iface in h.cni_result.host_interfaces().filter(|i| i.name != BRIDGE) {
-            link_up(s, &iface.name, Some(BRIDGE), "", p);
+        // Not every host interface is a bridge port: bandwidth's ifb is not.
+        for iface in h
+            .cni_result
+            .wiring_interfaces()
+            .filter(|i| i.name != bridge)
+        {
+            link_up(s, &iface.name, Some(bridge), "", p);
         }
     }
 }
@@ -227,7 +252,14 @@ fn check_node(c: &Cluster, node: &NodePlan, s: &NsState, p: &mut Vec<String>) {
 fn check_pod(c: &Cluster, h: &PodHandle, s: &NsState, p: &mut Vec<String>) {
     link_up(s, "lo", None, "", p);
     want_addr(s, "lo", net(Ipv4Addr::LOCALHOST, 8), p);
-    link_up(s, "eth0", None, "", p);
+    if let Some(eth0) = link_up(s, "eth0", None, "", p)
+        && let (Some(max), Some(mtu)) = (c.plan.pod_mtu(), eth0.mtu)
+        && mtu > max
+    {
+        p.push(format!(
+            "eth0 has MTU {mtu}, more than the tunnel's {max}: big packets would not fit"
+        ));
+    }
     let node = c.plan.node(&h.node).expect("pods sit on planned nodes");
     want_addr(s, "eth0", net(h.ip, node.pod_subnet.prefix_len()), p);
     if !node.pod_subnet.contains(&h.ip) {

@@ -27,6 +27,9 @@ pub struct CacheEntry {
     /// CNI_ARGS pairs as given to the plugin.
     #[serde(default)]
     pub cni_args: Vec<(String, String)>,
+    /// runtimeConfig values by capability name, as libcni caches them.
+    #[serde(default)]
+    pub capability_args: serde_json::Map<String, Value>,
     /// knetlab's addition: the node namespace the plugin ran in (never the root one).
     pub node_netns: String,
     /// knetlab's addition: names for messages (`ns/name` and the node).
@@ -46,6 +49,7 @@ impl CacheEntry {
             network_name: list.name.clone(),
             netns: rt.netns.display().to_string(),
             cni_args: rt.args.clone(),
+            capability_args: rt.capability_args.clone(),
             node_netns: rt.node_netns.clone(),
             pod: rt.pod.clone(),
             node: rt.node.clone(),
@@ -63,6 +67,7 @@ impl CacheEntry {
             netns: PathBuf::from(&self.netns),
             ifname: self.if_name.clone(),
             args: self.cni_args.clone(),
+            capability_args: self.capability_args.clone(),
             node_netns: self.node_netns.clone(),
             pod: self.pod.clone(),
             node: self.node.clone(),

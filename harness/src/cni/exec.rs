@@ -2,7 +2,18 @@
 //! started inside the node's namespace with the CNI_* variables in its environment and
 //! its configuration (with `name`, `cniVersion` and `prevResult` injected) on stdin.
 //! ADD chains each plugin's result into the next; CHECK and DEL hand every plugin the
-//! cached result, and DEL walks the list backwards.
+//! cached result, and DEL walks the list backwards. Plugins that declare a capability
+//! (`capabilities: {portMappings: true}`) get the runtime's value for it as
+//! `runtimeConfig`, on every command, and no others do.
+//!
+//! Debian's plugins (v1.1.1) have two CHECK bugs that fire on healthy attachments; CHECK
+//! recognises exactly those failures, reports them as [`CheckNote`]s and goes on with
+//! the next plugin (any other failure is an error):
+//! - portmap checks an IPv6 DNAT chain even for IPv4-only pods and fails with "could not
+//!   check ipv6 dnat: chain CNI-DN-… not found" (containernetworking/plugins#819). It
+//!   checks the IPv4 rules first, so reaching that message means they matched.
+//! - bandwidth dereferences a nil pointer when the pod has no bandwidth limits (its
+//!   runtimeConfig has none) and panics (containernetworking/plugins#1221).
 
 use std::io::Write;
 use std::path::Path;
@@ -30,7 +41,7 @@ pub fn add(
     check_node(node, rt, Command::Add, list)?;
     let mut prev: Option<Value> = None;
     for i in 0..list.plugins.len() {
-        let stdin = plugin_config(list, i, prev.as_ref());
+        let stdin = plugin_config(list, i, &rt.capability_args, prev.as_ref());
         let out = invoke(node, list.plugin_type(i), Command::Add, rt, &stdin)
             .map_err(|k| err(Command::Add, list.plugin_type(i), rt, k))?;
         let v: Value = serde_json::from_slice(&out).map_err(|e| {
@@ -74,7 +85,7 @@ pub fn del(
         .flatten()
         .map(|c| c.result);
     for i in (0..list.plugins.len()).rev() {
-        let stdin = plugin_config(list, i, cached.as_ref());
+        let stdin = plugin_config(list, i, &rt.capability_args, cached.as_ref());
         invoke(node, list.plugin_type(i), Command::Del, rt, &stdin)
             .map_err(|k| err(Command::Del, list.plugin_type(i), rt, k))?;
     }
@@ -101,17 +112,56 @@ pub fn del_cached(node: &Netns, entry: &CacheEntry, cache_dir: &Path) -> Result<
     del(node, &list, &rt, cache_dir)
 }
 
+/// What a CHECK that passed has to say: the known plugin bugs it stepped over, or why
+/// it did not run at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub notes: Vec<CheckNote>,
+    /// Set when the list was not checked (`disableCheck`, or a spec version before CHECK).
+    pub skipped: Option<String>,
+}
+
+/// A plugin whose CHECK failed with a known bug of its version, not a real problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckNote {
+    pub plugin: String,
+    pub pod: String,
+    pub node: String,
+    /// The upstream issue, e.g. `containernetworking/plugins#819`.
+    pub issue: &'static str,
+    /// What the plugin said and why it is that bug.
+    pub what: String,
+}
+
 /// CHECK: asks every plugin, in order, whether the attachment still matches the cached
-/// result. Not part of a normal run; useful when something looks wrong.
+/// result (passed to each as `prevResult`). A plugin failure that is one of the known
+/// bugs of Debian's 1.1.1 (see the module comment) becomes a note and the check goes on;
+/// any other failure is an error.
 pub fn check(
     node: &Netns,
     list: &ConfList,
     rt: &RuntimeConf,
     cache_dir: &Path,
-) -> Result<(), CniError> {
+) -> Result<CheckReport, CniError> {
     check_node(node, rt, Command::Check, list)?;
     if list.disable_check {
-        return Ok(());
+        return Ok(CheckReport {
+            skipped: Some(format!("network {} sets disableCheck", list.name)),
+            ..CheckReport::default()
+        });
+    }
+    if matches!(
+        list.cni_version.as_str(),
+        "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1"
+    ) {
+        // libcni refuses too: CHECK came with spec 0.4.0.
+        return Ok(CheckReport {
+            skipped: Some(format!(
+                "network {} is cniVersion {}, and CHECK came with 0.4.0",
+                list.name, list.cni_version
+            )),
+            ..CheckReport::default()
+        });
     }
     let cached = cache::read(cache_dir, &rt.container_id, &rt.ifname)
         .map_err(|e| {
@@ -130,20 +180,85 @@ pub fn check(
                 CniErrorKind::Cache("no cached result to check against".into()),
             )
         })?;
+    let mut report = CheckReport::default();
     for i in 0..list.plugins.len() {
-        let stdin = plugin_config(list, i, Some(&cached.result));
-        invoke(node, list.plugin_type(i), Command::Check, rt, &stdin)
-            .map_err(|k| err(Command::Check, list.plugin_type(i), rt, k))?;
+        let plugin = list.plugin_type(i);
+        let stdin = plugin_config(list, i, &rt.capability_args, Some(&cached.result));
+        match invoke(node, plugin, Command::Check, rt, &stdin) {
+            Ok(_) => {}
+            Err(kind) => match known_check_bug(plugin, rt, &kind) {
+                Some((issue, what)) => report.notes.push(CheckNote {
+                    plugin: plugin.to_string(),
+                    pod: rt.pod.clone(),
+                    node: rt.node.clone(),
+                    issue,
+                    what,
+                }),
+                None => return Err(err(Command::Check, plugin, rt, kind)),
+            },
+        }
     }
-    Ok(())
+    Ok(report)
+}
+
+/// Whether a CHECK failure is exactly one of the known bugs of Debian's plugins.
+fn known_check_bug(
+    plugin: &str,
+    rt: &RuntimeConf,
+    kind: &CniErrorKind,
+) -> Option<(&'static str, String)> {
+    match (plugin, kind) {
+        ("portmap", CniErrorKind::Plugin(e))
+            if e.msg
+                .starts_with("could not check ipv6 dnat: chain CNI-DN-")
+                && e.msg.ends_with("not found in iptables table nat") =>
+        {
+            Some((
+                "containernetworking/plugins#819",
+                format!(
+                    "\"{}\": the pod has no IPv6 address; the IPv4 rules were checked first and match",
+                    e.msg
+                ),
+            ))
+        }
+        ("bandwidth", CniErrorKind::Failed { output, .. })
+            if !rt.capability_args.contains_key("bandwidth")
+                && output.contains("nil pointer dereference")
+                && output.contains("main.cmdCheck") =>
+        {
+            Some((
+                "containernetworking/plugins#1221",
+                "the plugin panics (nil pointer) when the pod has no bandwidth limits to check"
+                    .to_string(),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The plugin's stdin: its own configuration plus the list's `name` and `cniVersion`,
-/// and `prevResult` when there is one.
-pub fn plugin_config(list: &ConfList, i: usize, prev: Option<&Value>) -> Value {
+/// `runtimeConfig` with the runtime's values for the capabilities the plugin declares
+/// (libcni's injectRuntimeConfig), and `prevResult` when there is one.
+pub fn plugin_config(
+    list: &ConfList,
+    i: usize,
+    capability_args: &Map<String, Value>,
+    prev: Option<&Value>,
+) -> Value {
     let mut conf: Map<String, Value> = list.plugins[i].clone();
     conf.insert("name".into(), Value::String(list.name.clone()));
     conf.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+    let runtime_config: Map<String, Value> = conf
+        .get("capabilities")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, on)| on.as_bool() == Some(true))
+        .filter_map(|(cap, _)| capability_args.get(cap).map(|v| (cap.clone(), v.clone())))
+        .collect();
+    if !runtime_config.is_empty() {
+        conf.insert("runtimeConfig".into(), Value::Object(runtime_config));
+    }
     if let Some(p) = prev {
         conf.insert("prevResult".into(), p.clone());
     }
@@ -257,15 +372,99 @@ mod tests {
             "plugins": [{"type": "bridge", "bridge": "cni0"}, {"type": "portmap"}]
         }))
         .unwrap();
-        let first = plugin_config(&list, 0, None);
+        let none = Map::new();
+        let first = plugin_config(&list, 0, &none, None);
         assert_eq!(
             first,
             json!({"type": "bridge", "bridge": "cni0", "name": "net", "cniVersion": "1.0.0"})
         );
         let prev = json!({"cniVersion": "1.0.0", "ips": []});
-        let second = plugin_config(&list, 1, Some(&prev));
+        let second = plugin_config(&list, 1, &none, Some(&prev));
         assert_eq!(second["prevResult"], prev);
         assert_eq!(second["type"], "portmap");
         assert_eq!(second["name"], "net");
+    }
+
+    #[test]
+    fn runtime_config_goes_only_to_plugins_that_declare_the_capability() {
+        let list = ConfList::from_value(&json!({
+            "cniVersion": "1.0.0", "name": "net",
+            "plugins": [
+                {"type": "bridge"},
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true, "portMappings": false}}
+            ]
+        }))
+        .unwrap();
+        let mut args = Map::new();
+        args.insert(
+            "portMappings".into(),
+            json!([{"hostPort": 30080, "containerPort": 80, "protocol": "tcp"}]),
+        );
+        assert!(
+            plugin_config(&list, 0, &args, None)
+                .get("runtimeConfig")
+                .is_none()
+        );
+        assert_eq!(
+            plugin_config(&list, 1, &args, None)["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 30080, "containerPort": 80, "protocol": "tcp"}]})
+        );
+        // Declared false, or declared but the runtime has no value: nothing injected.
+        assert!(
+            plugin_config(&list, 2, &args, None)
+                .get("runtimeConfig")
+                .is_none()
+        );
+        args.insert(
+            "bandwidth".into(),
+            json!({"ingressRate": 10_000_000, "ingressBurst": 4_294_967_295u64}),
+        );
+        assert_eq!(
+            plugin_config(&list, 2, &args, None)["runtimeConfig"],
+            json!({"bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 4_294_967_295u64}})
+        );
+    }
+
+    #[test]
+    fn only_the_known_check_bugs_are_forgiven() {
+        let rt = |caps: &[&str]| RuntimeConf {
+            container_id: "c".into(),
+            netns: "/var/run/netns/p".into(),
+            ifname: "eth0".into(),
+            args: vec![],
+            capability_args: caps.iter().map(|c| (c.to_string(), json!({}))).collect(),
+            node_netns: "n".into(),
+            pod: "x/a".into(),
+            node: "n1".into(),
+        };
+        let plugin_err = |msg: &str| {
+            CniErrorKind::Plugin(PluginError {
+                code: 999,
+                msg: msg.into(),
+                details: String::new(),
+            })
+        };
+        // What portmap 1.1.1 printed on this machine (this-machine.md §2).
+        let v6 = plugin_err(
+            "could not check ipv6 dnat: chain CNI-DN-e3d126b67ffecee947ca9 not found in iptables table nat",
+        );
+        assert_eq!(
+            known_check_bug("portmap", &rt(&[]), &v6).unwrap().0,
+            "containernetworking/plugins#819"
+        );
+        assert!(known_check_bug("bridge", &rt(&[]), &v6).is_none());
+        let v4 = plugin_err("could not check ipv4 dnat: rule [...] in chain CNI-DN-e3d1 not found");
+        assert!(known_check_bug("portmap", &rt(&[]), &v4).is_none());
+        let panic = CniErrorKind::Failed {
+            status: "exit status: 2".into(),
+            output: "panic: runtime error: invalid memory address or nil pointer dereference\n\ngoroutine 1 [running]:\nmain.cmdCheck(0xc0000bc770)".into(),
+        };
+        assert_eq!(
+            known_check_bug("bandwidth", &rt(&[]), &panic).unwrap().0,
+            "containernetworking/plugins#1221"
+        );
+        // With limits to check, a panic is not the known bug.
+        assert!(known_check_bug("bandwidth", &rt(&["bandwidth"]), &panic).is_none());
     }
 }

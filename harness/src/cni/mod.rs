@@ -6,13 +6,16 @@
 
 use std::path::PathBuf;
 
+use serde_json::{Map, Value};
+
 pub mod cache;
+pub mod capabilities;
 pub mod conflist;
 pub mod exec;
 pub mod result;
 
 pub use conflist::{ConfList, NodeDirs, NodeNetworks};
-pub use exec::{add, check, del, del_cached};
+pub use exec::{CheckNote, CheckReport, add, check, del, del_cached};
 pub use result::{CniResult, PluginError};
 
 /// Where Debian's containernetworking-plugins live (CNI_PATH).
@@ -52,6 +55,10 @@ pub struct RuntimeConf {
     pub ifname: String,
     /// `CNI_ARGS` pairs (containerd passes the pod's namespace and name this way).
     pub args: Vec<(String, String)>,
+    /// libcni's `CapabilityArgs`: runtimeConfig values by capability name
+    /// (`portMappings`, `bandwidth`), injected only into plugins that declare the
+    /// capability, on every command.
+    pub capability_args: Map<String, Value>,
     /// The node namespace the plugin runs in (its current namespace; `cni0` lives there).
     pub node_netns: String,
     /// `ns/name`, for messages.

@@ -123,6 +123,20 @@ impl CniResult {
     pub fn host_interfaces(&self) -> impl Iterator<Item = &Interface> {
         self.interfaces.iter().filter(|i| i.sandbox.is_none())
     }
+
+    /// The host-side interfaces of the first plugin of a chain (the bridge and the pod's
+    /// veth): the ones listed before its first sandbox interface. Chained plugins append
+    /// theirs after it (bandwidth's `ifb`, which is no bridge port).
+    pub fn wiring_interfaces(&self) -> impl Iterator<Item = &Interface> {
+        let first_sandbox = self
+            .interfaces
+            .iter()
+            .position(|i| i.sandbox.is_some())
+            .unwrap_or(self.interfaces.len());
+        self.interfaces[..first_sandbox]
+            .iter()
+            .filter(|i| i.sandbox.is_none())
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +164,19 @@ mod tests {
         assert_eq!(gw, Some(Ipv4Addr::new(10, 244, 1, 1)));
         let host: Vec<&str> = r.host_interfaces().map(|i| i.name.as_str()).collect();
         assert_eq!(host, ["cni0", "vethfae7aece"]);
+        let mut chained = r.clone();
+        chained.interfaces.push(Interface {
+            name: "bwpe3d126b67ffe".into(),
+            mac: String::new(),
+            mtu: None,
+            sandbox: None,
+            extra: Default::default(),
+        });
+        let wiring: Vec<&str> = chained
+            .wiring_interfaces()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(wiring, ["cni0", "vethfae7aece"]);
         assert_eq!(r.routes[0].dst.to_string(), "0.0.0.0/0");
         assert!(r.ipv4_of("lo").is_some(), "falls back to a sandbox address");
     }

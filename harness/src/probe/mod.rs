@@ -40,6 +40,7 @@ mod sctp;
 mod server;
 mod sock;
 mod tcp;
+pub mod throughput;
 mod udp;
 
 /// What one pod (or external host) serves.
@@ -122,9 +123,10 @@ pub struct ProbeTask {
     pub client: Netns,
     pub dst: Ipv4Addr,
     pub port: PortProto,
-    /// The `ns/name` that must answer for the probe to count as allowed; `None` accepts
-    /// any server (e.g. a host outside the cluster, or any endpoint of a service).
-    pub expect_answer_from: Option<String>,
+    /// Who may answer for the probe to count as allowed (`ns/name`, `host/NAME`): the
+    /// pod probed, or any endpoint of the Service probed; empty accepts any server. An
+    /// answer from anyone else is an error (the cluster misrouted the probe).
+    pub expect_answer_from: Vec<String>,
 }
 
 /// How probes run.

@@ -62,25 +62,40 @@ pub fn measurement(outcome: Outcome, detail: impl Into<String>, elapsed: Duratio
     }
 }
 
-/// The measurement for a reply that came back: allowed when the expected pod (or, with no
-/// expectation, anyone) answered; an error when the reply is unreadable or another pod
-/// answered, since that is the cluster misrouting rather than a policy verdict.
-pub fn answered(bytes: &[u8], expect: Option<&str>, elapsed: Duration) -> Measurement {
+/// The measurement for a reply that came back: allowed when one of the expected servers
+/// (`expect`; empty = anyone) answered; an error when the reply is unreadable or another
+/// server answered, since that is the cluster misrouting rather than a policy verdict.
+/// A probe to a pod expects that pod; a probe to a Service's cluster IP expects any of
+/// the Service's endpoints.
+pub fn answered(bytes: &[u8], expect: &[String], elapsed: Duration) -> Measurement {
     match parse_reply(bytes) {
         Err(e) => measurement(Outcome::Error, e, elapsed),
         Ok(reply) => {
-            let mut m = match expect {
-                Some(want) if want != reply.answered_by => measurement(
+            let mut m = if expect.is_empty() || expect.contains(&reply.answered_by) {
+                measurement(Outcome::Allowed, "", elapsed)
+            } else {
+                measurement(
                     Outcome::Error,
-                    format!("answered by {}, expected {want}", reply.answered_by),
+                    format!(
+                        "answered by {}, expected {}",
+                        reply.answered_by,
+                        expected_words(expect)
+                    ),
                     elapsed,
-                ),
-                _ => measurement(Outcome::Allowed, "", elapsed),
+                )
             };
             m.answered_by = Some(reply.answered_by);
             m.seen_source = Some(reply.seen_source);
             m
         }
+    }
+}
+
+/// `x/a`, or `one of x/a, x/b` for several.
+pub fn expected_words(expect: &[String]) -> String {
+    match expect {
+        [one] => one.clone(),
+        many => format!("one of {}", many.join(", ")),
     }
 }
 
@@ -235,16 +250,32 @@ mod tests {
     #[test]
     fn the_right_pod_answering_is_allowed_and_another_is_an_error() {
         let line = reply_line("x/a", POD);
-        let ok = answered(line.as_bytes(), Some("x/a"), Duration::from_micros(90));
+        let ok = answered(line.as_bytes(), &["x/a".into()], Duration::from_micros(90));
         assert_eq!(ok.outcome, Outcome::Allowed);
         assert_eq!(ok.seen_source, Some(POD));
         assert_eq!(ok.elapsed_us, 90);
-        let any = answered(line.as_bytes(), None, Duration::ZERO);
+        let any = answered(line.as_bytes(), &[], Duration::ZERO);
         assert_eq!(any.outcome, Outcome::Allowed);
-        let wrong = answered(line.as_bytes(), Some("y/b"), Duration::ZERO);
+        let wrong = answered(line.as_bytes(), &["y/b".into()], Duration::ZERO);
         assert_eq!(wrong.outcome, Outcome::Error);
         assert_eq!(wrong.answered_by.as_deref(), Some("x/a"));
         assert!(wrong.detail.contains("expected y/b"), "{}", wrong.detail);
+        // A Service: any of its endpoints may answer, nobody else.
+        let backends = ["x/b".to_string(), "x/a".to_string()];
+        let svc = answered(line.as_bytes(), &backends, Duration::ZERO);
+        assert_eq!(svc.outcome, Outcome::Allowed);
+        let stray = answered(line.as_bytes(), &backends[..1], Duration::ZERO);
+        assert_eq!(stray.outcome, Outcome::Error);
+        let two = answered(
+            line.as_bytes(),
+            &["y/a".into(), "y/b".into()],
+            Duration::ZERO,
+        );
+        assert!(
+            two.detail.contains("expected one of y/a, y/b"),
+            "{}",
+            two.detail
+        );
     }
 
     #[test]

@@ -363,13 +363,16 @@ pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
     let elapsed = start.elapsed();
     match answer {
         Ok(Answer::InitAck(Some(cookie))) => {
-            outcome::answered(&cookie, task.expect_answer_from.as_deref(), elapsed)
+            outcome::answered(&cookie, &task.expect_answer_from, elapsed)
         }
-        Ok(Answer::InitAck(None)) => match task.expect_answer_from {
-            None => measurement(Outcome::Allowed, "INIT-ACK without a state cookie", elapsed),
-            Some(ref want) => measurement(
+        Ok(Answer::InitAck(None)) => match task.expect_answer_from.as_slice() {
+            [] => measurement(Outcome::Allowed, "INIT-ACK without a state cookie", elapsed),
+            want => measurement(
                 Outcome::Error,
-                format!("INIT-ACK without a state cookie, expected {want} to answer"),
+                format!(
+                    "INIT-ACK without a state cookie, expected {} to answer",
+                    outcome::expected_words(want)
+                ),
                 elapsed,
             ),
         },

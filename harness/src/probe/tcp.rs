@@ -71,7 +71,7 @@ pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
     let line = tokio::time::timeout(deadline, read_line(&sock)).await;
     let elapsed = start.elapsed();
     match line {
-        Ok(Ok(line)) => outcome::answered(&line, task.expect_answer_from.as_deref(), elapsed),
+        Ok(Ok(line)) => outcome::answered(&line, &task.expect_answer_from, elapsed),
         Ok(Err(e)) => measurement(
             Outcome::Error,
             format!("connected, then reading the reply failed: {e}"),

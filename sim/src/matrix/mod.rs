@@ -2,6 +2,7 @@
 //! predicted, and the Cyclonus-style truth tables (`.` reachable, `X` not) and diffs that
 //! show them. Pure data and text; the harness fills the measurements in.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -11,7 +12,7 @@ use crate::scenario::Peer;
 
 mod table;
 
-pub use table::{LEGEND, Tally, render_step, render_tables, tally};
+pub use table::{LEGEND, LEGEND_MIXED, Tally, render_spread, render_step, render_tables, tally};
 
 /// What one probe observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -99,9 +100,98 @@ pub struct Cell {
     /// Whether this cell is checked against `expected` (self cells only with `loopback: check`).
     pub asserted: bool,
     pub measured: Measurement,
-    /// The oracle's prediction and its reasoning, when an oracle ran.
+    /// The oracle's prediction and its reasoning, when an oracle ran. For a Service
+    /// cell whose backends disagree ("mixed"), `None`: see [`ServiceCell`].
     pub oracle: Option<Verdict>,
     pub reason: Option<String>,
+    /// When the server is a Service (`svc/NS/NAME:PORT`): its backends as the oracle
+    /// sees them and how the probes spread over them. `measured` is then one of the
+    /// probes (the first that shows a problem, else the first).
+    pub service: Option<ServiceCell>,
+}
+
+/// The Service side of a cell: kube-proxy picks a backend per new connection, so a
+/// cell is a set of probes, each answered by one backend or by none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ServiceCell {
+    /// Every backend the connection may land on (`ns/pod`, `host/NAME` or `ip:port`)
+    /// with the oracle's verdict for it. Empty when kube-proxy rejects or drops the
+    /// connection (no endpoints).
+    pub backends: Vec<(String, Verdict)>,
+    pub spread: Spread,
+}
+
+/// How the probes of one cell came out: who answered how often, and how many probes
+/// nobody answered, by outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Spread {
+    pub answered: BTreeMap<String, usize>,
+    pub unanswered: BTreeMap<Outcome, usize>,
+}
+
+impl Spread {
+    /// Counts one probe.
+    pub fn add(&mut self, m: &Measurement) {
+        match (&m.answered_by, m.outcome) {
+            (Some(who), Outcome::Allowed) => *self.answered.entry(who.clone()).or_default() += 1,
+            (_, outcome) => *self.unanswered.entry(outcome).or_default() += 1,
+        }
+    }
+
+    pub fn probes(&self) -> usize {
+        self.answered.values().sum::<usize>() + self.unanswered.values().sum::<usize>()
+    }
+
+    /// Probes some backend answered.
+    pub fn reached(&self) -> usize {
+        self.answered.values().sum()
+    }
+}
+
+impl ServiceCell {
+    /// The problem with the probes of this cell, if any, given the cell's verdicts: an
+    /// answer from a backend the oracle says is denied, any answer where every backend is
+    /// denied (`want` = Deny), any unanswered probe where every backend allows (`want` =
+    /// Allow). A mixed cell (`want` = None) only checks the answers.
+    fn problem(&self, want: Option<Verdict>, what: &str) -> Option<String> {
+        let n = self.spread.probes();
+        if let Some(errors) = self.spread.unanswered.get(&Outcome::Error) {
+            return Some(format!("{errors} of {n} probes could not be measured"));
+        }
+        for (who, count) in &self.spread.answered {
+            match self.backends.iter().find(|(b, _)| b == who) {
+                None => return Some(format!("answered by {who}, which is not a backend")),
+                Some((_, Verdict::Deny)) => {
+                    return Some(format!(
+                        "{who} answered {count} of {n} probes, but the oracle says policy denies that backend"
+                    ));
+                }
+                Some((_, Verdict::Allow)) => {}
+            }
+        }
+        let reached = self.spread.reached();
+        match want {
+            Some(Verdict::Allow) if reached < n => Some(format!(
+                "{what} says allow, but {} of {n} probes got no answer ({})",
+                n - reached,
+                self.unanswered_words()
+            )),
+            Some(Verdict::Deny) if reached > 0 => Some(format!(
+                "{what} says deny, but {reached} of {n} probes were answered"
+            )),
+            _ => None,
+        }
+    }
+
+    fn unanswered_words(&self) -> String {
+        let parts: Vec<String> = self
+            .spread
+            .unanswered
+            .iter()
+            .map(|(o, c)| format!("{c} {}", o.as_str()))
+            .collect();
+        parts.join(", ")
+    }
 }
 
 impl Cell {
@@ -117,30 +207,51 @@ impl Cell {
         }
     }
 
+    /// Whether what was measured is what the oracle predicts (the probe loop waits for
+    /// this in every cell: the time to enforce). A mixed Service cell agrees when every
+    /// answer came from a backend predicted to allow.
+    pub fn agrees_with_oracle(&self) -> bool {
+        match &self.service {
+            Some(svc) => svc.problem(self.oracle, "the oracle").is_none(),
+            None => self.measured.outcome.verdict() == self.oracle,
+        }
+    }
+
     /// A problem with this cell, if any: measured against expected, measured against
     /// oracle, or a measurement error.
     pub fn mismatch(&self) -> Option<String> {
+        if let Some(svc) = &self.service {
+            if self.asserted
+                && let Some(exp) = self.expected
+                && let Some(p) = svc.problem(Some(exp), "the scenario")
+            {
+                return Some(p);
+            }
+            return svc.problem(self.oracle, "the oracle");
+        }
         let verdict = self.measured.outcome.verdict();
         if self.measured.outcome == Outcome::Error {
             return Some(format!("measurement error: {}", self.measured.detail));
         }
         if self.asserted {
             if let Some(exp) = self.expected
-                && Some(exp) != verdict {
-                    return Some(format!(
-                        "expected {}, measured {}",
-                        verdict_word(exp),
-                        self.measured.outcome.as_str()
-                    ));
-                }
+                && Some(exp) != verdict
+            {
+                return Some(format!(
+                    "expected {}, measured {}",
+                    verdict_word(exp),
+                    self.measured.outcome.as_str()
+                ));
+            }
             if let Some(or) = self.oracle
-                && Some(or) != verdict {
-                    return Some(format!(
-                        "oracle says {}, measured {}",
-                        verdict_word(or),
-                        self.measured.outcome.as_str()
-                    ));
-                }
+                && Some(or) != verdict
+            {
+                return Some(format!(
+                    "oracle says {}, measured {}",
+                    verdict_word(or),
+                    self.measured.outcome.as_str()
+                ));
+            }
         }
         None
     }

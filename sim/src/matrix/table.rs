@@ -15,11 +15,27 @@ use super::{Cell, Outcome, StepResult};
 pub const LEGEND: &str =
     ". reachable   X not reachable   ? measurement error   - not probed   * wrong (see below)";
 
+/// The extra legend line when some Service cell was reached by only some of its probes.
+pub const LEGEND_MIXED: &str = "~ some probes reached a backend, some did not (a Service whose backends are judged differently)";
+
 fn symbol(cell: &Cell) -> String {
-    let s = match cell.measured.outcome {
-        Outcome::Allowed => ".",
-        Outcome::Refused | Outcome::Dropped | Outcome::Rejected => "X",
-        Outcome::Error => "?",
+    let s = match (&cell.service, cell.measured.outcome) {
+        (Some(svc), _) if svc.spread.unanswered.contains_key(&Outcome::Error) => "?",
+        (Some(svc), _)
+            if svc.spread.reached() > 0 && svc.spread.reached() < svc.spread.probes() =>
+        {
+            "~"
+        }
+        (Some(svc), _) if svc.spread.probes() > 0 => {
+            if svc.spread.reached() > 0 {
+                "."
+            } else {
+                "X"
+            }
+        }
+        (_, Outcome::Allowed) => ".",
+        (_, Outcome::Refused | Outcome::Dropped | Outcome::Rejected) => "X",
+        (_, Outcome::Error) => "?",
     };
     if cell.mismatch().is_some() {
         format!("{s}*")
@@ -92,10 +108,73 @@ pub fn tally(step: &StepResult) -> Tally {
     t
 }
 
+/// Per Service cell probed more than once (`--repeat`): how the probes spread over the
+/// backends, with the oracle's verdict for each, and how many got no answer.
+pub fn render_spread(step: &StepResult) -> String {
+    let mut out = String::new();
+    for c in &step.cells {
+        let Some(svc) = &c.service else { continue };
+        let n = svc.spread.probes();
+        if n < 2 {
+            continue;
+        }
+        let oracle = match c.oracle {
+            Some(super::Verdict::Allow) => "every backend allowed".to_string(),
+            Some(super::Verdict::Deny) if svc.backends.is_empty() => "no backend".to_string(),
+            Some(super::Verdict::Deny) => "every backend denied".to_string(),
+            None => format!(
+                "mixed: {} of {} backends allowed",
+                svc.backends
+                    .iter()
+                    .filter(|(_, v)| *v == super::Verdict::Allow)
+                    .count(),
+                svc.backends.len()
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  {} -> {} {} ({n} probes, oracle: {oracle})",
+            c.from, c.to, c.port
+        );
+        let mut rows: Vec<(String, usize, &str)> = svc
+            .backends
+            .iter()
+            .map(|(b, v)| {
+                let count = svc.spread.answered.get(b).copied().unwrap_or(0);
+                let word = match v {
+                    super::Verdict::Allow => "allow",
+                    super::Verdict::Deny => "deny",
+                };
+                (b.clone(), count, word)
+            })
+            .collect();
+        for (who, count) in &svc.spread.answered {
+            if !svc.backends.iter().any(|(b, _)| b == who) {
+                rows.push((who.clone(), *count, "not a backend"));
+            }
+        }
+        for (outcome, count) in &svc.spread.unanswered {
+            rows.push((format!("({})", outcome.as_str()), *count, "no answer"));
+        }
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        for (who, count, word) in rows {
+            let _ = writeln!(out, "    {who:<w$}  {count:>4}  {word}");
+        }
+    }
+    out
+}
+
 /// The tables, the list of wrong cells, and a summary line.
 pub fn render_step(step: &StepResult) -> String {
     let mut out = render_tables(step);
     let _ = writeln!(out, "{LEGEND}");
+    if step.cells.iter().any(|c| symbol(c).starts_with('~')) {
+        let _ = writeln!(out, "{LEGEND_MIXED}");
+    }
+    let spread = render_spread(step);
+    if !spread.is_empty() {
+        let _ = writeln!(out, "\nspread over backends:\n{}", spread.trim_end());
+    }
     let wrong: Vec<_> = step.mismatches().collect();
     if !wrong.is_empty() {
         let _ = writeln!(out, "\nwrong cells:");
@@ -181,6 +260,7 @@ mod tests {
             },
             oracle: None,
             reason: None,
+            service: None,
         }
     }
 
@@ -213,5 +293,88 @@ node/n1  X    -
             text.contains("initial: 4 probes, 2 correct, 1 wrong, 1 not asserted"),
             "{text}"
         );
+    }
+
+    /// A Service cell from a list of probes (`Some(backend)` answered, `None` rejected).
+    fn service_cell(
+        backends: &[(&str, Verdict)],
+        oracle: Option<Verdict>,
+        probes: &[Option<&str>],
+    ) -> Cell {
+        let mut c = cell("x/a", "svc/x/web:80", Outcome::Allowed, None);
+        let mut spread = crate::matrix::Spread::default();
+        for p in probes {
+            let m = Measurement {
+                outcome: if p.is_some() {
+                    Outcome::Allowed
+                } else {
+                    Outcome::Rejected
+                },
+                answered_by: p.map(str::to_string),
+                ..c.measured.clone()
+            };
+            spread.add(&m);
+        }
+        c.oracle = oracle;
+        c.service = Some(crate::matrix::ServiceCell {
+            backends: backends.iter().map(|(b, v)| (b.to_string(), *v)).collect(),
+            spread,
+        });
+        c
+    }
+
+    #[test]
+    fn service_cells_are_checked_probe_by_probe_against_their_backends() {
+        use Verdict::{Allow, Deny};
+        let both = [("x/b", Allow), ("x/c", Allow)];
+        let ok = service_cell(&both, Some(Allow), &[Some("x/b"), Some("x/c"), Some("x/b")]);
+        assert_eq!(ok.mismatch(), None);
+        assert!(ok.agrees_with_oracle());
+        assert_eq!(symbol(&ok), ".");
+        let lost = service_cell(&both, Some(Allow), &[Some("x/b"), None]);
+        let why = lost.mismatch().unwrap();
+        assert!(
+            why.contains("1 of 2 probes got no answer (1 rejected)"),
+            "{why}"
+        );
+        assert!(!lost.agrees_with_oracle());
+        // Mixed: rejections are fine, an answer from the denied backend is not.
+        let mixed = [("x/b", Allow), ("x/c", Deny)];
+        let fine = service_cell(&mixed, None, &[Some("x/b"), None, Some("x/b")]);
+        assert_eq!(fine.mismatch(), None);
+        assert_eq!(symbol(&fine), "~");
+        let leak = service_cell(&mixed, None, &[Some("x/c")]);
+        let why = leak.mismatch().unwrap();
+        assert!(why.contains("x/c answered 1 of 1 probes"), "{why}");
+        assert_eq!(symbol(&leak), ".*");
+        // No endpoints: every probe must fail.
+        let none = service_cell(&[], Some(Deny), &[None, None]);
+        assert_eq!(none.mismatch(), None);
+        assert_eq!(symbol(&none), "X");
+        // The scenario's expectation is checked the same way.
+        let mut expected = service_cell(&both, Some(Allow), &[Some("x/b")]);
+        expected.expected = Some(Deny);
+        assert!(
+            expected
+                .mismatch()
+                .unwrap()
+                .contains("the scenario says deny")
+        );
+
+        let step = StepResult {
+            name: "s".into(),
+            cells: vec![fine],
+        };
+        let text = render_step(&step);
+        assert!(text.contains(LEGEND_MIXED), "{text}");
+        assert!(
+            text.contains(
+                "x/a -> svc/x/web:80 TCP/80 (3 probes, oracle: mixed: 1 of 2 backends allowed)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("    x/b            2  allow\n"), "{text}");
+        assert!(text.contains("    x/c            0  deny\n"), "{text}");
+        assert!(text.contains("    (rejected)     1  no answer\n"), "{text}");
     }
 }

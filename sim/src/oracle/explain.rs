@@ -38,6 +38,14 @@ pub enum Case {
     Unknown(String),
     /// Both ends checked against the policies; both must allow.
     Checked { egress: Side, ingress: Side },
+    /// A pod reaching itself through a Service (hairpin): the packet goes out to the
+    /// node and comes back DNATed to the pod's own address, so the enforcer does see it.
+    /// NetworkPolicy does not say what applies to a pod's traffic to itself; kube-router
+    /// (and knetlab's enforcer, which follows its layout) sends it through the pod's one
+    /// firewall chain, where the pod's egress rules (`-s` the pod) and its ingress rules
+    /// (`-d` the pod) both match and either one allowing marks it allowed: it passes when
+    /// egress **or** ingress allows.
+    Hairpin { egress: Side, ingress: Side },
 }
 
 impl Case {
@@ -47,6 +55,9 @@ impl Case {
             Case::Unknown(_) => Verdict::Deny,
             Case::Checked { egress, ingress } => {
                 Verdict::from_allowed(egress.allowed() && ingress.allowed())
+            }
+            Case::Hairpin { egress, ingress } => {
+                Verdict::from_allowed(egress.allowed() || ingress.allowed())
             }
         }
     }
@@ -355,6 +366,11 @@ impl Explanation {
                     ingress.short()
                 )
             }
+            Case::Hairpin { egress, ingress } => format!(
+                "{v}: hairpin through the node, either direction suffices: egress {}; ingress {}",
+                egress.short(),
+                ingress.short()
+            ),
         }
     }
 }
@@ -431,6 +447,31 @@ impl fmt::Display for Explanation {
                 self.to
             ),
             Case::Unknown(what) => write!(f, "{what}, so nothing can answer."),
+            Case::Hairpin { egress, ingress } => {
+                writeln!(
+                    f,
+                    "{} reaches itself through a Service: the connection leaves the pod, the node \
+                     DNATs it back to the pod's own address, and the enforcer sees it. NetworkPolicy \
+                     leaves a pod's traffic to itself undefined; kube-router's layout runs it through \
+                     the pod's one firewall chain, where its egress and its ingress rules both apply \
+                     and either one allowing is enough.",
+                    self.to
+                )?;
+                writeln!(f, "{egress}")?;
+                writeln!(f, "{ingress}")?;
+                match (egress.allowed(), ingress.allowed()) {
+                    (false, false) => write!(f, "Neither direction allows it."),
+                    (true, true) => write!(f, "Both directions allow it."),
+                    (true, false) => write!(
+                        f,
+                        "Its egress allows it, which is enough here, although its ingress would not."
+                    ),
+                    (false, true) => write!(
+                        f,
+                        "Its ingress allows it, which is enough here, although its egress would not."
+                    ),
+                }
+            }
             Case::Checked { egress, ingress } => {
                 writeln!(f, "{egress}")?;
                 writeln!(f, "{ingress}")?;

@@ -8,7 +8,13 @@
 //! - the kubelet rule: a node reaches the pods it runs at all times; another node is just
 //!   an outside address (its underlay IP), which only `ipBlock`s or empty peers admit;
 //! - both ends: the client's egress and the server's ingress must each allow; replies
-//!   of an allowed connection are allowed (stateful), so a probe is one prediction.
+//!   of an allowed connection are allowed (stateful), so a probe is one prediction;
+//! - hairpin: a pod that reaches itself through a Service (DNATed back to its own
+//!   address) does pass the node; the enforcer (kube-router's layout: one firewall chain
+//!   per pod holding both its ingress and its egress rules) lets it through when either
+//!   direction allows, and so does the oracle ([`Case::Hairpin`]);
+//! - Services: see [`predict_service`], which predicts each backend with the rules
+//!   above and combines them.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,10 +26,12 @@ use crate::protocol::PortProto;
 use crate::scenario::{Peer, PolicyEngineKind};
 
 mod explain;
+mod service;
 #[cfg(test)]
 mod tests;
 
 pub use explain::{Case, Explanation, PolicyReport, RuleOutcome, RuleReport, Side, SideOutcome};
+pub use service::{BackendPrediction, ServiceFate, ServicePrediction, predict_service};
 
 /// What the oracle knows: the objects (resolved once), the engine and the nodes' addresses.
 #[derive(Debug, Clone)]
@@ -35,6 +43,8 @@ pub struct OracleContext<'a> {
     /// External host name → address (see [`OracleContext::with_hosts`]).
     pub host_addresses: BTreeMap<String, Ipv4Addr>,
     resolved: ResolvedPolicies,
+    /// Every service port with its endpoints, as kube-proxy sees them.
+    service_ports: Vec<crate::render::proxy_iptables::ServicePort>,
 }
 
 impl<'a> OracleContext<'a> {
@@ -50,6 +60,7 @@ impl<'a> OracleContext<'a> {
             node_addresses,
             host_addresses: BTreeMap::new(),
             resolved: policy::resolve(objects),
+            service_ports: crate::services::proxy_input::service_ports(objects),
         }
     }
 
@@ -80,8 +91,13 @@ impl Prediction {
 }
 
 /// Predicts whether `from` reaches `to` on `port`, and explains it.
+/// A Service target (`svc/...`) has no single verdict: see [`predict_service`].
 pub fn predict(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Prediction {
-    let case = decide(ctx, from, to, port);
+    let case = decide(ctx, from, to, port, Path::Direct);
+    prediction(from, to, port, case)
+}
+
+fn prediction(from: &Peer, to: &Peer, port: PortProto, case: Case) -> Prediction {
     let verdict = case.verdict();
     Prediction {
         verdict,
@@ -95,7 +111,18 @@ pub fn predict(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> 
     }
 }
 
-fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Case {
+/// How the connection reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// To the server's own address.
+    Direct,
+    /// To a Service's cluster IP, DNATed by the node's kube-proxy rules: even a pod
+    /// reaching itself this way leaves its namespace and comes back through the node
+    /// (hairpin), where the policies are enforced.
+    ViaNode,
+}
+
+fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Path) -> Case {
     let resolved = &ctx.resolved;
     let dest = match to {
         Peer::Pod(p) => match resolved.pod(p) {
@@ -107,6 +134,11 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Case 
             None => return Case::Unknown(format!("host {h} is not declared")),
         },
         Peer::Node(n) => return Case::Unknown(format!("node {n} serves nothing to probe")),
+        Peer::Service { .. } => {
+            return Case::Unknown(format!(
+                "{to} is a Service: which pod answers is kube-proxy's choice (see predict_service)"
+            ));
+        }
     };
     let source = match from {
         Peer::Pod(p) => match resolved.pod(p) {
@@ -121,13 +153,18 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Case 
             Some(ip) => Source::Host(h, *ip),
             None => return Case::Unknown(format!("host {h} is not declared")),
         },
+        Peer::Service { .. } => {
+            return Case::Unknown(format!("{from} is a Service: it cannot be a client"));
+        }
     };
     if ctx.engine == PolicyEngineKind::None {
         return Case::NoEnforcement;
     }
     // The client's egress.
     let egress = match (&source, &dest) {
-        (Source::Pod(p), Dest::Pod(d)) if p.pod == d.pod => return Case::Loopback,
+        (Source::Pod(p), Dest::Pod(d)) if p.pod == d.pod && path == Path::Direct => {
+            return Case::Loopback;
+        }
         (Source::Node(n, _), Dest::Pod(d)) if d.node.as_deref() == Some(n.as_str()) => {
             return Case::OwnNode { node: (*n).clone() };
         }
@@ -179,7 +216,11 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto) -> Case 
             port,
         ),
     };
-    Case::Checked { egress, ingress }
+    match (&source, &dest) {
+        // Only reachable through a Service: a pod DNATed back to itself.
+        (Source::Pod(p), Dest::Pod(d)) if p.pod == d.pod => Case::Hairpin { egress, ingress },
+        _ => Case::Checked { egress, ingress },
+    }
 }
 
 enum Source<'a> {

@@ -37,11 +37,20 @@
 //!   rendering ([`ProxyRules::incremental_restore`]).
 //! - The partial sync rewrites a service's chains when their rendered text changed
 //!   (kube-proxy: when the Service or its EndpointSlices changed); as in kube-proxy the
-//!   unit is the whole Service (`namespace/name`), all its ports together.
+//!   unit is the whole Service (`namespace/name`), all its ports together. In large
+//!   cluster mode kube-proxy skips the stale-chain search unless a sync period passed;
+//!   we always delete stale chains.
+//! - IPv4 only; no topology hints; no `--nodeport-addresses`.
+//!
+//! One correction to the reference's worked example (§1.17(a)): kube-proxy declares a
+//! service's `KUBE-EXT-` chain before its `KUBE-SVC-` chain (the EXT block of
+//! `syncProxyRules` comes first), so that is the order written here. The kernel state,
+//! and so `iptables-save`, is the same either way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use ipnet::Ipv4Net;
 
@@ -299,24 +308,49 @@ const FILTER_TOP_CHAINS: [&str; 5] = [
     KUBE_PROXY_FIREWALL,
 ];
 /// kube-proxy's nat-table chains written on every sync, in its order.
-const NAT_TOP_CHAINS: [&str; 4] = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ];
+const NAT_TOP_CHAINS: [&str; 4] = [
+    KUBE_SERVICES,
+    KUBE_NODEPORTS,
+    KUBE_POSTROUTING,
+    KUBE_MARK_MASQ,
+];
 
-/// The rendered rules of one service port, split the way a sync writes them.
+/// The rendered rules of one service port, split the way a sync writes them: byte
+/// ranges into the shared buffers of [`ProxyRules`] (one buffer per part rather than
+/// strings per service keeps rendering 10 000 services fast).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ServiceBlock {
-    /// `namespace/name`: the unit a partial sync rewrites.
-    service: String,
-    /// `ns/name:port` + protocol: identifies the port across renderings.
-    key: (String, Protocol),
+    /// `ns/name:port` (or `ns/name`): with the protocol, identifies the port across
+    /// renderings.
+    spn: String,
+    /// The length of the `ns/name` prefix of `spn`: the unit a partial sync rewrites.
+    service_len: usize,
+    protocol: Protocol,
     /// Rules in filter KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, KUBE-PROXY-FIREWALL and
     /// KUBE-NODEPORTS (always written).
-    filter_rules: String,
+    filter: Range<usize>,
     /// Rules in nat KUBE-SERVICES and KUBE-NODEPORTS (always written).
-    nat_top_rules: String,
-    /// The per-service nat chains (EXT, FW, SVC, SVL, SEP…) in the order declared.
-    chains: Vec<String>,
+    nat_top: Range<usize>,
+    /// Chain lines (`:NAME - [0:0]`) of the per-service nat chains (EXT, FW, SVC, SVL,
+    /// SEP…), in the order declared.
+    decls: Range<usize>,
     /// Their rules (written only in a full sync or when the service changed).
-    chain_rules: String,
+    rules: Range<usize>,
+}
+
+impl ServiceBlock {
+    fn service(&self) -> &str {
+        &self.spn[..self.service_len]
+    }
+}
+
+/// Where [`render_service`] writes.
+#[derive(Default)]
+struct Buffers {
+    filter: String,
+    nat_top: String,
+    decls: String,
+    rules: String,
 }
 
 /// One node's kube-proxy rules, ready to be written as a full or a partial sync.
@@ -332,6 +366,10 @@ pub struct ProxyRules {
     filter_tail: String,
     nat_head: String,
     nat_tail: String,
+    filter_buf: String,
+    nat_top_buf: String,
+    decl_buf: String,
+    rules_buf: String,
     services: Vec<ServiceBlock>,
 }
 
@@ -389,9 +427,17 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
         cluster_cidr: input.cluster_cidr.map(|c| c.trunc().to_string()),
         large_cluster,
     };
+    // About 130 bytes per rule; SVC/SEP rules are most of them.
+    let mut bufs = Buffers {
+        rules: String::with_capacity(total_endpoints * 420 + prepared.len() * 260),
+        decls: String::with_capacity(total_endpoints * 40 + prepared.len() * 80),
+        nat_top: String::with_capacity(prepared.len() * 150),
+        filter: String::new(),
+    };
+    let mut scratch = Scratch::default();
     let services = prepared
-        .iter()
-        .map(|(spn, sp, eps)| render_service(&ctx, sp, spn, eps))
+        .into_iter()
+        .map(|(spn, sp, eps)| render_service(&ctx, sp, spn, &eps, &mut bufs, &mut scratch))
         .collect();
 
     let mut filter_chains = FILTER_TOP_CHAINS.to_vec();
@@ -425,7 +471,11 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
     let _ = writeln!(
         nat_head,
         "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
-        if cfg.random_fully { " --random-fully" } else { "" }
+        if cfg.random_fully {
+            " --random-fully"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(nat_head, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}");
 
@@ -447,23 +497,83 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
         filter_tail,
         nat_head,
         nat_tail,
+        filter_buf: bufs.filter,
+        nat_top_buf: bufs.nat_top,
+        decl_buf: bufs.decls,
+        rules_buf: bufs.rules,
         services,
     })
+}
+
+/// `ip:port` as Go's `net.JoinHostPort` writes an IPv4 endpoint, kept on the stack
+/// (at most `255.255.255.255:65535`, 21 bytes).
+#[derive(Clone, Copy)]
+struct HostPort {
+    buf: [u8; 21],
+    len: u8,
+    /// Length of the address part.
+    ip_len: u8,
+}
+
+impl HostPort {
+    fn new(ip: Ipv4Addr, port: u16) -> Self {
+        let mut hp = HostPort {
+            buf: [0; 21],
+            len: 0,
+            ip_len: 0,
+        };
+        for (k, octet) in ip.octets().into_iter().enumerate() {
+            if k > 0 {
+                hp.push(b'.');
+            }
+            hp.push_decimal(u32::from(octet));
+        }
+        hp.ip_len = hp.len;
+        hp.push(b':');
+        hp.push_decimal(u32::from(port));
+        hp
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[usize::from(self.len)] = b;
+        self.len += 1;
+    }
+
+    fn push_decimal(&mut self, n: u32) {
+        let mut digits = [0u8; 5];
+        let mut count = 0;
+        let mut n = n;
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for k in (0..count).rev() {
+            self.push(digits[k]);
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    fn ip(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.ip_len)]).unwrap_or_default()
+    }
 }
 
 /// An endpoint as kube-proxy's endpoints map holds it.
 struct Ep<'a> {
     src: &'a Endpoint,
     /// `ip:port` (`BaseEndpointInfo.String()`).
-    text: String,
+    text: HostPort,
     local: bool,
 }
 
 impl Ep<'_> {
-    /// The address part of `text`.
-    fn ip(&self) -> &str {
-        self.text.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(&self.text)
-    }
     fn ready(&self) -> bool {
         self.src.ready
     }
@@ -480,51 +590,60 @@ fn endpoint_list<'a>(sp: &'a ServicePort, node: &str) -> Vec<Ep<'a>> {
         .iter()
         .map(|e| Ep {
             src: e,
-            text: format!("{}:{}", e.ip, e.port),
+            text: HostPort::new(e.ip, e.port),
             local: e.node.as_deref() == Some(node),
         })
         .collect();
-    eps.sort_by(|a, b| a.text.cmp(&b.text).then(b.local.cmp(&a.local)));
-    eps.dedup_by(|later, kept| later.text == kept.text);
+    eps.sort_by(|a, b| {
+        a.text
+            .as_str()
+            .cmp(b.text.as_str())
+            .then(b.local.cmp(&a.local))
+    });
+    eps.dedup_by(|later, kept| later.text.as_str() == kept.text.as_str());
     eps
 }
 
-/// `CategorizeEndpoints` (no topology hints): indexes of the endpoints used with the
-/// Cluster policy, with the Local policy, all reachable from this node, and whether the
-/// service has usable endpoints anywhere.
-struct Categories {
+/// Vectors reused from one service port to the next.
+#[derive(Default)]
+struct Scratch {
+    /// Indexes into the endpoint list: used with the Cluster policy, with the Local
+    /// policy, and reachable from this node (the union).
     cluster: Vec<usize>,
     local: Vec<usize>,
     reachable: Vec<usize>,
-    has_any: bool,
+    /// SEP chain names, indexed like the endpoint list (empty when not reachable).
+    seps: Vec<String>,
 }
 
-fn categorize(eps: &[Ep<'_>], uses_cluster: bool, uses_local: bool) -> Categories {
-    let pick = |f: &dyn Fn(&Ep<'_>) -> bool| -> Vec<usize> {
-        eps.iter()
-            .enumerate()
-            .filter(|(_, e)| f(e))
-            .map(|(i, _)| i)
-            .collect()
+/// `CategorizeEndpoints` (no topology hints): fills the cluster, local and reachable
+/// lists of `scratch` and says whether the service has usable endpoints anywhere.
+fn categorize(eps: &[Ep<'_>], uses_cluster: bool, uses_local: bool, scratch: &mut Scratch) -> bool {
+    let pick = |out: &mut Vec<usize>, f: &dyn Fn(&Ep<'_>) -> bool| {
+        out.clear();
+        out.extend(eps.iter().enumerate().filter(|(_, e)| f(e)).map(|(i, _)| i));
     };
+    let Scratch {
+        cluster,
+        local,
+        reachable,
+        ..
+    } = scratch;
+    cluster.clear();
+    local.clear();
     let mut has_any = false;
-    let mut cluster = Vec::new();
     if uses_cluster {
-        cluster = pick(&|e| e.ready());
+        pick(cluster, &|e| e.ready());
         // No ready endpoint anywhere: fall back to serving, terminating ones so that
         // connections drain during a rollout.
         if cluster.is_empty() {
-            cluster = pick(&|e| e.serving_terminating());
+            pick(cluster, &|e| e.serving_terminating());
         }
         has_any = !cluster.is_empty();
     }
     if !uses_local {
-        return Categories {
-            reachable: cluster.clone(),
-            cluster,
-            local: Vec::new(),
-            has_any,
-        };
+        reachable.clone_from(cluster);
+        return has_any;
     }
     let mut local_ready = false;
     let mut local_serving_terminating = false;
@@ -538,29 +657,37 @@ fn categorize(eps: &[Ep<'_>], uses_cluster: bool, uses_local: bool) -> Categorie
         }
     }
     let mut use_serving_terminating = false;
-    let local = if local_ready {
-        pick(&|e| e.local && e.ready())
+    if local_ready {
+        pick(local, &|e| e.local && e.ready());
     } else if local_serving_terminating {
         use_serving_terminating = true;
-        pick(&|e| e.local && e.serving_terminating())
-    } else {
-        Vec::new()
-    };
-    let reachable = if !uses_cluster {
-        local.clone()
+        pick(local, &|e| e.local && e.serving_terminating());
+    }
+    if !uses_cluster {
+        reachable.clone_from(local);
     } else if !use_serving_terminating {
         // Every ready endpoint is in `cluster`, so it contains all of `local`.
-        cluster.clone()
+        reachable.clone_from(cluster);
     } else {
-        let set: BTreeSet<usize> = cluster.iter().chain(&local).copied().collect();
-        set.into_iter().collect()
-    };
-    Categories {
-        cluster,
-        local,
-        reachable,
-        has_any,
+        let set: BTreeSet<usize> = cluster.iter().chain(local.iter()).copied().collect();
+        reachable.clear();
+        reachable.extend(set);
     }
+    has_any
+}
+
+/// The chain names of `:NAME - [0:0]` lines.
+fn declared_names(decls: &str) -> impl Iterator<Item = &str> {
+    decls
+        .lines()
+        .filter_map(|l| l.strip_prefix(':')?.split(' ').next())
+}
+
+/// Appends the chain line that declares (and flushes) `chain`.
+fn push_decl(out: &mut String, chain: &str) {
+    out.push(':');
+    out.push_str(chain);
+    out.push_str(" - [0:0]\n");
 }
 
 /// What every service port's rendering shares.
@@ -576,12 +703,35 @@ struct Ctx {
 
 impl Ctx {
     fn probability(&self, n: usize) -> &str {
-        self.probabilities.get(n).map(String::as_str).unwrap_or("1.0000000000")
+        self.probabilities
+            .get(n)
+            .map(String::as_str)
+            .unwrap_or("1.0000000000")
     }
 }
 
 /// The body of kube-proxy's per-service loop in `syncProxyRules`.
-fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> ServiceBlock {
+fn render_service(
+    ctx: &Ctx,
+    sp: &ServicePort,
+    spn_owned: String,
+    eps: &[Ep<'_>],
+    bufs: &mut Buffers,
+    scratch: &mut Scratch,
+) -> ServiceBlock {
+    let spn = spn_owned.as_str();
+    let starts = (
+        bufs.filter.len(),
+        bufs.nat_top.len(),
+        bufs.decls.len(),
+        bufs.rules.len(),
+    );
+    let Buffers {
+        filter,
+        nat_top,
+        decls,
+        rules,
+    } = bufs;
     let p = sp.protocol.lower();
     let cip = sp.cluster_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let port = sp.port;
@@ -596,18 +746,17 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
     let itp_local = sp.internal_policy_local;
     let uses_cluster_eps = !itp_local || externally_accessible;
     let uses_local_eps = itp_local || etp_local;
-    let cat = categorize(eps, uses_cluster_eps, uses_local_eps);
-
-    let has_endpoints = cat.has_any;
-    let uses_cluster_chain = !cat.cluster.is_empty() && uses_cluster_eps;
-    let uses_local_chain = !cat.local.is_empty() && uses_local_eps;
+    let has_endpoints = categorize(eps, uses_cluster_eps, uses_local_eps, scratch);
+    let has_local = !scratch.local.is_empty();
+    let uses_cluster_chain = !scratch.cluster.is_empty() && uses_cluster_eps;
+    let uses_local_chain = has_local && uses_local_eps;
     let (internal_chain, has_internal) = if itp_local {
-        (&svl_chain, has_endpoints && !cat.local.is_empty())
+        (&svl_chain, has_endpoints && has_local)
     } else {
         (&svc_chain, has_endpoints)
     };
     let (external_policy_chain, has_external) = if etp_local {
-        (&svl_chain, has_endpoints && !cat.local.is_empty())
+        (&svl_chain, has_endpoints && has_local)
     } else {
         (&svc_chain, has_endpoints)
     };
@@ -624,9 +773,6 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
         let c = format!("\"{spn} has no local endpoints\"");
         ("DROP", c.clone(), "DROP", c)
     };
-
-    let mut filter = String::new();
-    let mut nat_top = String::new();
 
     // Capture the cluster IP.
     if has_internal {
@@ -702,8 +848,6 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
     }
 
     // The per-service chains.
-    let mut chains: Vec<String> = Vec::new();
-    let mut rules = String::new();
     if has_internal {
         let args = format!(
             "-m comment --comment \"{spn} cluster IP\" -m {p} -p {p} -d {cip} --dport {port}"
@@ -720,7 +864,7 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
         }
     }
     if uses_ext_chain {
-        chains.push(ext_chain.clone());
+        push_decl(decls, &ext_chain);
         if !etp_local {
             let _ = writeln!(
                 rules,
@@ -749,7 +893,7 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
         }
     }
     if uses_fw_chain {
-        chains.push(fw_chain.clone());
+        push_decl(decls, &fw_chain);
         let args = format!("-A {fw_chain} -m comment --comment \"{spn} loadbalancer IP\"");
         let mut allow_from_node = false;
         for cidr in &sp.load_balancer_source_ranges {
@@ -770,28 +914,34 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
     }
 
     // SEP names, indexed like `eps` (only reachable endpoints get one).
-    let mut seps: Vec<Option<String>> = vec![None; eps.len()];
-    for &i in &cat.reachable {
-        seps[i] = Some(pn::endpoint_chain(spn, sp.protocol, &eps[i].text));
+    let Scratch {
+        cluster,
+        local,
+        reachable,
+        seps,
+    } = scratch;
+    if seps.len() < eps.len() {
+        seps.resize(eps.len(), String::new());
+    }
+    for &i in reachable.iter() {
+        seps[i].clear();
+        seps[i].push_str(&pn::endpoint_chain(spn, sp.protocol, eps[i].text.as_str()));
     }
     if uses_cluster_chain {
-        chains.push(svc_chain.clone());
-        write_service_to_endpoint_rules(
-            &mut rules, ctx, sp, spn, &svc_chain, eps, &cat.cluster, &seps,
-        );
+        push_decl(decls, &svc_chain);
+        write_service_to_endpoint_rules(rules, ctx, sp, spn, &svc_chain, eps, cluster, seps);
     }
     if uses_local_chain {
-        chains.push(svl_chain.clone());
-        write_service_to_endpoint_rules(
-            &mut rules, ctx, sp, spn, &svl_chain, eps, &cat.local, &seps,
-        );
+        push_decl(decls, &svl_chain);
+        write_service_to_endpoint_rules(rules, ctx, sp, spn, &svl_chain, eps, local, seps);
     }
     // The endpoint chains are most of the lines of a big node, so they are written with
     // plain pushes rather than the formatting machinery (see the 10 000-service test).
     let affinity = matches!(sp.session_affinity, SessionAffinity::ClientIp { .. });
-    for &i in &cat.reachable {
+    for &i in reachable.iter() {
         let ep = &eps[i];
-        let sep = seps[i].as_deref().unwrap_or_default();
+        let sep = seps[i].as_str();
+        push_decl(decls, sep);
         let start = rules.len();
         rules.push_str("-A ");
         rules.push_str(sep);
@@ -803,7 +953,7 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
         // Hairpin: a pod reaching itself through the service must be masqueraded, or
         // it would answer itself directly.
         rules.push_str(" -s ");
-        rules.push_str(ep.ip());
+        rules.push_str(ep.text.ip());
         rules.push_str(" -j KUBE-MARK-MASQ\n");
         rules.extend_from_within(start..prefix_end);
         if affinity {
@@ -811,18 +961,30 @@ fn render_service(ctx: &Ctx, sp: &ServicePort, spn: &str, eps: &[Ep<'_>]) -> Ser
             rules.push_str(sep);
             rules.push_str(" --set");
         }
-        push_words(&mut rules, &["", "-m", p, "-p", p, "-j DNAT --to-destination", &ep.text]);
+        push_words(
+            rules,
+            &[
+                "",
+                "-m",
+                p,
+                "-p",
+                p,
+                "-j DNAT --to-destination",
+                ep.text.as_str(),
+            ],
+        );
         rules.push('\n');
     }
-    chains.extend(cat.reachable.iter().filter_map(|&i| seps[i].take()));
 
+    let service_len = sp.namespace.len() + 1 + sp.name.len();
     ServiceBlock {
-        service: format!("{}/{}", sp.namespace, sp.name),
-        key: (spn.to_string(), sp.protocol),
-        filter_rules: filter,
-        nat_top_rules: nat_top,
-        chains,
-        chain_rules: rules,
+        spn: spn_owned,
+        service_len,
+        protocol: sp.protocol,
+        filter: starts.0..filter.len(),
+        nat_top: starts.1..nat_top.len(),
+        decls: starts.2..decls.len(),
+        rules: starts.3..rules.len(),
     }
 }
 
@@ -837,7 +999,7 @@ fn write_service_to_endpoint_rules(
     chain: &str,
     eps: &[Ep<'_>],
     chosen: &[usize],
-    seps: &[Option<String>],
+    seps: &[String],
 ) {
     let start = |out: &mut String, ep: &Ep<'_>| {
         out.push_str("-A ");
@@ -846,18 +1008,26 @@ fn write_service_to_endpoint_rules(
             push_words(out, &["", "-m comment --comment", "\""]);
             out.push_str(spn);
             out.push_str(" -> ");
-            out.push_str(&ep.text);
+            out.push_str(ep.text.as_str());
             out.push('"');
         }
     };
-    let sep = |i: usize| seps[i].as_deref().unwrap_or_default();
+    let sep = |i: usize| seps[i].as_str();
     if let SessionAffinity::ClientIp { timeout_seconds } = sp.session_affinity {
         let seconds = timeout_seconds.to_string();
         for &i in chosen {
             start(out, &eps[i]);
             push_words(
                 out,
-                &["", "-m recent --name", sep(i), "--rcheck --seconds", &seconds, "--reap -j", sep(i)],
+                &[
+                    "",
+                    "-m recent --name",
+                    sep(i),
+                    "--rcheck --seconds",
+                    &seconds,
+                    "--reap -j",
+                    sep(i),
+                ],
             );
             out.push('\n');
         }
@@ -868,7 +1038,11 @@ fn write_service_to_endpoint_rules(
         if k + 1 < n {
             push_words(
                 out,
-                &["", "-m statistic --mode random --probability", ctx.probability(n - k)],
+                &[
+                    "",
+                    "-m statistic --mode random --probability",
+                    ctx.probability(n - k),
+                ],
             );
         }
         push_words(out, &["", "-j", sep(i)]);
@@ -914,21 +1088,28 @@ impl ProxyRules {
     /// ports changed, and chains no longer used are deleted. Adding one endpoint to one
     /// service rewrites that service's chains and nothing else of the per-service state.
     pub fn incremental_restore(&self, previous: &ProxyRules) -> String {
-        let before: HashMap<&(String, Protocol), &ServiceBlock> =
-            previous.services.iter().map(|b| (&b.key, b)).collect();
-        let now_keys: HashSet<&(String, Protocol)> = self.services.iter().map(|b| &b.key).collect();
+        let before: HashMap<(&str, Protocol), &ServiceBlock> = previous
+            .services
+            .iter()
+            .map(|b| ((b.spn.as_str(), b.protocol), b))
+            .collect();
+        let now: HashSet<(&str, Protocol)> = self
+            .services
+            .iter()
+            .map(|b| (b.spn.as_str(), b.protocol))
+            .collect();
         let mut changed: HashSet<&str> = HashSet::new();
         for b in &self.services {
-            let same = before
-                .get(&b.key)
-                .is_some_and(|p| p.chains == b.chains && p.chain_rules == b.chain_rules);
+            let same = before.get(&(b.spn.as_str(), b.protocol)).is_some_and(|p| {
+                previous.decls_of(p) == self.decls_of(b) && previous.rules_of(p) == self.rules_of(b)
+            });
             if !same {
-                changed.insert(&b.service);
+                changed.insert(b.service());
             }
         }
         for p in &previous.services {
-            if !now_keys.contains(&p.key) {
-                changed.insert(&p.service);
+            if !now.contains(&(p.spn.as_str(), p.protocol)) {
+                changed.insert(p.service());
             }
         }
         let active = self.active_service_chains();
@@ -938,52 +1119,60 @@ impl ProxyRules {
             .filter(|c| !active.contains(c))
             .collect();
         let stale: Vec<String> = stale.into_iter().map(str::to_string).collect();
-        self.assemble(&|b| changed.contains(b.service.as_str()), &stale)
+        self.assemble(&|b| changed.contains(b.service()), &stale)
+    }
+
+    fn decls_of(&self, b: &ServiceBlock) -> &str {
+        &self.decl_buf[b.decls.clone()]
+    }
+
+    fn rules_of(&self, b: &ServiceBlock) -> &str {
+        &self.rules_buf[b.rules.clone()]
     }
 
     /// `*filter` then `*nat`, in kube-proxy's buffer order: chain lines first, then the
     /// rules; per-service chains only where `rewrite` says so; stale chains flushed by
     /// their chain line and deleted just before the final KUBE-NODEPORTS tail-call.
     fn assemble(&self, rewrite: &dyn Fn(&ServiceBlock) -> bool, stale: &[String]) -> String {
-        let size: usize = self
-            .services
-            .iter()
-            .map(|b| b.filter_rules.len() + b.nat_top_rules.len() + b.chain_rules.len() + 30 * b.chains.len())
-            .sum();
-        let mut out = String::with_capacity(size + 2048);
+        let written: Vec<bool> = self.services.iter().map(rewrite).collect();
+        let mut size = self.filter_buf.len() + self.nat_top_buf.len() + 4096;
+        for (b, w) in self.services.iter().zip(&written) {
+            if *w {
+                size += b.decls.len() + b.rules.len();
+            }
+        }
+        let mut out = String::with_capacity(size + stale.len() * 64);
         out.push_str("*filter\n");
         for c in &self.filter_chains {
-            let _ = writeln!(out, ":{c} - [0:0]");
+            push_decl(&mut out, c);
         }
         out.push_str(&self.filter_head);
-        for b in &self.services {
-            out.push_str(&b.filter_rules);
-        }
+        // Filter rules are top-level only: always written whole, in service order.
+        out.push_str(&self.filter_buf);
         out.push_str(&self.filter_tail);
         out.push_str("COMMIT\n*nat\n");
         for c in NAT_TOP_CHAINS {
-            let _ = writeln!(out, ":{c} - [0:0]");
+            push_decl(&mut out, c);
         }
-        let written: Vec<bool> = self.services.iter().map(rewrite).collect();
         for (b, w) in self.services.iter().zip(&written) {
             if *w {
-                for c in &b.chains {
-                    let _ = writeln!(out, ":{c} - [0:0]");
-                }
+                out.push_str(self.decls_of(b));
             }
         }
         for c in stale {
-            let _ = writeln!(out, ":{c} - [0:0]");
+            push_decl(&mut out, c);
         }
         out.push_str(&self.nat_head);
         for (b, w) in self.services.iter().zip(&written) {
-            out.push_str(&b.nat_top_rules);
+            out.push_str(&self.nat_top_buf[b.nat_top.clone()]);
             if *w {
-                out.push_str(&b.chain_rules);
+                out.push_str(self.rules_of(b));
             }
         }
         for c in stale {
-            let _ = writeln!(out, "-X {c}");
+            out.push_str("-X ");
+            out.push_str(c);
+            out.push('\n');
         }
         out.push_str(&self.nat_tail);
         out.push_str("COMMIT\n");
@@ -994,7 +1183,7 @@ impl ProxyRules {
     pub fn active_service_chains(&self) -> BTreeSet<&str> {
         self.services
             .iter()
-            .flat_map(|b| b.chains.iter().map(String::as_str))
+            .flat_map(|b| declared_names(self.decls_of(b)))
             .collect()
     }
 
@@ -1026,8 +1215,8 @@ impl ProxyRules {
     pub fn chains_of(&self, service_port_name: &str, protocol: Protocol) -> Vec<&str> {
         self.services
             .iter()
-            .find(|b| b.key.0 == service_port_name && b.key.1 == protocol)
-            .map(|b| b.chains.iter().map(String::as_str).collect())
+            .find(|b| b.spn == service_port_name && b.protocol == protocol)
+            .map(|b| declared_names(self.decls_of(b)).collect())
             .unwrap_or_default()
     }
 
@@ -1081,8 +1270,20 @@ const LB_FIREWALL: Option<&str> = Some("kubernetes load balancer firewall");
 
 /// kube-proxy's jump list in its order, then kubelet's two KUBE-FIREWALL duplicates.
 pub const JUMP_CHAINS: [JumpChain; 14] = [
-    jump(Table::Filter, KUBE_EXTERNAL_SERVICES, "INPUT", EXTERNALLY_VISIBLE, true),
-    jump(Table::Filter, KUBE_EXTERNAL_SERVICES, "FORWARD", EXTERNALLY_VISIBLE, true),
+    jump(
+        Table::Filter,
+        KUBE_EXTERNAL_SERVICES,
+        "INPUT",
+        EXTERNALLY_VISIBLE,
+        true,
+    ),
+    jump(
+        Table::Filter,
+        KUBE_EXTERNAL_SERVICES,
+        "FORWARD",
+        EXTERNALLY_VISIBLE,
+        true,
+    ),
     jump(
         Table::Filter,
         KUBE_NODEPORTS,
@@ -1099,9 +1300,27 @@ pub const JUMP_CHAINS: [JumpChain; 14] = [
         Some("kubernetes forwarding rules"),
         false,
     ),
-    jump(Table::Filter, KUBE_PROXY_FIREWALL, "INPUT", LB_FIREWALL, true),
-    jump(Table::Filter, KUBE_PROXY_FIREWALL, "OUTPUT", LB_FIREWALL, true),
-    jump(Table::Filter, KUBE_PROXY_FIREWALL, "FORWARD", LB_FIREWALL, true),
+    jump(
+        Table::Filter,
+        KUBE_PROXY_FIREWALL,
+        "INPUT",
+        LB_FIREWALL,
+        true,
+    ),
+    jump(
+        Table::Filter,
+        KUBE_PROXY_FIREWALL,
+        "OUTPUT",
+        LB_FIREWALL,
+        true,
+    ),
+    jump(
+        Table::Filter,
+        KUBE_PROXY_FIREWALL,
+        "FORWARD",
+        LB_FIREWALL,
+        true,
+    ),
     jump(Table::Nat, KUBE_SERVICES, "OUTPUT", PORTALS, false),
     jump(Table::Nat, KUBE_SERVICES, "PREROUTING", PORTALS, false),
     jump(
@@ -1291,6 +1510,11 @@ struct Spec {
     goto: bool,
 }
 
+/// A bare `!` (it inverts what follows; a quoted "!" is a value).
+fn is_negation(w: &Word) -> bool {
+    !w.quoted && w.text == "!"
+}
+
 fn is_option(w: &Word) -> bool {
     !w.quoted && w.text.starts_with('-') && w.text.len() > 1
 }
@@ -1308,7 +1532,7 @@ fn parse_spec(words: &[Word]) -> Spec {
     let next = |i: usize| words.get(i + 1).map(|w| w.text.clone()).unwrap_or_default();
     while i < words.len() {
         let w = &words[i];
-        if !w.quoted && w.text == "!" {
+        if is_negation(w) {
             inverted = true;
             i += 1;
             continue;
@@ -1348,7 +1572,7 @@ fn parse_spec(words: &[Word]) -> Spec {
             _ => {
                 let mut j = i + 1;
                 let mut values = Vec::new();
-                while j < words.len() && !is_option(&words[j]) && !(words[j].text == "!" && !words[j].quoted) {
+                while j < words.len() && !is_option(&words[j]) && !is_negation(&words[j]) {
                     values.push(words[j].clone());
                     j += 1;
                 }
@@ -1469,7 +1693,15 @@ fn save_ordered(out: &mut String, opts: &[Opt], order: &[&[&str]]) {
     save_generic(out, &rest);
 }
 
-const CT_STATES: [&str; 7] = ["INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT"];
+const CT_STATES: [&str; 7] = [
+    "INVALID",
+    "NEW",
+    "RELATED",
+    "ESTABLISHED",
+    "UNTRACKED",
+    "SNAT",
+    "DNAT",
+];
 
 fn save_match(out: &mut String, m: &Module) {
     let _ = write!(out, " -m {}", m.name);
@@ -1507,8 +1739,11 @@ fn save_match(out: &mut String, m: &Module) {
             for o in &m.opts {
                 push_inv(out, o.inverted);
                 if o.name == "--ctstate" {
-                    let given: Vec<String> =
-                        o.value().split(',').map(|s| s.to_ascii_uppercase()).collect();
+                    let given: Vec<String> = o
+                        .value()
+                        .split(',')
+                        .map(|s| s.to_ascii_uppercase())
+                        .collect();
                     let mut states: Vec<&str> = CT_STATES
                         .iter()
                         .copied()
@@ -1576,7 +1811,11 @@ fn save_recent(out: &mut String, opts: &[Opt]) {
     }
     let name = find("--name").map(Opt::value).unwrap_or("DEFAULT");
     let mask = find("--mask").map(Opt::value).unwrap_or("255.255.255.255");
-    let side = if has("--rdest") { "--rdest" } else { "--rsource" };
+    let side = if has("--rdest") {
+        "--rdest"
+    } else {
+        "--rsource"
+    };
     let _ = write!(out, " --name {name} --mask {mask} {side}");
 }
 
@@ -1747,7 +1986,11 @@ struct TableState {
 impl TableState {
     fn new(table: Table) -> Self {
         Self {
-            builtins: table.builtin_chains().iter().map(|c| (*c, Vec::new())).collect(),
+            builtins: table
+                .builtin_chains()
+                .iter()
+                .map(|c| (*c, Vec::new()))
+                .collect(),
             user: BTreeMap::new(),
         }
     }
@@ -1945,7 +2188,9 @@ pub fn is_kube_proxy_chain(table: Table, chain: &str) -> bool {
     match table {
         Table::Mangle | Table::Raw => chain == KUBE_PROXY_CANARY,
         Table::Filter => {
-            chain == KUBE_PROXY_CANARY || chain == KUBE_FIREWALL || FILTER_TOP_CHAINS.contains(&chain)
+            chain == KUBE_PROXY_CANARY
+                || chain == KUBE_FIREWALL
+                || FILTER_TOP_CHAINS.contains(&chain)
         }
         Table::Nat => {
             chain == KUBE_PROXY_CANARY
@@ -2034,7 +2279,14 @@ mod tests {
     }
 
     fn web(endpoints: Vec<Endpoint>) -> ServicePort {
-        let mut sp = ServicePort::cluster_ip("default", "web", Some("http"), Protocol::Tcp, ip("10.96.0.10"), 80);
+        let mut sp = ServicePort::cluster_ip(
+            "default",
+            "web",
+            Some("http"),
+            Protocol::Tcp,
+            ip("10.96.0.10"),
+            80,
+        );
         sp.endpoints = endpoints;
         sp
     }
@@ -2060,7 +2312,11 @@ mod tests {
             ("0.0010010010", "0.00100100087"),
             ("0.2500000000", "0.25000000000"),
         ] {
-            assert_eq!(saved_probability(written).as_deref(), Some(saved), "{written}");
+            assert_eq!(
+                saved_probability(written).as_deref(),
+                Some(saved),
+                "{written}"
+            );
             // Reading the saved form back gives it again.
             assert_eq!(saved_probability(saved).as_deref(), Some(saved));
         }
@@ -2110,7 +2366,11 @@ mod tests {
         let filter = saved.split("*nat").next().unwrap_or_default();
         let jumps: Vec<&str> = filter
             .lines()
-            .filter(|l| l.starts_with("-A INPUT") || l.starts_with("-A FORWARD") || l.starts_with("-A OUTPUT"))
+            .filter(|l| {
+                l.starts_with("-A INPUT")
+                    || l.starts_with("-A FORWARD")
+                    || l.starts_with("-A OUTPUT")
+            })
             .collect();
         assert_eq!(jumps.len(), 11);
         assert!(jumps[0].ends_with("-j KUBE-FIREWALL"));
@@ -2192,12 +2452,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(s.save().is_empty(), "a failed section must not be applied");
-        s.apply_restore("*nat\n:A - [0:0]\n:B - [0:0]\n-A A -j B\nCOMMIT\n").unwrap();
+        s.apply_restore("*nat\n:A - [0:0]\n:B - [0:0]\n-A A -j B\nCOMMIT\n")
+            .unwrap();
         // Deleting a referenced chain fails; flushing the referrer first works.
         assert!(s.apply_restore("*nat\n:B - [0:0]\n-X B\nCOMMIT\n").is_err());
-        s.apply_restore("*nat\n:A - [0:0]\n:B - [0:0]\n-X B\nCOMMIT\n").unwrap();
+        s.apply_restore("*nat\n:A - [0:0]\n:B - [0:0]\n-X B\nCOMMIT\n")
+            .unwrap();
         assert_eq!(s.chains(Table::Nat), ["A"]);
-        assert!(s.apply_restore("*nat\n-A NOPE -j ACCEPT\nCOMMIT\n").is_err());
+        assert!(
+            s.apply_restore("*nat\n-A NOPE -j ACCEPT\nCOMMIT\n")
+                .is_err()
+        );
         assert!(s.apply_restore("*nat\n:A - [0:0]\n").is_err());
     }
 
@@ -2206,7 +2471,8 @@ mod tests {
         let local_ready = Endpoint::ready(ip("10.244.1.2"), 80, Some("n1"));
         let remote_ready = Endpoint::ready(ip("10.244.2.2"), 80, Some("n2"));
         let local_term = Endpoint::terminating(ip("10.244.1.3"), 80, Some("n1"), true);
-        let remote_term_not_serving = Endpoint::terminating(ip("10.244.2.3"), 80, Some("n2"), false);
+        let remote_term_not_serving =
+            Endpoint::terminating(ip("10.244.2.3"), 80, Some("n2"), false);
         let mut not_ready = Endpoint::ready(ip("10.244.2.4"), 80, Some("n2"));
         not_ready.ready = false;
         not_ready.serving = false;
@@ -2240,7 +2506,9 @@ mod tests {
         let text = render(&input(vec![web(vec![remote_term_not_serving, not_ready])]))
             .unwrap()
             .full_restore();
-        assert!(text.contains("has no endpoints\" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j REJECT"));
+        assert!(
+            text.contains("has no endpoints\" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j REJECT")
+        );
         assert!(!text.contains("KUBE-SVC-"));
 
         // internalTrafficPolicy Local: the local terminating endpoint is used when this
@@ -2265,7 +2533,9 @@ mod tests {
         let list = endpoint_list(&sp, "n1");
         // String order: "10.244.1.10:80" < "10.244.1.9:80"; the local copy is kept.
         assert_eq!(
-            list.iter().map(|e| (e.text.as_str(), e.local)).collect::<Vec<_>>(),
+            list.iter()
+                .map(|e| (e.text.as_str(), e.local))
+                .collect::<Vec<_>>(),
             [("10.244.1.10:80", true), ("10.244.1.9:80", false)]
         );
     }
@@ -2328,12 +2598,24 @@ mod tests {
         assert!(!at.large_cluster);
         let text = at.full_restore();
         assert!(text.contains("-A KUBE-SEP-"));
-        assert!(lines_with(&text, "-A KUBE-SEP-").iter().all(|l| l.contains("--comment")));
+        assert!(
+            lines_with(&text, "-A KUBE-SEP-")
+                .iter()
+                .all(|l| l.contains("--comment"))
+        );
         let over = make(LARGE_CLUSTER_ENDPOINTS_THRESHOLD + 1);
         assert!(over.large_cluster);
         let text = over.full_restore();
-        assert!(lines_with(&text, "-A KUBE-SEP-").iter().all(|l| !l.contains("--comment")));
-        assert!(lines_with(&text, "-j KUBE-SEP-").iter().all(|l| !l.contains("--comment")));
+        assert!(
+            lines_with(&text, "-A KUBE-SEP-")
+                .iter()
+                .all(|l| !l.contains("--comment"))
+        );
+        assert!(
+            lines_with(&text, "-j KUBE-SEP-")
+                .iter()
+                .all(|l| !l.contains("--comment"))
+        );
         // Service-level rules keep theirs.
         assert!(text.contains("\"default/web:http cluster IP\""));
         let mut state = IptablesState::new();
@@ -2347,9 +2629,12 @@ mod tests {
             Endpoint::ready(ip("10.244.1.5"), 80, Some("n1")),
         ];
         let mut a = web(eps.clone());
-        let mut b = ServicePort::cluster_ip("apps", "api", None, Protocol::Udp, ip("10.96.0.11"), 53);
+        let mut b =
+            ServicePort::cluster_ip("apps", "api", None, Protocol::Udp, ip("10.96.0.11"), 53);
         b.endpoints = eps.clone();
-        let one = render(&input(vec![a.clone(), b.clone()])).unwrap().full_restore();
+        let one = render(&input(vec![a.clone(), b.clone()]))
+            .unwrap()
+            .full_restore();
         a.endpoints.reverse();
         b.endpoints.reverse();
         let two = render(&input(vec![b, a])).unwrap().full_restore();

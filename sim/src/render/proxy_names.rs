@@ -69,22 +69,34 @@ pub fn port_proto_hash(service_port_name: &str, protocol: Protocol) -> String {
 
 /// `KUBE-SVC-<hash>`.
 pub fn cluster_policy_chain(service_port_name: &str, protocol: Protocol) -> String {
-    format!("{SVC_PREFIX}{}", port_proto_hash(service_port_name, protocol))
+    format!(
+        "{SVC_PREFIX}{}",
+        port_proto_hash(service_port_name, protocol)
+    )
 }
 
 /// `KUBE-SVL-<hash>`.
 pub fn local_policy_chain(service_port_name: &str, protocol: Protocol) -> String {
-    format!("{SVL_PREFIX}{}", port_proto_hash(service_port_name, protocol))
+    format!(
+        "{SVL_PREFIX}{}",
+        port_proto_hash(service_port_name, protocol)
+    )
 }
 
 /// `KUBE-EXT-<hash>`.
 pub fn external_chain(service_port_name: &str, protocol: Protocol) -> String {
-    format!("{EXT_PREFIX}{}", port_proto_hash(service_port_name, protocol))
+    format!(
+        "{EXT_PREFIX}{}",
+        port_proto_hash(service_port_name, protocol)
+    )
 }
 
 /// `KUBE-FW-<hash>` (24 characters: the prefix is one shorter).
 pub fn firewall_chain(service_port_name: &str, protocol: Protocol) -> String {
-    format!("{FW_PREFIX}{}", port_proto_hash(service_port_name, protocol))
+    format!(
+        "{FW_PREFIX}{}",
+        port_proto_hash(service_port_name, protocol)
+    )
 }
 
 /// `KUBE-SEP-<hash>` of one endpoint; `endpoint` is `ip:port` as [`join_host_port`]
@@ -171,7 +183,10 @@ mod tests {
         // An unnamed port drops the colon: the input is `default/nginx-servicetcp`.
         let unnamed = service_port_name("default", "nginx-service", None);
         assert_eq!(unnamed, "default/nginx-service");
-        assert_eq!(service_port_name("default", "nginx-service", Some("")), unnamed);
+        assert_eq!(
+            service_port_name("default", "nginx-service", Some("")),
+            unnamed
+        );
         assert_eq!(
             cluster_policy_chain(&unnamed, tcp),
             "KUBE-SVC-V2OKYYMBY3REGZOG"
@@ -200,13 +215,20 @@ mod tests {
     #[test]
     fn base32_encoder_vector() {
         let full = BASE32.encode(&Sha256::digest(b"ns1/svc1:p80tcp"));
-        assert_eq!(full, "XPGD46QRK7WJZT7ONRPOTZ5VR35MJ4TXQWCF6RBTQMVGOUHJFHOQ====");
+        assert_eq!(
+            full,
+            "XPGD46QRK7WJZT7ONRPOTZ5VR35MJ4TXQWCF6RBTQMVGOUHJFHOQ===="
+        );
         assert_eq!(port_proto_hash("ns1/svc1:p80", Protocol::Tcp), full[..16]);
     }
 
     #[test]
     fn names_fit_iptables_and_are_recognised() {
-        let spn = service_port_name("a-very-long-namespace-name", "and-a-long-service", Some("x"));
+        let spn = service_port_name(
+            "a-very-long-namespace-name",
+            "and-a-long-service",
+            Some("x"),
+        );
         for name in [
             cluster_policy_chain(&spn, Protocol::Sctp),
             local_policy_chain(&spn, Protocol::Sctp),

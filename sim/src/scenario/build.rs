@@ -257,6 +257,32 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     })
 }
 
+/// Why a headless Service is no probe target.
+fn headless(namespace: &str, name: &str) -> String {
+    format!(
+        "Service {namespace}/{name} is headless (clusterIP: None): it has no virtual IP to probe and kube-proxy writes no rule for it; probe its pods directly"
+    )
+}
+
+/// "Service ns/name has no port N": what a `svc/ns/name:N` probe target got wrong.
+fn no_such_port(
+    namespace: &str,
+    name: &str,
+    port: u16,
+    ports: &BTreeSet<u16>,
+    when: &str,
+) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    if list.is_empty() {
+        format!("Service {namespace}/{name} has no ports {when}: there is nothing to probe")
+    } else {
+        format!(
+            "Service {namespace}/{name} has no port {port} {when} (its ports: {}); svc/NS/NAME:PORT names a service port, not a target port",
+            list.join(", ")
+        )
+    }
+}
+
 /// Checks `throughput:`: pods that exist at some step, a port, a sensible range.
 fn throughput(
     src: &Source,
@@ -405,6 +431,9 @@ struct Sim<'a> {
     subnets: BTreeMap<String, (Ipv4Addr, u32)>,
     /// Every pod that exists at some point of the scenario.
     ever: BTreeSet<PodRef>,
+    /// Every Service that exists at some point, with every port number it ever has and
+    /// whether some version of it is headless.
+    ever_services: BTreeMap<(String, String), (BTreeSet<u16>, bool)>,
     /// Where Services get their addresses.
     ranges: ServiceRanges,
     /// Some pod has a bandwidth annotation / a hostPort (the CNI list needs the plugin).
@@ -428,6 +457,7 @@ impl<'a> Sim<'a> {
             objects: ClusterObjects::new(cluster.nodes.clone()),
             subnets,
             ever: BTreeSet::new(),
+            ever_services: BTreeMap::new(),
             ranges: ServiceRanges::new(cluster, None),
             wants_bandwidth: false,
             wants_host_ports: false,
@@ -468,13 +498,18 @@ impl<'a> Sim<'a> {
         let (ns, name) = object.key();
         declared.check(src, &p.path, object.kind(), &(ns.clone(), name.clone()))?;
         let meta = join_key(&p.path, "metadata");
-        if object.kind() == Kind::Namespace && (name == "node" || name == "host") {
-            // `node/NAME` and `host/NAME` name nodes and external hosts in probes.
+        if object.kind() == Kind::Namespace && matches!(name.as_str(), "node" | "host" | "svc") {
+            // `node/NAME`, `host/NAME` and `svc/NS/NAME:PORT` name nodes, external hosts
+            // and Services in probes.
             return Err(src.at_value(
                 &join_key(&meta, "name"),
                 format!(
-                    "a namespace cannot be called `{name}`: `{name}/NAME` names a {} in probes and expectations",
-                    if name == "node" { "node" } else { "host outside the cluster" }
+                    "a namespace cannot be called `{name}`: `{name}/...` names a {} in probes and expectations",
+                    match name.as_str() {
+                        "node" => "node",
+                        "host" => "host outside the cluster",
+                        _ => "Service",
+                    }
                 ),
             ));
         }
@@ -536,6 +571,15 @@ impl<'a> Sim<'a> {
         }
         let key = object.key();
         let kind = object.kind();
+        if let Object::Service(svc) = &object {
+            let (ports, headless) = self.ever_services.entry(key.clone()).or_default();
+            ports.extend(
+                services::ports(svc)
+                    .iter()
+                    .filter_map(|p| u16::try_from(p.port).ok()),
+            );
+            *headless |= services::is_headless(svc);
+        }
         self.objects.apply(object);
         if kind == Kind::Pod {
             let pod = PodRef::new(&key.0, &key.1);
@@ -754,6 +798,31 @@ impl<'a> Sim<'a> {
                 )
             }
             Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
+            Peer::Service {
+                namespace,
+                name,
+                port,
+            } => match self
+                .objects
+                .services
+                .get(&(namespace.clone(), name.clone()))
+            {
+                None => format!(
+                    "Service {namespace}/{name} does not exist at this step ({})",
+                    self.services_here()
+                ),
+                Some(svc) if services::is_headless(svc) => headless(namespace, name),
+                Some(svc) => {
+                    let ports: BTreeSet<u16> = services::ports(svc)
+                        .iter()
+                        .filter_map(|p| u16::try_from(p.port).ok())
+                        .collect();
+                    if ports.contains(port) {
+                        return Ok(());
+                    }
+                    no_such_port(namespace, name, *port, &ports, "at this step")
+                }
+            },
             _ => return Ok(()),
         };
         Err(ScenarioError::new(&src.file, u.location, &u.path, missing))
@@ -769,9 +838,36 @@ impl<'a> Sim<'a> {
                 )
             }
             Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
+            Peer::Service {
+                namespace,
+                name,
+                port,
+            } => match self.ever_services.get(&(namespace.clone(), name.clone())) {
+                None => format!(
+                    "Service {namespace}/{name} does not exist at any step ({})",
+                    self.services_here()
+                ),
+                Some((_, true)) => headless(namespace, name),
+                Some((ports, _)) if ports.contains(port) => return Ok(()),
+                Some((ports, _)) => no_such_port(namespace, name, *port, ports, "at any step"),
+            },
             _ => return Ok(()),
         };
         Err(src.at_value(path, missing))
+    }
+
+    fn services_here(&self) -> String {
+        let names: Vec<String> = self
+            .objects
+            .services
+            .keys()
+            .map(|(ns, n)| format!("{ns}/{n}"))
+            .collect();
+        match names.len() {
+            0 => "there are no Services".to_string(),
+            1..=12 => format!("the Services are {}", names.join(", ")),
+            n => format!("there are {n} other Services"),
+        }
     }
 
     fn has_host(&self, name: &str) -> bool {

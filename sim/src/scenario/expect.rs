@@ -139,10 +139,7 @@ fn exceptions(src: &Source, path: &str, value: &Value) -> Result<Parsed, Scenari
         let ep = join_index(&list, i);
         let from_path = join_key(&ep, "from");
         let to_path = join_key(&ep, "to");
-        let from: Peer = e
-            .from
-            .parse()
-            .map_err(|m: String| src.at_value(&from_path, m))?;
+        let from = client(&e.from).map_err(|m| src.at_value(&from_path, m))?;
         let to = server(&e.to).map_err(|m| src.at_value(&to_path, m))?;
         if e.port == 0 {
             return Err(src.at_value(&join_key(&ep, "port"), "0 is not a port number (1-65535)"));
@@ -166,11 +163,21 @@ fn exceptions(src: &Source, path: &str, value: &Value) -> Result<Parsed, Scenari
     Ok(parsed)
 }
 
-/// A server (column) must be a pod or an external host.
+/// A client (row) is a pod, a node or an external host; a Service only answers.
+pub(crate) fn client(s: &str) -> Result<Peer, String> {
+    match s.parse::<Peer>()? {
+        Peer::Service { .. } => Err(format!(
+            "{s:?} is a Service: it can only be probed (a column, `to`), not probe"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A server (column) must be a pod, an external host or a Service.
 fn server(s: &str) -> Result<Peer, String> {
     match s.parse::<Peer>()? {
         Peer::Node(_) => Err(format!(
-            "{s:?} is a node; servers are pods (ns/pod) or external hosts (host/NAME)"
+            "{s:?} is a node; servers are pods (ns/pod) or external hosts (host/NAME), or Services (svc/NS/NAME:PORT)"
         )),
         other => Ok(other),
     }
@@ -250,9 +257,7 @@ fn table(
     let mut rows = Vec::new();
     for (line, ws) in lines {
         let (col, first) = ws[0];
-        let client: Peer = first
-            .parse()
-            .map_err(|m: String| err(line, col, format!("row header: {m}")))?;
+        let client = client(first).map_err(|m| err(line, col, format!("row header: {m}")))?;
         if rows.contains(&client) {
             return Err(err(line, col, format!("row {client} appears twice")));
         }

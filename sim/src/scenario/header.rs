@@ -498,7 +498,7 @@ pub(crate) fn probe(
         .map(|items| {
             items
                 .into_iter()
-                .map(|(p, s)| s.parse::<Peer>().map_err(|e| src.at_value(&p, e)))
+                .map(|(p, s)| super::expect::client(&s).map_err(|e| src.at_value(&p, e)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -509,7 +509,7 @@ pub(crate) fn probe(
                 .map(|(p, s)| match s.parse::<Peer>() {
                     Ok(Peer::Node(_)) => Err(src.at_value(
                         &p,
-                        format!("{s:?} is a node; probe.to lists pods (ns/pod) or external hosts (host/NAME)"),
+                        format!("{s:?} is a node; probe.to lists pods (ns/pod) or external hosts (host/NAME), or Services (svc/NS/NAME:PORT)"),
                     )),
                     Ok(peer) => Ok(peer),
                     Err(e) => Err(src.at_value(&p, e)),

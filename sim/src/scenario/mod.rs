@@ -166,12 +166,26 @@ pub enum Loopback {
 }
 
 /// One end of a probe: a pod (`x/a`), a node (`node/n1`) or an external host
-/// (`host/admin-pc`).
+/// (`host/admin-pc`); as a server also a Service's ClusterIP (`svc/default/web:80`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
     Pod(PodRef),
     Node(String),
     Host(String),
+    /// `svc/NS/NAME:PORT`: the Service's cluster IP and service port `port` (of the
+    /// cell's protocol), answered by whichever endpoint kube-proxy picks.
+    Service {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+}
+
+impl Peer {
+    /// Whether this is a Service (`svc/NS/NAME:PORT`).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Peer::Service { .. })
+    }
 }
 
 impl serde::Serialize for Peer {
@@ -186,6 +200,11 @@ impl std::fmt::Display for Peer {
             Peer::Pod(p) => write!(f, "{p}"),
             Peer::Node(n) => write!(f, "node/{n}"),
             Peer::Host(h) => write!(f, "host/{h}"),
+            Peer::Service {
+                namespace,
+                name,
+                port,
+            } => write!(f, "svc/{namespace}/{name}:{port}"),
         }
     }
 }
@@ -196,11 +215,33 @@ impl std::str::FromStr for Peer {
         match s.split_once('/') {
             Some(("node", n)) if !n.is_empty() => Ok(Peer::Node(n.to_string())),
             Some(("host", h)) if !h.is_empty() => Ok(Peer::Host(h.to_string())),
+            Some(("svc", rest)) => {
+                let bad = || {
+                    format!(
+                        "{s:?} is not a Service target (write svc/NAMESPACE/NAME:PORT, for example svc/default/web:80)"
+                    )
+                };
+                let (ns, rest) = rest.split_once('/').ok_or_else(bad)?;
+                let (name, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(bad)?;
+                if ns.is_empty() || name.is_empty() || name.contains('/') {
+                    return Err(bad());
+                }
+                Ok(Peer::Service {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    port,
+                })
+            }
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(Peer::Pod(PodRef::new(ns, name)))
             }
             _ => Err(format!(
-                "{s:?} is not a probe peer (write ns/pod, node/NAME for a node or host/NAME for an external host)"
+                "{s:?} is not a probe peer (write ns/pod, node/NAME for a node, host/NAME for an external host or svc/NS/NAME:PORT for a Service)"
             )),
         }
     }

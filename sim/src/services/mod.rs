@@ -11,7 +11,10 @@
 //!   as `kubectl get svc -o yaml` would show it;
 //! - [`endpoints`]: which pods back which service port, as the endpoints and
 //!   EndpointSlice controllers compute it, shaped as `v1/Endpoints` and EndpointSlices,
-//!   and rendered as text for snapshots.
+//!   and rendered as text for snapshots;
+//! - [`proxy_input`]: what one node's kube-proxy knows (every service port with its
+//!   endpoints), the input of the proxy renderers, and which endpoints a ClusterIP
+//!   connection made on a node can reach.
 //!
 //! The helpers below read a Service that went through [`alloc::defaults`] (every stored
 //! Service has); on an undefaulted one they fall back to the API server's defaults.
@@ -22,12 +25,16 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::protocol::Protocol;
+use crate::objects::ClusterObjects;
+use crate::protocol::{PortProto, Protocol};
 
 pub mod alloc;
 pub mod endpoints;
+pub mod proxy_input;
 pub mod render;
 pub mod validate;
+
+pub use proxy_input::proxy_input;
 
 /// A Service field the API server (or knetlab) refuses, relative to the object's root
 /// (`spec.ports[1].targetPort`); the scenario parser turns it into file, line and column.
@@ -226,6 +233,31 @@ pub fn node_ports(svc: &Service) -> Vec<u16> {
         .filter(|n| *n != 0)
         .collect();
     out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The `PROTO/port`s a probe target `svc/NS/NAME:PORT` stands for: one per port of the
+/// Service numbered `port` (53/TCP and 53/UDP, say), sorted. Empty when the Service or
+/// the port does not exist (at this point of the scenario).
+pub fn probe_ports(
+    objects: &ClusterObjects,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Vec<PortProto> {
+    let mut out: Vec<PortProto> = objects
+        .services
+        .get(&(namespace.to_string(), name.to_string()))
+        .map(|svc| {
+            ports(svc)
+                .iter()
+                .filter(|p| p.port == i32::from(port))
+                .map(|p| PortProto::new(port_protocol(p), port))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
     out.dedup();
     out
 }

@@ -138,6 +138,8 @@ fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result
         explain: None,
         progress: false,
         deadline: None,
+        capture: None,
+        repeat: 1,
     };
     let r: RunReport = match rt.block_on(harness::run::run(scenario, &opts)) {
         Ok(r) => r,

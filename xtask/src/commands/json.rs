@@ -14,10 +14,17 @@ pub fn report(r: &RunReport) -> Value {
             "timings_ms": r.step_timings.get(i).map(|t| json!({
                 "apply": t.apply_ms,
                 "sync": t.sync_ms,
+                "proxy_sync": t.proxy_sync_ms,
                 "probe": t.probe_ms,
                 "enforce": t.enforce_ms,
             })),
             "probe_rounds": r.step_timings.get(i).map(|t| t.rounds),
+            "proxy_restore_bytes": r.step_timings.get(i).map(|t| t.proxy_restore_bytes),
+            "throughput": r.throughput.get(i).map(|v| v.iter().map(|c| {
+                let mut j = json!(c);
+                j["ok"] = json!(c.ok());
+                j
+            }).collect::<Vec<_>>()).unwrap_or_default(),
             "cells": s.cells.iter().map(cell).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "timings_ms": {
@@ -26,6 +33,8 @@ pub fn report(r: &RunReport) -> Value {
             "teardown": r.timings.teardown_ms,
         },
         "teardown_errors": r.teardown_errors,
+        "cni": r.cni,
+        "notes": r.notes,
     })
 }
 
@@ -59,6 +68,20 @@ fn cell(c: &Cell) -> Value {
     }
     if let Some(m) = c.mismatch() {
         o.insert("mismatch".into(), json!(m));
+    }
+    if let Some(svc) = &c.service {
+        // Which backend answered each probe (`--repeat N`), and the oracle's verdict per
+        // backend.
+        o.insert("spread".into(), json!(svc.spread));
+        o.insert(
+            "backends".into(),
+            json!(
+                svc.backends
+                    .iter()
+                    .map(|(b, v)| json!({"name": b, "oracle": v}))
+                    .collect::<Vec<_>>()
+            ),
+        );
     }
     v
 }

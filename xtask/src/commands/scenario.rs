@@ -25,9 +25,33 @@ pub struct Args {
     /// or the scenario's probe.timeoutMs).
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// CNI CHECK every pod after its ADD, whatever the scenario's `cluster.cni.check`
+    /// says (off by default: it costs ~10 ms per pod).
+    #[arg(long)]
+    pub cni_check: bool,
     /// Explain one cell in every step, in words: `--explain x/a y/b:80/TCP`.
     #[arg(long, num_args = 2, value_names = ["FROM", "TO:PORT/PROTO"])]
     pub explain: Option<Vec<String>>,
+    /// Capture every frame on the fabric (underlay) bridge into a pcap file for
+    /// tcpdump/wireshark, and summarise the packets seen: `--capture fabric` writes
+    /// `NAME-fabric.pcap` in the current directory, `--capture fabric=PATH` writes PATH.
+    #[arg(long, value_name = "fabric[=PATH]")]
+    pub capture: Option<String>,
+    /// Probe every Service cell (`svc/NS/NAME:PORT`) N times and show how the answers
+    /// spread over its backends (pod and host cells are probed once).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub repeat: u16,
+}
+
+/// `fabric` or `fabric=PATH` into the pcap file's path.
+fn parse_capture(arg: &str, scenario: &str) -> Result<std::path::PathBuf, String> {
+    match arg.split_once('=') {
+        None if arg == "fabric" => Ok(format!("{scenario}-fabric.pcap").into()),
+        Some(("fabric", path)) if !path.is_empty() => Ok(path.into()),
+        _ => Err(format!(
+            "{arg:?}: only the fabric bridge can be captured: write `fabric` or `fabric=PATH`"
+        )),
+    }
 }
 
 /// `x/a` and `y/b:80/TCP` (or `y/b:TCP/80`) into a cell.
@@ -55,13 +79,16 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
-    let scenario = match sim::scenario::load(&path) {
+    let mut scenario = match sim::scenario::load(&path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
+    if args.cni_check {
+        scenario.cluster.cni.check = Some(true);
+    }
     let mut log = |m: &str| eprintln!("{m}");
     if let Err(e) = harness::prereq::ensure(&mut log) {
         eprintln!("error: {e:#}");
@@ -74,8 +101,22 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
+    let capture = match args
+        .capture
+        .as_deref()
+        .map(|c| parse_capture(c, &scenario.name))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --capture: {e}");
+            return 2;
+        }
+    };
     let opts = RunOptions {
+        capture,
         explain,
+        repeat: usize::from(args.repeat),
         prefix: harness::run::new_prefix(),
         keep: args.keep,
         // Quiet in CI and when nobody watches; --json output stays clean on stdout anyway.
@@ -89,10 +130,11 @@ pub fn main(args: Args) -> u8 {
     };
     if !args.json {
         eprintln!(
-            "{}: {} ({} nodes, run prefix {})",
+            "{}: {} ({} node{}, run prefix {})",
             scenario.name,
             scenario.summary,
             scenario.cluster.nodes.len(),
+            if scenario.cluster.nodes.len() == 1 { "" } else { "s" },
             opts.prefix
         );
     }
@@ -109,6 +151,14 @@ pub fn main(args: Args) -> u8 {
                     );
                 } else {
                     print_text(&scenario, &report);
+                }
+                if let Some(summary) = &report.capture_summary {
+                    // With --json, stdout holds only the JSON document.
+                    if args.json {
+                        eprint!("{summary}");
+                    } else {
+                        print!("\n{summary}");
+                    }
                 }
                 if report.ok() { 0 } else { 1 }
             }
@@ -206,14 +256,35 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
                 if t.rounds == 1 { "" } else { "s" },
                 t.probe_ms
             );
+            if t.proxy_nodes_written > 0 {
+                println!(
+                    "service proxy: {:.1} ms, {} node{} written, {} bytes of iptables-restore",
+                    t.proxy_sync_ms,
+                    t.proxy_nodes_written,
+                    if t.proxy_nodes_written == 1 { "" } else { "s" },
+                    t.proxy_restore_bytes
+                );
+            }
+        }
+        for c in report.throughput.get(i).into_iter().flatten() {
+            println!("throughput: {}", c.line());
         }
         println!();
+    }
+    for n in report.cni.notes.iter().chain(&report.notes) {
+        println!("note: {n}");
     }
     let t = &report.timings;
     println!(
         "timings: bring-up {:.1} ms, probing {:.1} ms, teardown {:.1} ms",
         t.bring_up_ms, t.probe_ms, t.teardown_ms
     );
+    if report.cni.checked > 0 {
+        println!(
+            "CNI CHECK: {} attachments checked in {:.1} ms (part of bring-up and of each step that adds pods)",
+            report.cni.checked, report.cni.check_ms
+        );
+    }
     for e in &report.teardown_errors {
         println!("teardown problem: {e}");
     }

@@ -1,0 +1,625 @@
+//! The oracle for cells whose server is a Service's cluster IP (`svc/NS/NAME:PORT`).
+//!
+//! kube-proxy decides where such a connection goes on the client's node, before any
+//! policy sees it: its nat rules DNAT the new connection to one endpoint picked at random
+//! (`-m statistic --mode random`, or pinned by `-m recent` with ClientIP affinity), or its
+//! filter rules REJECT it (no endpoints) or DROP it (`internalTrafficPolicy: Local` and
+//! none on this node). After the DNAT the policies judge an ordinary connection to the
+//! chosen endpoint, on its address and **target port** (the reference, §5.5): a pod
+//! client keeps its own address (it is inside the cluster CIDR, so kube-proxy does not
+//! masquerade it), a node keeps its address as for a direct probe, and a pod that lands on
+//! itself goes out to the node and back (hairpin), so its own policies apply to it.
+//!
+//! So the prediction is made per backend, and the cell's verdict is `allow` only when
+//! every backend allows, `deny` when none does (or there is none). When the backends
+//! disagree the cell is **mixed**: whether one probe gets through depends on kube-proxy's
+//! dice, so no single verdict can be asserted. Such a cell carries `verdict: None`; what
+//! can still be checked is that every answer came from a backend predicted to allow (see
+//! [`crate::matrix::Cell::mismatch`]).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::matrix::Verdict;
+use crate::objects::pod_ip;
+use crate::protocol::PortProto;
+use crate::render::proxy_iptables::SessionAffinity;
+use crate::scenario::Peer;
+use crate::services::proxy_input::{ClusterIpFate, cluster_ip_fate};
+
+use super::{OracleContext, Path, Prediction, decide, prediction};
+
+/// What kube-proxy on the client's node does with a new connection to the cluster IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceFate {
+    /// DNAT to one of the backends (in [`ServicePrediction::backends`]).
+    Balanced {
+        node: String,
+        cluster_ip: Ipv4Addr,
+        /// `ClientIP` affinity: a client keeps the backend it first got.
+        affinity: bool,
+    },
+    /// No usable endpoint: filter KUBE-SERVICES REJECTs (`has no endpoints`).
+    NoEndpoints { node: String, cluster_ip: Ipv4Addr },
+    /// `internalTrafficPolicy: Local` without an endpoint on the client's node: filter
+    /// KUBE-SERVICES DROPs (`has no local endpoints`).
+    NoLocalEndpoints { node: String, cluster_ip: Ipv4Addr },
+    /// Nothing proxies it (no such Service or port, headless, a client outside the
+    /// nodes): the reason in words.
+    Unreachable(String),
+}
+
+/// One endpoint the connection may be DNATed to, and the oracle's verdict for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendPrediction {
+    /// Who answers from there, as the probe servers name themselves: `ns/pod`,
+    /// `host/NAME`, or the bare `ip:port` when nothing of the cluster is there.
+    pub name: String,
+    pub ip: Ipv4Addr,
+    /// The target port (what the policies see).
+    pub port: u16,
+    /// The ordinary prediction for the client to this backend on its target port.
+    pub prediction: Prediction,
+}
+
+/// The prediction for a Service cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePrediction {
+    pub from: Peer,
+    pub to: Peer,
+    pub port: PortProto,
+    pub fate: ServiceFate,
+    pub backends: Vec<BackendPrediction>,
+    /// `Some(Allow)`: every backend allows; `Some(Deny)`: none does, or the connection
+    /// is rejected or dropped before any; `None`: mixed (see the module docs).
+    pub verdict: Option<Verdict>,
+}
+
+impl ServicePrediction {
+    /// The backend called `name` (as the server answered), if it is one.
+    pub fn backend(&self, name: &str) -> Option<&BackendPrediction> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// How many backends allow.
+    pub fn allowing(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.prediction.verdict == Verdict::Allow)
+            .count()
+    }
+
+    /// The one-line reason (the JSON `reason` field).
+    pub fn short(&self) -> String {
+        let head = match self.verdict {
+            Some(Verdict::Allow) => "allow",
+            Some(Verdict::Deny) => "deny",
+            None => "mixed",
+        };
+        match &self.fate {
+            ServiceFate::Unreachable(why) => format!("{head}: {why}"),
+            ServiceFate::NoEndpoints { cluster_ip, .. } => format!(
+                "{head}: {} has no endpoints, so kube-proxy REJECTs connections to {cluster_ip}",
+                service_name(&self.to)
+            ),
+            ServiceFate::NoLocalEndpoints { node, cluster_ip } => format!(
+                "{head}: internalTrafficPolicy Local and no endpoint on {node}, so kube-proxy DROPs connections to {cluster_ip}"
+            ),
+            ServiceFate::Balanced { .. } => {
+                let each: Vec<String> = self
+                    .backends
+                    .iter()
+                    .map(|b| format!("{} {}", b.name, verdict_word(b.prediction.verdict)))
+                    .collect();
+                let tail = match self.verdict {
+                    None => format!(
+                        "; {} of {} backends allow, so it depends on which one kube-proxy picks (not asserted; each answer is checked against its backend)",
+                        self.allowing(),
+                        self.backends.len()
+                    ),
+                    _ => String::new(),
+                };
+                format!("{head}: DNAT to one of [{}]{tail}", each.join(", "))
+            }
+        }
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny => "deny",
+    }
+}
+
+fn service_name(to: &Peer) -> String {
+    match to {
+        Peer::Service {
+            namespace, name, ..
+        } => format!("Service {namespace}/{name}"),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for ServicePrediction {
+    /// The walkthrough: what kube-proxy does on the client's node, then each backend's
+    /// own walkthrough, then the conclusion.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self.verdict {
+            Some(Verdict::Allow) => "ALLOWED",
+            Some(Verdict::Deny) => "DENIED",
+            None => "MIXED",
+        };
+        writeln!(f, "{} → {} on {}: {word}.", self.from, self.to, self.port)?;
+        match &self.fate {
+            ServiceFate::Unreachable(why) => return write!(f, "{why}, so nothing can answer."),
+            ServiceFate::NoEndpoints { node, cluster_ip } => {
+                return write!(
+                    f,
+                    "{} has no ready endpoint, so kube-proxy wrote no DNAT for {cluster_ip}:{} and \
+                     its filter chain KUBE-SERVICES on {node} REJECTs new connections to it \
+                     (\"has no endpoints\"): the client gets an ICMP port unreachable from the node.",
+                    service_name(&self.to),
+                    self.port.port
+                );
+            }
+            ServiceFate::NoLocalEndpoints { node, cluster_ip } => {
+                return write!(
+                    f,
+                    "{} has internalTrafficPolicy Local and no endpoint on {node}, the client's node, \
+                     so kube-proxy there DROPs new connections to {cluster_ip}:{} (\"has no local \
+                     endpoints\"): the client times out.",
+                    service_name(&self.to),
+                    self.port.port
+                );
+            }
+            ServiceFate::Balanced {
+                node,
+                cluster_ip,
+                affinity,
+            } => {
+                let how = if *affinity {
+                    "picks one at random for the client's first connection and then keeps it \
+                     (sessionAffinity ClientIP: `-m recent`)"
+                } else {
+                    "picks one at random for every new connection (`-m statistic --mode random`)"
+                };
+                writeln!(
+                    f,
+                    "kube-proxy on {node} DNATs {cluster_ip}:{} to one of {} endpoint{}: it {how}. \
+                     The policies then judge a connection to that pod on its target port.",
+                    self.port.port,
+                    self.backends.len(),
+                    if self.backends.len() == 1 { "" } else { "s" },
+                )?;
+            }
+        }
+        for b in &self.backends {
+            writeln!(
+                f,
+                "\n-- backend {} ({}:{}): {}",
+                b.name,
+                b.ip,
+                b.port,
+                verdict_word(b.prediction.verdict)
+            )?;
+            writeln!(f, "{}", b.prediction.reason)?;
+        }
+        let n = self.backends.len();
+        match self.verdict {
+            Some(Verdict::Allow) => {
+                write!(f, "\nEvery backend allows it, whichever kube-proxy picks.")
+            }
+            Some(Verdict::Deny) => write!(f, "\nNo backend allows it, whichever kube-proxy picks."),
+            None => write!(
+                f,
+                "\n{} of {n} backends allow it: a probe gets through only when kube-proxy picks one \
+                 of those, so the cell is not asserted; each answer is checked against the backend \
+                 that gave it.",
+                self.allowing()
+            ),
+        }
+    }
+}
+
+/// Predicts a cell whose server is `to` = `svc/NS/NAME:PORT` on `port` (its protocol
+/// and the service port), from a pod or a node.
+pub fn predict_service(
+    ctx: &OracleContext,
+    from: &Peer,
+    to: &Peer,
+    port: PortProto,
+) -> ServicePrediction {
+    let (fate, backends) = fate_and_backends(ctx, from, to, port);
+    let verdict = match &fate {
+        ServiceFate::Balanced { .. } if !backends.is_empty() => {
+            let allowing = backends
+                .iter()
+                .filter(|b| b.prediction.verdict == Verdict::Allow)
+                .count();
+            if allowing == backends.len() {
+                Some(Verdict::Allow)
+            } else if allowing == 0 {
+                Some(Verdict::Deny)
+            } else {
+                None
+            }
+        }
+        _ => Some(Verdict::Deny),
+    };
+    ServicePrediction {
+        from: from.clone(),
+        to: to.clone(),
+        port,
+        fate,
+        backends,
+        verdict,
+    }
+}
+
+fn fate_and_backends(
+    ctx: &OracleContext,
+    from: &Peer,
+    to: &Peer,
+    port: PortProto,
+) -> (ServiceFate, Vec<BackendPrediction>) {
+    let unreachable = |why: String| (ServiceFate::Unreachable(why), Vec::new());
+    let Peer::Service {
+        namespace,
+        name,
+        port: number,
+    } = to
+    else {
+        return unreachable(format!("{to} is not a Service"));
+    };
+    let Some(sp) = ctx.service_ports.iter().find(|p| {
+        p.namespace == *namespace
+            && p.name == *name
+            && p.port == *number
+            && p.protocol == port.protocol
+    }) else {
+        return unreachable(format!(
+            "Service {namespace}/{name} has no port {} (at this step)",
+            port
+        ));
+    };
+    let Some(cluster_ip) = sp.cluster_ip else {
+        return unreachable(format!(
+            "Service {namespace}/{name} is headless (clusterIP: None): it has no virtual IP and kube-proxy writes no rule for it"
+        ));
+    };
+    // The node whose kube-proxy rules the connection meets first.
+    let node = match from {
+        Peer::Pod(p) => match ctx.resolved.pod(p).and_then(|i| i.node.clone()) {
+            Some(n) => n,
+            None => return unreachable(format!("{p} is not a pod of the cluster")),
+        },
+        Peer::Node(n) => n.clone(),
+        Peer::Host(h) => {
+            return unreachable(format!(
+                "host/{h} is outside the cluster: cluster IPs are only routed inside the nodes"
+            ));
+        }
+        Peer::Service { .. } => return unreachable(format!("{from} cannot be a client")),
+    };
+    let backends = match cluster_ip_fate(sp, &node) {
+        ClusterIpFate::Rejected => {
+            return (ServiceFate::NoEndpoints { node, cluster_ip }, Vec::new());
+        }
+        ClusterIpFate::DroppedNoLocal => {
+            return (
+                ServiceFate::NoLocalEndpoints { node, cluster_ip },
+                Vec::new(),
+            );
+        }
+        ClusterIpFate::Backends(b) => b,
+    };
+    let backends = backends
+        .into_iter()
+        .map(|e| {
+            let (name, peer) = backend_identity(ctx, e.ip, e.port);
+            let target = PortProto::new(port.protocol, e.port);
+            let case = match &peer {
+                Some(p) => decide(ctx, from, p, target, Path::ViaNode),
+                None => super::Case::Unknown(format!(
+                    "{}:{} is neither a pod of the cluster nor a declared host",
+                    e.ip, e.port
+                )),
+            };
+            let shown = peer.clone().unwrap_or_else(|| Peer::Host(name.clone()));
+            BackendPrediction {
+                name,
+                ip: e.ip,
+                port: e.port,
+                prediction: prediction(from, &shown, target, case),
+            }
+        })
+        .collect();
+    let fate = ServiceFate::Balanced {
+        node,
+        cluster_ip,
+        affinity: matches!(sp.session_affinity, SessionAffinity::ClientIp { .. }),
+    };
+    (fate, backends)
+}
+
+/// The name a backend answers with, and the peer it is: the pod with that address, else
+/// the declared host with it, else just `ip:port`.
+fn backend_identity(ctx: &OracleContext, ip: Ipv4Addr, port: u16) -> (String, Option<Peer>) {
+    if let Some((p, _)) = ctx
+        .objects
+        .pods
+        .iter()
+        .find(|(_, pod)| pod_ip(pod) == Some(ip))
+    {
+        return (p.to_string(), Some(Peer::Pod(p.clone())));
+    }
+    if let Some((h, _)) = ctx.host_addresses.iter().find(|(_, a)| **a == ip) {
+        let peer = Peer::Host(h.clone());
+        return (peer.to_string(), Some(peer));
+    }
+    (format!("{ip}:{port}"), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::objects::{ClusterObjects, Kind, Object};
+    use crate::policy::fixtures::*;
+    use crate::scenario::{ClusterConfig, PolicyEngineKind};
+    use crate::services::alloc::{ServiceRanges, allocate};
+
+    /// The standard model with x/a, x/b, x/c also labelled `app=web` (x/a and x/c on
+    /// n1, x/b on n2), the policies given, and a Service `x/web` built from `spec`.
+    fn model(policies: &[(&str, &str, Value)], spec: Value) -> ClusterObjects {
+        let mut o = model_with(policies);
+        for p in ["a", "b", "c"] {
+            let labels = BTreeMap::from([("pod".into(), p.into()), ("app".into(), "web".into())]);
+            o.set_labels(Kind::Pod, "x", p, labels);
+        }
+        let cluster = ClusterConfig {
+            nodes: o.nodes.clone(),
+            pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            network: Default::default(),
+            policy: Default::default(),
+            deny: Default::default(),
+            proxy: Default::default(),
+            external_hosts: vec![],
+            cni: Default::default(),
+        };
+        let svc = serde_json::from_value(
+            json!({"metadata": {"namespace": "x", "name": "web"}, "spec": spec}),
+        )
+        .unwrap();
+        let svc = allocate(&o.services, &ServiceRanges::new(&cluster, None), svc).unwrap();
+        o.apply(Object::Service(svc));
+        o
+    }
+
+    fn web() -> Value {
+        json!({"selector": {"app": "web"}, "ports": [{"port": 8000, "targetPort": 80}]})
+    }
+
+    fn predict_on(o: &ClusterObjects, from: &str, to: &str, port: &str) -> ServicePrediction {
+        let addresses = node_addresses(o);
+        let ctx = OracleContext::new(o, PolicyEngineKind::Iptables, &addresses);
+        predict_service(
+            &ctx,
+            &from.parse().unwrap(),
+            &to.parse().unwrap(),
+            port.parse().unwrap(),
+        )
+    }
+
+    fn backends(p: &ServicePrediction) -> Vec<(String, u16, Verdict)> {
+        p.backends
+            .iter()
+            .map(|b| (b.name.clone(), b.port, b.prediction.verdict))
+            .collect()
+    }
+
+    #[test]
+    fn every_backend_allowing_makes_the_cell_allowed() {
+        let o = model(&[], web());
+        let p = predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, Some(Verdict::Allow), "{p}");
+        assert_eq!(
+            backends(&p),
+            [
+                ("x/a".to_string(), 80, Verdict::Allow),
+                ("x/c".to_string(), 80, Verdict::Allow),
+                ("x/b".to_string(), 80, Verdict::Allow)
+            ]
+        );
+        assert!(
+            matches!(&p.fate, ServiceFate::Balanced { node, affinity: false, .. } if node == "n2")
+        );
+        let text = p.to_string();
+        assert!(
+            text.contains("kube-proxy on n2 DNATs 10.96.0.10:8000 to one of 3 endpoints"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-- backend x/b (10.244.2.10:80): allow"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn backends_judged_differently_make_a_mixed_cell() {
+        // Only x/a accepts anything from y.
+        let o = model(
+            &[(
+                "x",
+                "only-a",
+                json!({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["b", "c"]}]},
+                       "policyTypes": ["Ingress"]}),
+            )],
+            web(),
+        );
+        let p = predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, None, "{p}");
+        assert_eq!(p.allowing(), 1);
+        assert_eq!(p.backend("x/b").unwrap().prediction.verdict, Verdict::Deny);
+        let short = p.short();
+        assert!(
+            short.starts_with("mixed: DNAT to one of [x/a allow, x/c deny, x/b deny]"),
+            "{short}"
+        );
+        assert!(p.to_string().contains("1 of 3 backends allow it"), "{p}");
+    }
+
+    #[test]
+    fn policies_see_the_target_port_not_the_service_port() {
+        let allow = |port: u16| {
+            (
+                "x",
+                "web-port",
+                json!({"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]}),
+            )
+        };
+        let o = model(&[allow(80)], web());
+        assert_eq!(
+            predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000").verdict,
+            Some(Verdict::Allow)
+        );
+        let o = model(&[allow(8000)], web());
+        let p = predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+    }
+
+    #[test]
+    fn no_endpoints_is_rejected_and_headless_has_no_virtual_ip() {
+        let o = model(
+            &[],
+            json!({"selector": {"app": "nothing"}, "ports": [{"port": 80}]}),
+        );
+        let p = predict_on(&o, "y/a", "svc/x/web:80", "TCP/80");
+        assert_eq!(p.verdict, Some(Verdict::Deny));
+        assert!(matches!(p.fate, ServiceFate::NoEndpoints { .. }), "{p}");
+        assert!(
+            p.short()
+                .contains("has no endpoints, so kube-proxy REJECTs"),
+            "{}",
+            p.short()
+        );
+        let o = model(
+            &[],
+            json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}),
+        );
+        let p = predict_on(&o, "y/a", "svc/x/web:80", "TCP/80");
+        assert!(matches!(p.fate, ServiceFate::Unreachable(_)), "{p}");
+        // A port the Service does not have, or another protocol.
+        let o = model(&[], web());
+        assert!(matches!(
+            predict_on(&o, "y/a", "svc/x/web:80", "TCP/80").fate,
+            ServiceFate::Unreachable(_)
+        ));
+        assert!(matches!(
+            predict_on(&o, "y/a", "svc/x/web:8000", "UDP/8000").fate,
+            ServiceFate::Unreachable(_)
+        ));
+    }
+
+    #[test]
+    fn a_pod_reaching_itself_through_its_service_meets_its_own_policies() {
+        let only_a = json!({"selector": {"pod": "a"}, "ports": [{"port": 8000, "targetPort": 80}]});
+        let o = model(&[], only_a.clone());
+        let p = predict_on(&o, "x/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, Some(Verdict::Allow));
+        // Not the loopback shortcut: the connection goes out to the node and back.
+        assert!(
+            matches!(
+                p.backends[0].prediction.reason.case,
+                crate::oracle::Case::Hairpin { .. }
+            ),
+            "{p}"
+        );
+        let deny = |types: Value| {
+            model(
+                &[(
+                    "x",
+                    "deny",
+                    json!({"podSelector": {}, "policyTypes": types}),
+                )],
+                only_a.clone(),
+            )
+        };
+        // kube-router's one chain per pod: either direction allowing is enough.
+        let p = predict_on(
+            &deny(json!(["Ingress"])),
+            "x/a",
+            "svc/x/web:8000",
+            "TCP/8000",
+        );
+        assert_eq!(p.verdict, Some(Verdict::Allow), "{p}");
+        assert!(
+            p.to_string()
+                .contains("Its egress allows it, which is enough here"),
+            "{p}"
+        );
+        let p = predict_on(
+            &deny(json!(["Egress"])),
+            "x/a",
+            "svc/x/web:8000",
+            "TCP/8000",
+        );
+        assert_eq!(p.verdict, Some(Verdict::Allow), "{p}");
+        let p = predict_on(
+            &deny(json!(["Ingress", "Egress"])),
+            "x/a",
+            "svc/x/web:8000",
+            "TCP/8000",
+        );
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+        // Another pod is judged as always: both ends must allow.
+        let p = predict_on(
+            &deny(json!(["Ingress"])),
+            "x/b",
+            "svc/x/web:8000",
+            "TCP/8000",
+        );
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+    }
+
+    #[test]
+    fn nodes_and_internal_traffic_policy_local() {
+        let o = model(
+            &[(
+                "x",
+                "deny-all",
+                json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+            )],
+            web(),
+        );
+        // n1 runs x/a and x/c (always reachable from their node), x/b is on n2.
+        let p = predict_on(&o, "node/n1", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, None, "{p}");
+        assert_eq!(p.backend("x/b").unwrap().prediction.verdict, Verdict::Deny);
+        let mut local = web();
+        local["internalTrafficPolicy"] = json!("Local");
+        let o = model(&[], local);
+        let p = predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000");
+        // y/a runs on n2, where only x/b is.
+        assert_eq!(backends(&p), [("x/b".to_string(), 80, Verdict::Allow)]);
+        let o2 = {
+            let mut o = o.clone();
+            o.delete(Kind::Pod, "x", "b");
+            o
+        };
+        let p = predict_on(&o2, "y/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, Some(Verdict::Deny));
+        assert!(
+            matches!(p.fate, ServiceFate::NoLocalEndpoints { .. }),
+            "{p}"
+        );
+        // Hosts outside the cluster have no route to cluster IPs.
+        let p = predict_on(&o, "host/pc", "svc/x/web:8000", "TCP/8000");
+        assert!(matches!(p.fate, ServiceFate::Unreachable(_)), "{p}");
+    }
+}
