@@ -849,10 +849,12 @@ async fn probe_step(
         keys.push(k.clone());
     }
     let plan = live.cluster.plan();
+    // What a node's traffic to another node's pods carries as its source: its underlay
+    // address with host-gw, its VTEP address behind a VXLAN tunnel (as with flannel).
     let node_addresses: BTreeMap<String, Ipv4Addr> = plan
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), n.underlay_ip))
+        .map(|n| (n.name.clone(), plan.vtep(n).map_or(n.underlay_ip, |v| v.address)))
         .collect();
     let host_addresses: BTreeMap<String, Ipv4Addr> = plan
         .hosts

@@ -33,6 +33,7 @@ pub fn report(r: &RunReport) -> Value {
             "teardown": r.timings.teardown_ms,
         },
         "teardown_errors": r.teardown_errors,
+        "capture": r.capture_summary,
         "cni": r.cni,
         "notes": r.notes,
     })
