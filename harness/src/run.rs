@@ -854,7 +854,12 @@ async fn probe_step(
     let node_addresses: BTreeMap<String, Ipv4Addr> = plan
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), plan.vtep(n).map_or(n.underlay_ip, |v| v.address)))
+        .map(|n| {
+            (
+                n.name.clone(),
+                plan.vtep(n).map_or(n.underlay_ip, |v| v.address),
+            )
+        })
         .collect();
     let host_addresses: BTreeMap<String, Ipv4Addr> = plan
         .hosts

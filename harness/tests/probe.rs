@@ -418,7 +418,11 @@ async fn standard_model_round_of_486_probes() -> Result<()> {
                 t.port
             );
             if want == Outcome::Allowed {
-                assert_eq!(m.answered_by.as_ref(), t.expect_answer_from.first(), "{m:?}");
+                assert_eq!(
+                    m.answered_by.as_ref(),
+                    t.expect_answer_from.first(),
+                    "{m:?}"
+                );
                 let client_ip = topo
                     .pods
                     .iter()

@@ -204,6 +204,21 @@ fn complained_line(stderr: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// Forgets every tracked flow in the nodes (`conntrack -F` in each node namespace).
+///
+/// Why: enforcement is stateful, so a flow conntrack already knows passes as ESTABLISHED
+/// whatever the new rules say, in a real cluster too. Probes are meant to be new
+/// connections, but a UDP probe whose random source port repeats a flow an earlier step
+/// allowed would ride on that entry (seen about once in a thousand probes). After rules
+/// change, knetlab therefore starts every node from an empty flow table.
+pub fn forget_flows(nodes: &[(String, Netns)]) -> Result<()> {
+    for (node, ns) in nodes {
+        run_in(ns, "conntrack", &["-F"], None)
+            .with_context(|| format!("flush the conntrack table of node {node}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,19 +238,4 @@ mod tests {
         assert_eq!(complained_line("Error occurred at line: 14\nTry"), Some(14));
         assert_eq!(complained_line("no number here"), None);
     }
-}
-
-/// Forgets every tracked flow in the nodes (`conntrack -F` in each node namespace).
-///
-/// Why: enforcement is stateful, so a flow conntrack already knows passes as ESTABLISHED
-/// whatever the new rules say, in a real cluster too. Probes are meant to be new
-/// connections, but a UDP probe whose random source port repeats a flow an earlier step
-/// allowed would ride on that entry (seen about once in a thousand probes). After rules
-/// change, knetlab therefore starts every node from an empty flow table.
-pub fn forget_flows(nodes: &[(String, Netns)]) -> Result<()> {
-    for (node, ns) in nodes {
-        run_in(ns, "conntrack", &["-F"], None)
-            .with_context(|| format!("flush the conntrack table of node {node}"))?;
-    }
-    Ok(())
 }

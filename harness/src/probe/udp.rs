@@ -55,9 +55,7 @@ pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
     };
     let elapsed = start.elapsed();
     match answer {
-        Ok(Answer::Reply(line)) => {
-            outcome::answered(&line, &task.expect_answer_from, elapsed)
-        }
+        Ok(Answer::Reply(line)) => outcome::answered(&line, &task.expect_answer_from, elapsed),
         Ok(Answer::Queued(e)) => outcome::from_queued(&e, task.dst, elapsed),
         Ok(Answer::Errno(e)) => outcome::from_errno(e, elapsed),
         Ok(Answer::Silence) => measurement(

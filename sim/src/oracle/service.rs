@@ -25,7 +25,7 @@ use crate::objects::pod_ip;
 use crate::protocol::PortProto;
 use crate::render::proxy_iptables::SessionAffinity;
 use crate::scenario::Peer;
-use crate::services::proxy_input::{ClusterIpFate, cluster_ip_fate};
+use crate::services::proxy_input::{ClusterIpFate, cluster_ip_fate, find_port};
 
 use super::{OracleContext, Path, Prediction, decide, prediction};
 
@@ -40,7 +40,17 @@ pub enum ServiceFate {
         affinity: bool,
     },
     /// No usable endpoint: filter KUBE-SERVICES REJECTs (`has no endpoints`).
-    NoEndpoints { node: String, cluster_ip: Ipv4Addr },
+    /// `shadowed`: the client is a pod and the kube-router-style enforcer runs; its
+    /// FORWARD jump comes first and ACCEPTs the pod's allowed egress ("rule to explicitly
+    /// ACCEPT traffic that comply to network policies"), so kube-proxy's REJECT is never
+    /// reached and the connection is forwarded to nowhere: the client times out instead
+    /// of being refused (kube-router issue #1453; Calico had the same, issue #1055). The
+    /// node's own connections go through OUTPUT and are rejected.
+    NoEndpoints {
+        node: String,
+        cluster_ip: Ipv4Addr,
+        shadowed: bool,
+    },
     /// `internalTrafficPolicy: Local` without an endpoint on the client's node: filter
     /// KUBE-SERVICES DROPs (`has no local endpoints`).
     NoLocalEndpoints { node: String, cluster_ip: Ipv4Addr },
@@ -98,8 +108,20 @@ impl ServicePrediction {
         };
         match &self.fate {
             ServiceFate::Unreachable(why) => format!("{head}: {why}"),
-            ServiceFate::NoEndpoints { cluster_ip, .. } => format!(
+            ServiceFate::NoEndpoints {
+                cluster_ip,
+                shadowed: false,
+                ..
+            } => format!(
                 "{head}: {} has no endpoints, so kube-proxy REJECTs connections to {cluster_ip}",
+                service_name(&self.to)
+            ),
+            ServiceFate::NoEndpoints {
+                cluster_ip,
+                shadowed: true,
+                ..
+            } => format!(
+                "{head}: {} has no endpoints; kube-proxy's REJECT for {cluster_ip} sits behind kube-router's ACCEPT of the pod's traffic in FORWARD, so the connection goes nowhere and times out",
                 service_name(&self.to)
             ),
             ServiceFate::NoLocalEndpoints { node, cluster_ip } => format!(
@@ -153,15 +175,36 @@ impl fmt::Display for ServicePrediction {
         writeln!(f, "{} → {} on {}: {word}.", self.from, self.to, self.port)?;
         match &self.fate {
             ServiceFate::Unreachable(why) => return write!(f, "{why}, so nothing can answer."),
-            ServiceFate::NoEndpoints { node, cluster_ip } => {
-                return write!(
+            ServiceFate::NoEndpoints {
+                node,
+                cluster_ip,
+                shadowed,
+            } => {
+                write!(
                     f,
                     "{} has no ready endpoint, so kube-proxy wrote no DNAT for {cluster_ip}:{} and \
                      its filter chain KUBE-SERVICES on {node} REJECTs new connections to it \
-                     (\"has no endpoints\"): the client gets an ICMP port unreachable from the node.",
+                     (\"has no endpoints\").",
                     service_name(&self.to),
                     self.port.port
-                );
+                )?;
+                return if *shadowed {
+                    write!(
+                        f,
+                        " But a pod's connection meets that REJECT in FORWARD, after kube-router's \
+                         chain, which ACCEPTs whatever the pod's policies allow (\"rule to explicitly \
+                         ACCEPT traffic that comply to network policies\"): the REJECT is never \
+                         reached, the packet is routed towards an address nobody has, and the \
+                         client times out instead of being refused (kube-router issue #1453; \
+                         Calico had the same, issue #1055). With `policy: none` the pod would be \
+                         rejected at once, as the node's own connections are (they go through OUTPUT)."
+                    )
+                } else {
+                    write!(
+                        f,
+                        " The client gets an ICMP port unreachable from the node, at once."
+                    )
+                };
             }
             ServiceFate::NoLocalEndpoints { node, cluster_ip } => {
                 return write!(
@@ -184,14 +227,19 @@ impl fmt::Display for ServicePrediction {
                 } else {
                     "picks one at random for every new connection (`-m statistic --mode random`)"
                 };
-                writeln!(
-                    f,
-                    "kube-proxy on {node} DNATs {cluster_ip}:{} to one of {} endpoint{}: it {how}. \
-                     The policies then judge a connection to that pod on its target port.",
-                    self.port.port,
-                    self.backends.len(),
-                    if self.backends.len() == 1 { "" } else { "s" },
-                )?;
+                let port = self.port.port;
+                match self.backends.len() {
+                    1 => writeln!(
+                        f,
+                        "kube-proxy on {node} DNATs {cluster_ip}:{port} to the Service's only \
+                         endpoint. The policies then judge a connection to that pod on its target port."
+                    )?,
+                    n => writeln!(
+                        f,
+                        "kube-proxy on {node} DNATs {cluster_ip}:{port} to one of {n} endpoints: it \
+                         {how}. The policies then judge a connection to that pod on its target port."
+                    )?,
+                }
             }
         }
         for b in &self.backends {
@@ -272,12 +320,7 @@ fn fate_and_backends(
     else {
         return unreachable(format!("{to} is not a Service"));
     };
-    let Some(sp) = ctx.service_ports.iter().find(|p| {
-        p.namespace == *namespace
-            && p.name == *name
-            && p.port == *number
-            && p.protocol == port.protocol
-    }) else {
+    let Some(sp) = find_port(&ctx.service_ports, namespace, name, *number, port.protocol) else {
         return unreachable(format!(
             "Service {namespace}/{name} has no port {} (at this step)",
             port
@@ -304,7 +347,16 @@ fn fate_and_backends(
     };
     let backends = match cluster_ip_fate(sp, &node) {
         ClusterIpFate::Rejected => {
-            return (ServiceFate::NoEndpoints { node, cluster_ip }, Vec::new());
+            let shadowed = matches!(from, Peer::Pod(_))
+                && ctx.engine == crate::scenario::PolicyEngineKind::Iptables;
+            return (
+                ServiceFate::NoEndpoints {
+                    node,
+                    cluster_ip,
+                    shadowed,
+                },
+                Vec::new(),
+            );
         }
         ClusterIpFate::DroppedNoLocal => {
             return (
@@ -502,11 +554,19 @@ mod tests {
         let p = predict_on(&o, "y/a", "svc/x/web:80", "TCP/80");
         assert_eq!(p.verdict, Some(Verdict::Deny));
         assert!(matches!(p.fate, ServiceFate::NoEndpoints { .. }), "{p}");
+        // A pod's connection: kube-router's ACCEPT comes first, so it times out.
         assert!(
-            p.short()
+            matches!(p.fate, ServiceFate::NoEndpoints { shadowed: true, .. }),
+            "{p}"
+        );
+        assert!(p.to_string().contains("kube-router issue #1453"), "{p}");
+        let n = predict_on(&o, "node/n1", "svc/x/web:80", "TCP/80");
+        assert_eq!(n.verdict, Some(Verdict::Deny));
+        assert!(
+            n.short()
                 .contains("has no endpoints, so kube-proxy REJECTs"),
             "{}",
-            p.short()
+            n.short()
         );
         let o = model(
             &[],

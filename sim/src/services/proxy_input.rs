@@ -200,8 +200,8 @@ pub fn cluster_ip_fate<'a>(port: &'a ServicePort, node: &str) -> ClusterIpFate<'
     }
 }
 
-/// The service port `port` (a number, any protocol the cell asks for) of Service
-/// `namespace/name`, as the renderer sees it, if the Service has such a port.
+/// Service `namespace/name`'s port numbered `port` with `protocol` (what a probe cell
+/// `svc/NS/NAME:PORT` on `PROTO/PORT` means), as the renderer sees it, if it has one.
 pub fn find_port<'a>(
     ports: &'a [ServicePort],
     namespace: &str,

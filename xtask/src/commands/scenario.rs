@@ -134,7 +134,11 @@ pub fn main(args: Args) -> u8 {
             scenario.name,
             scenario.summary,
             scenario.cluster.nodes.len(),
-            if scenario.cluster.nodes.len() == 1 { "" } else { "s" },
+            if scenario.cluster.nodes.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             opts.prefix
         );
     }
