@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cni;
 pub mod netns;
+pub mod parallel;
 pub mod policy;
 pub mod prereq;
 pub mod probe;

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::render::{NodeRules, Ruleset, render_node};
@@ -71,21 +71,10 @@ impl PolicyEngine for IptablesEngine {
             .collect();
 
         let rendered = start.elapsed();
-        let results: Vec<Result<NodeSync>> = std::thread::scope(|s| {
-            let handles: Vec<_> = work
-                .iter()
-                .map(|(node, ns, rules, known)| {
-                    s.spawn(move || apply_node(node, ns, rules, known.as_ref()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a node's sync thread panicked")))
-                })
-                .collect()
-        });
+        let results: Vec<Result<NodeSync>> =
+            crate::parallel::each(&work, "a node's policy sync", |(node, ns, rules, known)| {
+                apply_node(node, ns, rules, known.as_ref())
+            });
 
         let mut report = SyncReport {
             render: rendered,

@@ -75,21 +75,10 @@ impl ServiceProxy for IptablesProxy {
             .collect::<Result<Vec<_>>>()?;
         let rendered = start.elapsed();
 
-        let results: Vec<Result<ProxyNodeSync>> = std::thread::scope(|s| {
-            let handles: Vec<_> = work
-                .iter()
-                .map(|(node, ns, rules, before)| {
-                    s.spawn(move || apply_node(plan, node, ns, rules, before.as_ref()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a node's proxy sync thread panicked")))
-                })
-                .collect()
-        });
+        let results: Vec<Result<ProxyNodeSync>> =
+            crate::parallel::each(&work, "a node's proxy sync", |(node, ns, rules, before)| {
+                apply_node(plan, node, ns, rules, before.as_ref())
+            });
 
         let mut report = ProxySyncReport {
             render: rendered,
