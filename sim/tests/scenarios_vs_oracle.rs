@@ -270,7 +270,8 @@ fn check_scenario(path: &Path) -> Result<Vec<String>, String> {
             .map(|h| (h.name.clone(), h.address))
             .collect();
         let ctx = OracleContext::new(&replay.objects, sc.cluster.policy, &replay.node_addresses)
-            .with_hosts(hosts);
+            .with_hosts(hosts)
+            .with_down_nodes(step.down_nodes.clone());
         let (checked, p) = check_step(&sc, step, expect, &ctx);
         if checked == 0 && p.is_empty() {
             problems.push(format!(

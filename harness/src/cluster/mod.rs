@@ -24,6 +24,7 @@ use crate::netns::{Netns, sweep};
 
 mod build;
 mod describe;
+mod link;
 mod outside;
 mod pods;
 mod readback;

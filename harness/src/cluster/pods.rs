@@ -59,6 +59,9 @@ pub struct PodsAdded {
     pub ips: Vec<(PodRef, Ipv4Addr)>,
     /// Set when CHECK ran.
     pub check: Option<CheckSummary>,
+    /// Per node: how many pods it ADDed and how long its (serial) ADDs took, sorted by
+    /// node. `cargo xtask bench --scale` reports the per-pod median from these.
+    pub node_adds: Vec<(String, usize, Duration)>,
 }
 
 /// The CHECK round after the ADDs.
@@ -203,6 +206,8 @@ impl Cluster {
             .collect();
         let outcomes = tokio::task::spawn_blocking(move || {
             cni::parallel_map(jobs, threads, |node_pods| {
+                let started = Instant::now();
+                let node_name = node_pods.first().map(|(_, n, _)| n.clone());
                 let mut done = vec![];
                 for (pod, node, atts) in node_pods {
                     match add_pod(&atts) {
@@ -215,12 +220,15 @@ impl Cluster {
                         }
                     }
                 }
-                done
+                let timing = node_name.map(|n| (n, done.len(), started.elapsed()));
+                (timing, done)
             })
         })
         .await
         .context("CNI ADD task")?;
 
+        let (node_adds, outcomes): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
+        let node_adds: Vec<(String, usize, Duration)> = node_adds.into_iter().flatten().collect();
         let mut added = BTreeMap::new();
         let mut errors = vec![];
         for r in outcomes.into_iter().flatten() {
@@ -281,7 +289,11 @@ impl Cluster {
         }
         let ips = pods.iter().map(|(p, _)| (p.clone(), added[p].ip)).collect();
         self.pods.extend(added);
-        Ok(PodsAdded { ips, check })
+        Ok(PodsAdded {
+            ips,
+            check,
+            node_adds,
+        })
     }
 
     /// DELs the pods' attachments and deletes their namespaces. Goes on past failures

@@ -2,7 +2,10 @@
 //! needs (fabric, nodes, router, external hosts, pods) is read back from the kernel and
 //! checked, before any probe runs. Anything
 //! missing is an infrastructure fault, reported as such and never as a policy result.
+//! A node whose underlay link a step took down on purpose (`nodeDown`) is checked with
+//! its fabric port down instead ([`Cluster::verify_with_down`]).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use futures::future::join_all;
@@ -31,6 +34,13 @@ impl Cluster {
     /// router's links, addresses and routes, each host's address and routes, the
     /// sysctls, and each pod's `lo`, `eth0`, address and default route are all there.
     pub async fn verify(&self) -> Result<(), InfraFault> {
+        self.verify_with_down(&BTreeSet::new()).await
+    }
+
+    /// [`Cluster::verify`] while the nodes in `down` have their underlay link taken down
+    /// on purpose ([`Cluster::set_node_underlay`]): their fabric port must be down, not
+    /// up; everything else is checked as usual.
+    pub async fn verify_with_down(&self, down: &BTreeSet<String>) -> Result<(), InfraFault> {
         let fabric = NsState::read(&self.fabric);
         let nodes = join_all(self.nodes.values().map(|n| NsState::read(&n.netns)));
         let vteps = join_all(
@@ -51,7 +61,7 @@ impl Cluster {
 
         let mut problems = vec![];
         match fabric {
-            Ok(s) => check_fabric(self, &s, &mut problems),
+            Ok(s) => check_fabric(self, &s, down, &mut problems),
             Err(e) => problems.push(format!("fabric: {e:#}")),
         }
         for (((name, node), state), vtep) in self.nodes.iter().zip(nodes).zip(vteps) {
@@ -105,7 +115,7 @@ impl Cluster {
     }
 }
 
-fn check_fabric(c: &Cluster, s: &NsState, p: &mut Vec<String>) {
+fn check_fabric(c: &Cluster, s: &NsState, down: &BTreeSet<String>, p: &mut Vec<String>) {
     link_up(s, "lo", None, "fabric", p);
     let Some(br) = s.link(FABRIC_BRIDGE) else {
         p.push(format!("fabric: no bridge {FABRIC_BRIDGE}"));
@@ -115,7 +125,22 @@ fn check_fabric(c: &Cluster, s: &NsState, p: &mut Vec<String>) {
         p.push(format!("fabric: {FABRIC_BRIDGE} is down"));
     }
     for n in &c.plan.nodes {
-        link_up(s, &n.fabric_port, Some(FABRIC_BRIDGE), "fabric", p);
+        if !down.contains(&n.name) {
+            link_up(s, &n.fabric_port, Some(FABRIC_BRIDGE), "fabric", p);
+            continue;
+        }
+        // Taken down on purpose: it must still be there, on the bridge, and down.
+        let mut found = vec![];
+        if let Some(l) = link_up(s, &n.fabric_port, Some(FABRIC_BRIDGE), "fabric", &mut found)
+            && l.up
+        {
+            p.push(format!(
+                "fabric: {} is up, but node {}'s underlay link should be down",
+                n.fabric_port, n.name
+            ));
+        }
+        let expected = format!("fabric: {} is down", n.fabric_port);
+        p.extend(found.into_iter().filter(|x| *x != expected));
     }
     if let Some(r) = &c.plan.router {
         link_up(s, &r.fabric_port, Some(FABRIC_BRIDGE), "fabric", p);

@@ -46,13 +46,17 @@ pub enum Case {
     /// (`-d` the pod) both match and either one allowing marks it allowed: it passes when
     /// egress **or** ingress allows.
     Hairpin { egress: Side, ingress: Side },
+    /// One end runs on (or is) a node whose underlay link is down and the other end is
+    /// elsewhere: nothing crosses the fabric to or from that node, whatever the policies
+    /// say. Nobody answers, so a probe measures `dropped`.
+    NodeUnreachable { node: String },
 }
 
 impl Case {
     pub fn verdict(&self) -> Verdict {
         match self {
             Case::NoEnforcement | Case::Loopback | Case::OwnNode { .. } => Verdict::Allow,
-            Case::Unknown(_) => Verdict::Deny,
+            Case::Unknown(_) | Case::NodeUnreachable { .. } => Verdict::Deny,
             Case::Checked { egress, ingress } => {
                 Verdict::from_allowed(egress.allowed() && ingress.allowed())
             }
@@ -342,6 +346,13 @@ fn verdict_word(v: Verdict) -> &'static str {
     }
 }
 
+/// The one sentence both forms of a [`Case::NodeUnreachable`] explanation share.
+fn node_down_text(node: &str) -> String {
+    format!(
+        "{node}'s underlay link is down: nothing from other nodes reaches it; traffic inside {node} still flows"
+    )
+}
+
 impl Explanation {
     /// One line, for the JSON `reason`: `deny: egress open (x/b not isolated); ingress
     /// denied (x/a isolated by x/default-deny-ingress; no rule allows it)`.
@@ -359,6 +370,7 @@ impl Explanation {
                 self.to
             ),
             Case::Unknown(what) => format!("{v}: {what}"),
+            Case::NodeUnreachable { node } => format!("{v}: {}", node_down_text(node)),
             Case::Checked { egress, ingress } => {
                 format!(
                     "{v}: egress {}; ingress {}",
@@ -447,6 +459,14 @@ impl fmt::Display for Explanation {
                 self.to
             ),
             Case::Unknown(what) => write!(f, "{what}, so nothing can answer."),
+            Case::NodeUnreachable { node } => write!(
+                f,
+                "{}. The connection would have to cross the fabric to or from {node}, so it is \
+                 lost on the way: no policy is consulted, nobody answers, and a probe waits out \
+                 its deadline (dropped). The objects are unchanged; Kubernetes would only mark \
+                 the node NotReady and evict its pods minutes later.",
+                node_down_text(node)
+            ),
             Case::Hairpin { egress, ingress } => {
                 writeln!(
                     f,

@@ -13,10 +13,13 @@
 //!   address) does pass the node; the enforcer (kube-router's layout: one firewall chain
 //!   per pod holding both its ingress and its egress rules) lets it through when either
 //!   direction allows, and so does the oracle ([`Case::Hairpin`]);
+//! - node failure: when a node's underlay link is down
+//!   ([`OracleContext::with_down_nodes`]), anything between it and another place is
+//!   lost before policies matter ([`Case::NodeUnreachable`]); traffic inside it flows;
 //! - Services: see [`predict_service`], which predicts each backend with the rules
 //!   above and combines them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::matrix::Verdict;
@@ -42,6 +45,8 @@ pub struct OracleContext<'a> {
     pub node_addresses: &'a BTreeMap<String, Ipv4Addr>,
     /// External host name → address (see [`OracleContext::with_hosts`]).
     pub host_addresses: BTreeMap<String, Ipv4Addr>,
+    /// Nodes whose underlay link is down (see [`OracleContext::with_down_nodes`]).
+    pub down_nodes: BTreeSet<String>,
     resolved: ResolvedPolicies,
     /// Every service port with its endpoints, as kube-proxy sees them.
     service_ports: Vec<crate::render::proxy_iptables::ServicePort>,
@@ -59,6 +64,7 @@ impl<'a> OracleContext<'a> {
             engine,
             node_addresses,
             host_addresses: BTreeMap::new(),
+            down_nodes: BTreeSet::new(),
             resolved: policy::resolve(objects),
             service_ports: crate::services::proxy_input::service_ports(objects),
         }
@@ -67,6 +73,13 @@ impl<'a> OracleContext<'a> {
     /// Adds the addresses of the hosts outside the cluster (`host/NAME` peers).
     pub fn with_hosts(mut self, hosts: BTreeMap<String, Ipv4Addr>) -> Self {
         self.host_addresses = hosts;
+        self
+    }
+
+    /// Marks nodes whose underlay link is down: traffic between them and anything not
+    /// on the same node is lost ([`Case::NodeUnreachable`]).
+    pub fn with_down_nodes(mut self, nodes: BTreeSet<String>) -> Self {
+        self.down_nodes = nodes;
         self
     }
 
@@ -157,6 +170,19 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
             return Case::Unknown(format!("{from} is a Service: it cannot be a client"));
         }
     };
+    // A downed underlay link cuts a node off before any policy is consulted; ends on the
+    // same node still meet on its bridge.
+    let (src_node, dst_node) = (source.node(), dest.node());
+    if src_node != dst_node
+        && let Some(node) = [src_node, dst_node]
+            .into_iter()
+            .flatten()
+            .find(|n| ctx.down_nodes.contains(*n))
+    {
+        return Case::NodeUnreachable {
+            node: node.to_string(),
+        };
+    }
     if ctx.engine == PolicyEngineKind::None {
         return Case::NoEnforcement;
     }
@@ -233,6 +259,27 @@ enum Dest<'a> {
     Pod(&'a PodInfo),
     /// Not a pod: `host/NAME` and its address.
     Outside(String, Ipv4Addr),
+}
+
+impl Source<'_> {
+    /// The node the client runs on (or is); `None` outside the cluster.
+    fn node(&self) -> Option<&str> {
+        match self {
+            Source::Pod(p) => p.node.as_deref(),
+            Source::Node(n, _) => Some(n.as_str()),
+            Source::Host(..) => None,
+        }
+    }
+}
+
+impl Dest<'_> {
+    /// The node the server runs on; `None` outside the cluster.
+    fn node(&self) -> Option<&str> {
+        match self {
+            Dest::Pod(p) => p.node.as_deref(),
+            Dest::Outside(..) => None,
+        }
+    }
 }
 
 /// One end, evaluated by the policy semantics and turned into a report.

@@ -131,7 +131,16 @@ impl ServicePrediction {
                 let each: Vec<String> = self
                     .backends
                     .iter()
-                    .map(|b| format!("{} {}", b.name, verdict_word(b.prediction.verdict)))
+                    // The address too: a pod recreated under its old name has a new one.
+                    .map(|b| {
+                        format!(
+                            "{} {}:{} {}",
+                            b.name,
+                            b.ip,
+                            b.port,
+                            verdict_word(b.prediction.verdict)
+                        )
+                    })
                     .collect();
                 let tail = match self.verdict {
                     None => format!(
@@ -503,6 +512,29 @@ mod tests {
     }
 
     #[test]
+    fn backends_behind_a_down_node_are_lost_and_the_cell_is_mixed() {
+        // x/a and x/c run on n1, x/b on n2; the client y/b runs on n1.
+        let o = model(&[], web());
+        let addresses = node_addresses(&o);
+        let ctx = OracleContext::new(&o, PolicyEngineKind::Iptables, &addresses)
+            .with_down_nodes(["n2".to_string()].into());
+        let p = predict_service(
+            &ctx,
+            &"y/b".parse().unwrap(),
+            &"svc/x/web:8000".parse().unwrap(),
+            "TCP/8000".parse().unwrap(),
+        );
+        assert_eq!(p.verdict, None, "{p}");
+        assert_eq!(p.allowing(), 2, "{p}");
+        let b = p.backend("x/b").unwrap();
+        assert_eq!(b.prediction.verdict, Verdict::Deny);
+        assert_eq!(
+            b.prediction.reason.case,
+            crate::oracle::Case::NodeUnreachable { node: "n2".into() }
+        );
+    }
+
+    #[test]
     fn backends_judged_differently_make_a_mixed_cell() {
         // Only x/a accepts anything from y.
         let o = model(
@@ -520,7 +552,7 @@ mod tests {
         assert_eq!(p.backend("x/b").unwrap().prediction.verdict, Verdict::Deny);
         let short = p.short();
         assert!(
-            short.starts_with("mixed: DNAT to one of [x/a allow, x/c deny, x/b deny]"),
+            short.starts_with("mixed: DNAT to one of [x/a 10.244.1.10:80 allow, x/c 10.244.1.11:80 deny, x/b 10.244.2.10:80 deny]"),
             "{short}"
         );
         assert!(p.to_string().contains("1 of 3 backends allow it"), "{p}");

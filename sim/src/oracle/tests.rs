@@ -1039,3 +1039,96 @@ fn explains_egress_side_and_defaulted_types() {
     );
     assert!(text.contains("the egress of x/a blocks it"), "{text}");
 }
+
+// ---------------------------------------------------------------- node failure
+
+/// Predicts one cell with the nodes in `down` cut off from the underlay.
+fn predict_down(
+    objects: &ClusterObjects,
+    engine: PolicyEngineKind,
+    down: &[&str],
+    from: &str,
+    to: &str,
+) -> Prediction {
+    let addresses = node_addresses(objects);
+    let ctx = OracleContext::new(objects, engine, &addresses)
+        .with_down_nodes(down.iter().map(|n| n.to_string()).collect());
+    predict(
+        &ctx,
+        &from.parse().expect("peer"),
+        &Peer::Pod(pr(to)),
+        "TCP/80".parse().expect("port"),
+    )
+}
+
+#[test]
+fn a_down_node_is_unreachable_from_other_nodes_both_ways() {
+    let m = standard_model();
+    // x/a runs on n1, x/b on n2.
+    for (from, to) in [("x/a", "x/b"), ("x/b", "x/a"), ("node/n1", "x/b")] {
+        let p = predict_down(&m, PolicyEngineKind::Iptables, &["n2"], from, to);
+        assert_eq!(p.verdict, Verdict::Deny, "{from} -> {to}:\n{}", p.reason);
+        assert_eq!(
+            p.reason.case,
+            Case::NodeUnreachable { node: "n2".into() },
+            "{from} -> {to}"
+        );
+        assert_eq!(
+            p.short(),
+            "deny: n2's underlay link is down: nothing from other nodes reaches it; traffic inside n2 still flows"
+        );
+    }
+    let text = predict_down(&m, PolicyEngineKind::Iptables, &["n2"], "x/a", "x/b")
+        .reason
+        .to_string();
+    assert!(text.contains("x/a → x/b on TCP/80: DENIED."), "{text}");
+    assert!(text.contains("(dropped)"), "{text}");
+}
+
+#[test]
+fn traffic_inside_a_down_node_and_between_the_others_still_flows() {
+    let m = standard_model();
+    // x/b and y/a both run on n2; x/a and x/c on n1.
+    for (from, to) in [
+        ("x/b", "y/a"),
+        ("node/n2", "x/b"),
+        ("x/a", "x/c"),
+        ("x/b", "x/b"),
+    ] {
+        let p = predict_down(&m, PolicyEngineKind::Iptables, &["n2"], from, to);
+        assert_eq!(p.verdict, Verdict::Allow, "{from} -> {to}:\n{}", p.reason);
+        assert!(
+            !matches!(p.reason.case, Case::NodeUnreachable { .. }),
+            "{from} -> {to}"
+        );
+    }
+    // Nothing down: the cross-node cell is an ordinary checked one.
+    let p = predict_down(&m, PolicyEngineKind::Iptables, &[], "x/a", "x/b");
+    assert!(
+        matches!(p.reason.case, Case::Checked { .. }),
+        "{}",
+        p.reason
+    );
+}
+
+#[test]
+fn a_down_node_is_cut_off_whatever_the_policies_or_the_engine() {
+    // Without enforcement every cell is allowed, except across the dead link.
+    let m = standard_model();
+    let p = predict_down(&m, PolicyEngineKind::None, &["n2"], "x/a", "x/b");
+    assert_eq!(p.reason.case, Case::NodeUnreachable { node: "n2".into() });
+    let p = predict_down(&m, PolicyEngineKind::None, &["n2"], "x/a", "x/c");
+    assert_eq!(p.reason.case, Case::NoEnforcement);
+    // A policy that would deny anyway is not what decides: the link is.
+    let m = model_with(&[deny_all_ingress_in_x()]);
+    let p = predict_down(&m, PolicyEngineKind::Iptables, &["n1"], "x/b", "x/a");
+    assert_eq!(p.reason.case, Case::NodeUnreachable { node: "n1".into() });
+    // On the same node the policy still decides.
+    let p = predict_down(&m, PolicyEngineKind::Iptables, &["n1"], "x/c", "x/a");
+    assert!(
+        matches!(p.reason.case, Case::Checked { .. }),
+        "{}",
+        p.reason
+    );
+    assert_eq!(p.verdict, Verdict::Deny);
+}

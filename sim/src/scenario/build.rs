@@ -144,7 +144,10 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             .as_ref()
             .map(|v| sim.expectation(&src, "expect", v))
             .transpose()?,
+        down_nodes: BTreeSet::new(),
     }];
+    // Nodes whose underlay link is down, with the step field that took each down.
+    let mut down: BTreeMap<String, String> = BTreeMap::new();
 
     let mut step_names: BTreeMap<String, String> = BTreeMap::new();
     step_names.insert(INITIAL_STEP.to_string(), "the first step".to_string());
@@ -218,6 +221,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 labels: l.labels.clone(),
             });
         }
+        node_links(&src, &sp, &cluster.nodes, s, &mut down)?;
         let expect = s
             .expect
             .as_ref()
@@ -227,6 +231,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             name: s.name.clone(),
             changes,
             expect,
+            down_nodes: down.keys().cloned().collect(),
         });
     }
 
@@ -255,6 +260,66 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         steps,
         throughput,
     })
+}
+
+/// Checks a step's `nodeDown` and `nodeUp` against the nodes and their link state at that
+/// point (`down`: each node down now, with the field that took it down) and updates it.
+/// A node may not go down twice, come up while up, or do both in one step.
+fn node_links(
+    src: &Source,
+    step_path: &str,
+    nodes: &[String],
+    step: &header::StepHeader,
+    down: &mut BTreeMap<String, String>,
+) -> Result<(), ScenarioError> {
+    let exists = |p: &str, n: &str| {
+        if nodes.iter().any(|x| x == n) {
+            Ok(())
+        } else {
+            Err(src.at_value(
+                p,
+                format!(
+                    "node {n} does not exist; the nodes are {}",
+                    nodes.join(", ")
+                ),
+            ))
+        }
+    };
+    let down_list = step.node_down.as_deref().unwrap_or_default();
+    let up_list = step.node_up.as_deref().unwrap_or_default();
+    let mut going_down: BTreeMap<String, String> = BTreeMap::new();
+    for (j, n) in down_list.iter().enumerate() {
+        let p = join_index(&join_key(step_path, "nodeDown"), j);
+        exists(&p, n)?;
+        if up_list.contains(n) {
+            return Err(src.at_value(
+                &p,
+                format!("node {n} is listed in both nodeDown and nodeUp of this step; take it down and bring it back in different steps"),
+            ));
+        }
+        if let Some(when) = down.get(n).or(going_down.get(n)) {
+            return Err(src.at_value(
+                &p,
+                format!("node {n}'s underlay link is already down at this point (taken down by {when}); bring it back with nodeUp first"),
+            ));
+        }
+        going_down.insert(n.clone(), p);
+    }
+    for (j, n) in up_list.iter().enumerate() {
+        let p = join_index(&join_key(step_path, "nodeUp"), j);
+        exists(&p, n)?;
+        if up_list[..j].contains(n) {
+            return Err(src.at_value(&p, format!("node {n} is listed twice")));
+        }
+        if down.remove(n).is_none() {
+            return Err(src.at_value(
+                &p,
+                format!("node {n}'s underlay link is not down at this point; only a node taken down by an earlier step's nodeDown can come back"),
+            ));
+        }
+    }
+    down.extend(going_down);
+    Ok(())
 }
 
 /// Why a headless Service is no probe target.

@@ -191,7 +191,8 @@ pub(crate) struct ProbeHeader {
     timeout_ms: Option<u64>,
 }
 
-/// One entry of `steps:`. Its changes run in the order apply, delete, label.
+/// One entry of `steps:`. Its changes run in the order apply, delete, label; then its
+/// nodes go down (`nodeDown`) or come back (`nodeUp`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StepHeader {
@@ -199,6 +200,12 @@ pub(crate) struct StepHeader {
     pub apply: Option<Vec<Value>>,
     pub delete: Option<Vec<ObjectRef>>,
     pub label: Option<Vec<LabelChange>>,
+    /// Nodes whose underlay link goes down in this step (a pulled cable).
+    #[serde(rename = "nodeDown")]
+    pub node_down: Option<Vec<String>>,
+    /// Nodes whose underlay link comes back in this step.
+    #[serde(rename = "nodeUp")]
+    pub node_up: Option<Vec<String>>,
     pub expect: Option<Value>,
 }
 

@@ -292,6 +292,10 @@ pub struct Step {
     /// against the cluster as the changes before it leave it.
     pub changes: Vec<Change>,
     pub expect: Option<Expectation>,
+    /// The nodes whose underlay link is down during this step (after its `nodeDown` and
+    /// `nodeUp`): their objects are untouched, but nothing crosses the fabric to or from
+    /// them. Empty in the first step.
+    pub down_nodes: std::collections::BTreeSet<String>,
 }
 
 /// A change a step makes to the cluster's objects.
