@@ -8,7 +8,7 @@
 //! picked, interface indexes and veth names), so snapshots are stable.
 
 use anyhow::Result;
-use futures::future::{join_all, try_join_all};
+use futures::future::try_join_all;
 use std::fmt::Write;
 
 use super::Cluster;
@@ -33,7 +33,7 @@ impl Cluster {
             }
         };
         let hosts = try_join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
-        let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
+        let pods = super::readback::read_many(self.pods.values().map(|p| &p.netns));
         let (fabric, nodes, vteps, router, hosts, pods) =
             futures::join!(fabric, nodes, vteps, router, hosts, pods);
         let (fabric, nodes, vteps, router, hosts) = (fabric?, nodes?, vteps?, router?, hosts?);

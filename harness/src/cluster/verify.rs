@@ -55,7 +55,7 @@ impl Cluster {
             }
         };
         let hosts = join_all(self.hosts.values().map(|h| NsState::read(&h.netns)));
-        let pods = join_all(self.pods.values().map(|p| NsState::read(&p.netns)));
+        let pods = super::readback::read_many(self.pods.values().map(|p| &p.netns));
         let (fabric, nodes, vteps, router, hosts, pods) =
             futures::join!(fabric, nodes, vteps, router, hosts, pods);
 

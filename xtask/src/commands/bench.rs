@@ -2,6 +2,8 @@
 //! on two nodes, 486 probes per step) over several runs, once as written (denied traffic
 //! rejected) and once with `deny: drop`, and writes the medians, with the machine and
 //! date, to BENCHMARKS.md. A benchmark, not a timed test: nothing here can fail a build.
+//! With `--scale` it measures bring-up and teardown of big bare clusters instead (see
+//! [`super::bench_scale`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -16,12 +18,19 @@ pub struct Args {
     /// The scenario to measure.
     #[arg(default_value = "default-deny")]
     pub scenario: String,
-    /// How many runs per variant.
-    #[arg(long, default_value_t = 7)]
-    pub runs: usize,
+    /// How many runs per variant (default 7, or 1 with `--scale`).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Print the figures without writing BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
+    /// Measure bring-up and teardown of big bare clusters (10x100 and 20x250, host-gw
+    /// and vxlan) instead of a scenario; takes minutes. `--runs` then defaults to 1.
+    #[arg(long)]
+    pub scale: bool,
+    /// The sizes for `--scale` (implies it), as NODESxPODS_PER_NODE, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub scale_sizes: Option<Vec<super::bench_scale::Size>>,
 }
 
 /// The figures of one run.
@@ -37,6 +46,14 @@ struct Sample {
 }
 
 pub fn main(args: Args) -> u8 {
+    if args.scale || args.scale_sizes.is_some() {
+        let sizes = args
+            .scale_sizes
+            .clone()
+            .unwrap_or_else(super::bench_scale::default_sizes);
+        return super::bench_scale::main(&sizes, args.runs.unwrap_or(1), args.no_write);
+    }
+    let runs = args.runs.unwrap_or(7);
     let path = match scenario_files::resolve(&args.scenario) {
         Ok(p) => p,
         Err(e) => {
@@ -71,7 +88,7 @@ pub fn main(args: Args) -> u8 {
             DenyStyle::Drop => "drop",
         };
         let mut samples = Vec::new();
-        for i in 0..args.runs {
+        for i in 0..runs {
             match run_once(&rt, &variant) {
                 Ok(s) => {
                     eprintln!(
@@ -207,13 +224,13 @@ fn opt(v: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(super) fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
 /// Replaces this scenario's section in BENCHMARKS.md (other sections stay).
-fn write_benchmarks(name: &str, table: &str) -> std::io::Result<()> {
+pub(super) fn write_benchmarks(name: &str, table: &str) -> std::io::Result<()> {
     let path = crate::workspace_root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
         "# Benchmarks\n\nWritten by `cargo xtask bench`: medians of several runs of a scenario, \
