@@ -2,50 +2,11 @@
 //! mistake reported at the node name's file, line, column and field path.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use sim::error::{Location, ScenarioError};
-use sim::scenario::{self, Scenario};
+mod common;
+use common::*;
 
 const HEAD: &str = "name: t\nsummary: a test\ncluster: {nodes: 3}\nmodel: {namespaces: [x], pods: [a, b], ports: [80], protocols: [TCP]}\n";
-
-fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    scenario::parse_str(Path::new("t.yaml"), text)
-}
-
-fn parse_err(text: &str) -> ScenarioError {
-    match parse(text) {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(e) => {
-            println!("{e}");
-            e
-        }
-    }
-}
-
-/// The 1-based position of the `nth` (0-based) occurrence of `needle` in `text`.
-fn pos(text: &str, needle: &str, nth: usize) -> Location {
-    let (byte, _) = text
-        .match_indices(needle)
-        .nth(nth)
-        .unwrap_or_else(|| panic!("{needle:?} #{nth} not in the text"));
-    let before = &text[..byte];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    Location { line, column }
-}
-
-#[track_caller]
-fn assert_error(e: &ScenarioError, at: Location, path: &str, message_part: &str) {
-    assert_eq!(e.file, PathBuf::from("t.yaml"), "{e}");
-    assert_eq!(e.location, Some(at), "{e}");
-    assert_eq!(e.path, path, "{e}");
-    assert!(
-        e.message.contains(message_part),
-        "message {:?} lacks {message_part:?}",
-        e.message
-    );
-}
 
 fn set(nodes: &[&str]) -> BTreeSet<String> {
     nodes.iter().map(|n| n.to_string()).collect()

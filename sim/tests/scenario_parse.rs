@@ -7,55 +7,20 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use sim::error::{Location, ScenarioError};
+use sim::error::Location;
 use sim::objects::{self, ClusterObjects, Kind, Object, PodRef};
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{
     self, Change, DenyStyle, Loopback, NetworkMode, Peer, PolicyEngineKind, ProxyKind, Scenario,
 };
 
+mod common;
+use common::*;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    scenario::parse_str(Path::new("t.yaml"), text)
-}
-
-fn parse_err(text: &str) -> ScenarioError {
-    match parse(text) {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(e) => {
-            // Every message is printed so `cargo test -- --nocapture` shows how they read.
-            println!("{e}");
-            e
-        }
-    }
-}
-
-/// The 1-based position of the `nth` (0-based) occurrence of `needle` in `text`.
-fn pos(text: &str, needle: &str, nth: usize) -> Location {
-    let (byte, _) = text
-        .match_indices(needle)
-        .nth(nth)
-        .unwrap_or_else(|| panic!("{needle:?} #{nth} not in the text"));
-    let before = &text[..byte];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    Location { line, column }
-}
-
-fn assert_error(e: &ScenarioError, at: Location, path: &str, message_part: &str) {
-    assert_eq!(e.file, PathBuf::from("t.yaml"), "{e}");
-    assert_eq!(e.location, Some(at), "{e}");
-    assert_eq!(e.path, path, "{e}");
-    assert!(
-        e.message.contains(message_part),
-        "message {:?} lacks {message_part:?}",
-        e.message
-    );
 }
 
 const HEAD: &str = "name: t\nsummary: a test\n";

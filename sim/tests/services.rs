@@ -6,53 +6,13 @@
 //! snapshotted.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
-use sim::error::{Location, ScenarioError};
 use sim::objects::{self, ClusterObjects, Object, PodRef};
-use sim::scenario::{self, Change, Scenario};
+use sim::scenario::{Change, Scenario};
 use sim::services::{self, ServiceType, endpoints, render};
 
-fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    scenario::parse_str(Path::new("t.yaml"), text)
-}
-
-fn parse_ok(text: &str) -> Scenario {
-    parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn parse_err(text: &str) -> ScenarioError {
-    match parse(text) {
-        Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(e) => {
-            println!("{e}");
-            e
-        }
-    }
-}
-
-/// The 1-based position of the `nth` (0-based) occurrence of `needle` in `text`.
-fn pos(text: &str, needle: &str, nth: usize) -> Location {
-    let (byte, _) = text
-        .match_indices(needle)
-        .nth(nth)
-        .unwrap_or_else(|| panic!("{needle:?} #{nth} not in the text"));
-    let before = &text[..byte];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    Location { line, column }
-}
-
-fn assert_error(e: &ScenarioError, at: Location, path: &str, message_part: &str) {
-    assert_eq!(e.file, PathBuf::from("t.yaml"), "{e}");
-    assert_eq!(e.location, Some(at), "{e}");
-    assert_eq!(e.path, path, "{e}");
-    assert!(
-        e.message.contains(message_part),
-        "message {:?} lacks {message_part:?}",
-        e.message
-    );
-}
+mod common;
+use common::*;
 
 /// Replays every step as the harness does (decode the raw manifests, apply them; new
 /// pods get the next address of their node's /24) and returns the objects after each.
