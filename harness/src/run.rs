@@ -1165,10 +1165,19 @@ fn ms(d: Duration) -> f64 {
 /// A fresh run prefix (`kl` + 6 characters) from the pid and the clock, so two runs at
 /// once never share one.
 pub fn new_prefix() -> String {
+    // A counter too, so that two calls in the same process never collide (tests make
+    // several clusters at once).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let pid = std::process::id() as u64;
-    sim::plan::prefix_from_seed(nanos.wrapping_mul(6364136223846793005) ^ (pid << 20) ^ pid)
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sim::plan::prefix_from_seed(
+        nanos.wrapping_mul(6364136223846793005)
+            ^ (pid << 20)
+            ^ pid
+            ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    )
 }

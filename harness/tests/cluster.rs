@@ -7,13 +7,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
 use harness::netns::{self, Netns, sweep};
 use sim::matrix::{Outcome, Verdict};
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_from_seed, prefix_of};
+use sim::plan::{Plan, prefix_of};
 use sim::scenario::{ClusterConfig, ExternalHost, Peer};
 
 /// The tests build clusters at the same time; the root-namespace check must not see
@@ -33,18 +33,6 @@ fn skip_unless_root(test: &str) -> bool {
     false
 }
 
-fn fresh_prefix() -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    prefix_from_seed(
-        t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    )
-}
-
 fn plan(nodes: usize) -> Plan {
     let cluster = ClusterConfig {
         nodes: (1..=nodes).map(|i| format!("n{i}")).collect(),
@@ -57,7 +45,7 @@ fn plan(nodes: usize) -> Plan {
         cni: Default::default(),
         external_hosts: vec![],
     };
-    Plan::new(&fresh_prefix(), &cluster).unwrap()
+    Plan::new(&harness::run::new_prefix(), &cluster).unwrap()
 }
 
 /// Five pods over two nodes, round-robin like the model shorthand.
@@ -493,7 +481,7 @@ fn plan_with_hosts(nodes: usize, hosts: &[(&str, &str)]) -> Plan {
             })
             .collect(),
     };
-    Plan::new(&fresh_prefix(), &cluster).unwrap()
+    Plan::new(&harness::run::new_prefix(), &cluster).unwrap()
 }
 
 fn ping_from(ns: &Netns, to: Ipv4Addr) -> bool {
@@ -714,7 +702,7 @@ async fn a_scenario_measures_host_and_pod_cells() {
     )
     .expect("parse the scenario");
     let opts = harness::run::RunOptions {
-        prefix: fresh_prefix(),
+        prefix: harness::run::new_prefix(),
         ..Default::default()
     };
     let t = Instant::now();

@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use harness::cluster::{AddOptions, Cluster, NewPod};
 use harness::cni::capabilities::capability_args;
@@ -19,7 +19,7 @@ use harness::probe::{self, ServerSpec};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_from_seed, prefix_of};
+use sim::plan::{Plan, prefix_of};
 use sim::protocol::PortProto;
 use sim::scenario::{ClusterConfig, CniConfig, ExternalHost};
 
@@ -38,18 +38,6 @@ fn skip_unless_root(test: &str) -> bool {
         }
     }
     false
-}
-
-fn fresh_prefix() -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    prefix_from_seed(
-        t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    )
 }
 
 fn workspace_root() -> PathBuf {
@@ -119,7 +107,7 @@ async fn a_scenario_conflist_is_honoured_per_node() {
     let scenario = sim::scenario::load(&workspace_root().join("scenarios/cni-mynet.yaml"))
         .expect("cni-mynet.yaml parses");
     assert_eq!(scenario.cluster.pod_cidr.to_string(), "10.10.0.0/16");
-    let prefix = fresh_prefix();
+    let prefix = harness::run::new_prefix();
     let plan = Plan::new(&prefix, &scenario.cluster).unwrap();
     let mut cluster = Cluster::create(plan).await.expect("build");
     let pods: Vec<NewPod> = [("a", "n1"), ("b", "n1"), ("c", "n2")]
@@ -216,7 +204,7 @@ async fn bandwidth_portmap_check_del_and_teardown() {
             serve: vec![],
         }],
     };
-    let prefix = fresh_prefix();
+    let prefix = harness::run::new_prefix();
     let mut cluster = Cluster::create(Plan::new(&prefix, &config).unwrap())
         .await
         .expect("build");

@@ -27,7 +27,7 @@
 //! Needs root; skips with a printed reason otherwise.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use harness::cluster::Cluster;
@@ -37,7 +37,7 @@ use harness::probe::{ProbeOptions, ProbeTask, ServerSpec, run_probes, start_serv
 use sim::matrix::{Measurement, Outcome, Verdict};
 use sim::objects::{self, PodRef};
 use sim::oracle::{OracleContext, predict};
-use sim::plan::{Plan, prefix_from_seed};
+use sim::plan::Plan;
 use sim::policy::generate::{self, Case, Model};
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{DenyStyle, Peer, PolicyEngineKind};
@@ -63,14 +63,6 @@ fn skip_reason() -> Option<String> {
         }
     }
     None
-}
-
-fn fresh_prefix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    prefix_from_seed(nanos ^ (u64::from(std::process::id()) << 40))
 }
 
 fn env_u64(name: &str) -> Result<Option<u64>> {
@@ -159,7 +151,8 @@ async fn random_policies_agree_with_the_oracle() {
     netns::init();
     let settings = Settings::from_env().expect("settings");
     let model = generate::standard_model();
-    let plan = Plan::new(&fresh_prefix(), &model.cluster).expect("plan the standard model");
+    let plan =
+        Plan::new(&harness::run::new_prefix(), &model.cluster).expect("plan the standard model");
     println!("differential: cluster {}", plan.prefix);
     let start = Instant::now();
     let mut cluster = Cluster::create(plan).await.expect("build the cluster");

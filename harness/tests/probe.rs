@@ -51,18 +51,6 @@ impl Drop for Topology {
     }
 }
 
-fn fresh_prefix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let seed =
-        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-    sim::plan::prefix_from_seed(seed)
-}
-
 /// Runs an `ip -batch` script inside `ns`.
 fn ip_batch(ns: &Netns, script: &str) -> Result<()> {
     let mut child = ns
@@ -92,7 +80,7 @@ fn ip_batch(ns: &Netns, script: &str) -> Result<()> {
 impl Topology {
     fn build(pods: &[(&str, &str)]) -> Result<Topology> {
         netns::init();
-        let prefix = fresh_prefix();
+        let prefix = harness::run::new_prefix();
         let node_name = format!("{prefix}-node");
         let pod_names: Vec<String> = pods
             .iter()

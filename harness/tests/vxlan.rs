@@ -9,13 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use harness::capture::{Capture, CaptureSummary, read_pcap};
 use harness::cluster::{Cluster, FABRIC_BRIDGE};
 use harness::netns::{self, Netns};
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_from_seed, prefix_of};
+use sim::plan::{Plan, prefix_of};
 use sim::scenario::{ClusterConfig, ExternalHost, NetworkMode};
 
 /// Timings are printed; clusters are built one at a time so they mean something.
@@ -31,14 +31,6 @@ fn skip_unless_root(test: &str) -> bool {
         return true;
     }
     false
-}
-
-fn fresh_prefix() -> String {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    prefix_from_seed(t ^ (u64::from(std::process::id()) << 32))
 }
 
 fn plan(network: NetworkMode, hosts: &[(&str, &str)]) -> Plan {
@@ -60,7 +52,7 @@ fn plan(network: NetworkMode, hosts: &[(&str, &str)]) -> Plan {
             })
             .collect(),
     };
-    Plan::new(&fresh_prefix(), &cluster).unwrap()
+    Plan::new(&harness::run::new_prefix(), &cluster).unwrap()
 }
 
 fn pods() -> Vec<(PodRef, String)> {
