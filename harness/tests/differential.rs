@@ -19,7 +19,7 @@
 //! save it and run `cargo xtask scenario FILE`), the cell, what was measured and the
 //! oracle's explanation, and the test fails.
 //!
-//! Environment: `KNETLAB_DIFF_CASES` (default 200) cases from seed `KNETLAB_DIFF_FIRST`
+//! Environment: `KNETLAB_DIFF_CASES` (default 300) cases from seed `KNETLAB_DIFF_FIRST`
 //! (default 0); `KNETLAB_DIFF_SEED=123` runs that one case; `KNETLAB_DIFF_DENY=drop`
 //! uses the drop style (every denied probe then waits out its deadline);
 //! `KNETLAB_DIFF_NO_FLUSH=1` keeps conntrack between cases.
@@ -42,7 +42,7 @@ use sim::policy::generate::{self, Case, Model};
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{DenyStyle, Peer, PolicyEngineKind};
 
-const DEFAULT_CASES: u64 = 200;
+const DEFAULT_CASES: u64 = 300;
 /// The deadline of the second look at a suspicious cell.
 const RECHECK_DEADLINE: Duration = Duration::from_secs(1);
 /// Cells printed per failing case (the rest are counted).
