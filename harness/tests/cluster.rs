@@ -13,7 +13,7 @@ use harness::cluster::Cluster;
 use harness::netns::{self, Netns, sweep};
 use sim::matrix::{Outcome, Verdict};
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_of};
+use sim::plan::Plan;
 use sim::scenario::{ClusterConfig, ExternalHost, Peer};
 
 /// The tests build clusters at the same time; the root-namespace check must not see
@@ -75,11 +75,7 @@ fn root_snapshot() -> String {
 }
 
 fn our_namespaces(prefix: &str) -> Vec<String> {
-    netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| prefix_of(n) == Some(prefix))
-        .collect()
+    netns::list_run(prefix).unwrap()
 }
 
 fn ping(c: &Cluster, from: &PodRef, to: Ipv4Addr) -> bool {

@@ -19,7 +19,7 @@ use harness::probe::{self, ServerSpec};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_of};
+use sim::plan::Plan;
 use sim::protocol::PortProto;
 use sim::scenario::{ClusterConfig, CniConfig, ExternalHost};
 
@@ -48,11 +48,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn our_namespaces(prefix: &str) -> Vec<String> {
-    netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| prefix_of(n) == Some(prefix))
-        .collect()
+    netns::list_run(prefix).unwrap()
 }
 
 /// Runs a command in `ns` and returns its stdout (panics on failure).

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sim::matrix::Verdict;
 use sim::objects::{ClusterObjects, Kind, Object, PodRef};
 use sim::oracle::{OracleContext, predict};
-use sim::plan::{Plan, prefix_from_seed, prefix_of};
+use sim::plan::{Plan, prefix_from_seed};
 use sim::protocol::{PortProto, Protocol};
 use sim::render::render_node;
 use sim::scenario::{ClusterConfig, DenyStyle, Peer, PolicyEngineKind};
@@ -527,11 +527,7 @@ async fn iptables_engine_enforces_what_the_oracle_predicts() {
     drop(node_list);
     let report = c.teardown().await;
     assert!(report.is_ok(), "teardown: {:?}", report.errors);
-    let left: Vec<String> = netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| prefix_of(n) == Some(prefix.as_str()))
-        .collect();
+    let left = netns::list_run(&prefix).unwrap();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);

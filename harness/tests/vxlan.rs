@@ -15,7 +15,7 @@ use harness::capture::{Capture, CaptureSummary, read_pcap};
 use harness::cluster::{Cluster, FABRIC_BRIDGE};
 use harness::netns::{self, Netns};
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_of};
+use sim::plan::Plan;
 use sim::scenario::{ClusterConfig, ExternalHost, NetworkMode};
 
 /// Timings are printed; clusters are built one at a time so they mean something.
@@ -78,11 +78,7 @@ fn root_snapshot() -> String {
 }
 
 fn our_namespaces(prefix: &str) -> Vec<String> {
-    netns::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| prefix_of(n) == Some(prefix))
-        .collect()
+    netns::list_run(prefix).unwrap()
 }
 
 fn ping_from(ns: &Netns, to: Ipv4Addr) -> bool {

@@ -222,6 +222,14 @@ pub fn list() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Names of the namespaces of one run (`<prefix>-*`), sorted.
+pub fn list_run(prefix: &str) -> Result<Vec<String>> {
+    Ok(list()?
+        .into_iter()
+        .filter(|n| sim::plan::prefix_of(n) == Some(prefix))
+        .collect())
+}
+
 /// Whether this process may create namespaces (root, or CAP_SYS_ADMIN).
 pub fn have_privileges() -> bool {
     nix::unistd::geteuid().is_root()

@@ -165,15 +165,9 @@ pub fn clean_prefix(prefix: &str) -> CleanReport {
 fn remove_run(prefix: &str) -> CleanReport {
     let mut report = CleanReport::default();
     let mut found = false;
-    let ours = |names: Vec<String>| -> Vec<String> {
-        names
-            .into_iter()
-            .filter(|n| prefix_of(n) == Some(prefix))
-            .collect()
-    };
-    match netns::list() {
+    match netns::list_run(prefix) {
         Ok(names) => {
-            for name in ours(names) {
+            for name in names {
                 found = true;
                 match netns::delete(&name) {
                     Ok(()) => report.namespaces_removed.push(name),
@@ -199,7 +193,7 @@ fn remove_run(prefix: &str) -> CleanReport {
     let _ = std::fs::remove_dir(STATE_ROOT);
     let deadline = Instant::now() + GONE_TIMEOUT;
     loop {
-        let left = netns::list().map(ours).unwrap_or_default();
+        let left = netns::list_run(prefix).unwrap_or_default();
         if left.is_empty() {
             break;
         }
@@ -306,10 +300,9 @@ pub fn live_owner(dir: &Path) -> Option<u32> {
 fn namespace_user(prefix: &str) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let ours: BTreeSet<(u64, u64)> = netns::list()
+    let ours: BTreeSet<(u64, u64)> = netns::list_run(prefix)
         .ok()?
         .iter()
-        .filter(|n| prefix_of(n) == Some(prefix))
         .filter_map(|n| id(&Path::new(netns::NETNS_DIR).join(n)))
         .collect();
     if ours.is_empty() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use harness::cluster::{AddOptions, Cluster, NewPod};
 use sim::objects::PodRef;
-use sim::plan::{Plan, prefix_of};
+use sim::plan::Plan;
 use sim::scenario::NetworkMode;
 
 use super::bench::{median, write_benchmarks};
@@ -416,9 +416,8 @@ fn plan(prefix: &str, size: Size, mode: NetworkMode) -> Result<Plan> {
 
 /// What the run left: namespaces with its prefix, and its state directory.
 fn leftovers(prefix: &str) -> Result<Vec<String>> {
-    let mut left: Vec<String> = harness::netns::list()?
+    let mut left: Vec<String> = harness::netns::list_run(prefix)?
         .into_iter()
-        .filter(|n| prefix_of(n) == Some(prefix))
         .map(|n| format!("netns {n}"))
         .collect();
     let state = Path::new(sim::plan::STATE_ROOT).join(prefix);
