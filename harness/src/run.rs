@@ -122,6 +122,8 @@ pub struct StepTimings {
     pub proxy_restore_bytes: usize,
     /// Probe rounds of this step.
     pub probe_ms: f64,
+    /// The first round alone: every cell of the step measured once.
+    pub first_round_ms: f64,
     pub rounds: usize,
     /// From the start of the change to the end of the first probe round in which every
     /// cell showed the oracle's verdict: knetlab's "time to enforce". `None` if no round
@@ -372,6 +374,7 @@ async fn drive(
         // machine is not taken for a dropped packet.
         let t = Instant::now();
         let mut rounds = 0;
+        let mut first_round_ms = 0.0;
         let mut so_far: Option<(StepResult, Option<Explained>)> = None;
         let (result, explained, enforce_ms) = loop {
             let disagreeing: Option<BTreeSet<CellId>> = so_far.as_ref().map(|(r, _)| {
@@ -399,6 +402,9 @@ async fn drive(
             )
             .await?;
             rounds += 1;
+            if rounds == 1 {
+                first_round_ms = ms(t.elapsed());
+            }
             let (result, explained) = match so_far.take() {
                 None => (fresh, fresh_explained),
                 Some((mut all, mut explained)) => {
@@ -448,6 +454,7 @@ async fn drive(
                 .as_ref()
                 .map_or(0, |p| p.nodes.iter().map(|n| n.restore_bytes).sum()),
             probe_ms,
+            first_round_ms,
             rounds,
             enforce_ms,
         });

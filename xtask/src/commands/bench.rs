@@ -38,8 +38,9 @@ pub struct Args {
 struct Sample {
     bring_up: f64,
     teardown: f64,
-    /// The first step's first probe round (the whole matrix).
+    /// The first step's first probe round (the whole matrix), and how many cells it had.
     first_round: f64,
+    probes: usize,
     /// Later steps: rule sync and time to enforce (median over the steps of a run).
     sync: Option<f64>,
     enforce: Option<f64>,
@@ -79,7 +80,8 @@ pub fn main(args: Args) -> u8 {
         .build()
         .expect("tokio runtime");
     let mut rows = String::new();
-    let probes = scenario_probes(&scenario);
+    // Counted from what the runs measured, not computed from the scenario.
+    let mut probes = 0;
     for deny in [DenyStyle::Reject, DenyStyle::Drop] {
         let mut variant = scenario.clone();
         variant.cluster.deny = deny;
@@ -100,6 +102,7 @@ pub fn main(args: Args) -> u8 {
                         opt(s.enforce),
                         s.teardown
                     );
+                    probes = s.probes;
                     samples.push(s);
                 }
                 Err(e) => {
@@ -173,37 +176,11 @@ fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result
     Ok(Sample {
         bring_up: r.timings.bring_up_ms,
         teardown: r.timings.teardown_ms,
-        first_round: first
-            .map(|t| t.probe_ms / t.rounds.max(1) as f64)
-            .unwrap_or(0.0),
+        first_round: first.map(|t| t.first_round_ms).unwrap_or(0.0),
+        probes: r.steps.first().map(|s| s.cells.len()).unwrap_or(0),
         sync: median(later.iter().map(|t| t.sync_ms).collect()),
         enforce: median(later.iter().filter_map(|t| t.enforce_ms).collect()),
     })
-}
-
-fn scenario_probes(scenario: &Scenario) -> usize {
-    // Every pod to every declared port of every pod (the default probe set).
-    let n = pods(scenario);
-    let ports: usize = scenario
-        .steps
-        .first()
-        .map(|s| {
-            s.changes
-                .iter()
-                .filter_map(|c| match c {
-                    sim::scenario::Change::Apply(raw) if raw.kind == sim::objects::Kind::Pod => {
-                        raw.decode(&|_| None).ok()
-                    }
-                    _ => None,
-                })
-                .map(|o| match o {
-                    sim::objects::Object::Pod(p) => sim::objects::declared_ports(&p).len(),
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0);
-    n * ports
 }
 
 fn pods(scenario: &Scenario) -> usize {
