@@ -1,0 +1,131 @@
+//! Which cells a step measures and where their ends are: clients × servers × ports,
+//! the ports a server serves, and the namespace and address of each end.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, anyhow};
+use sim::objects::{ClusterObjects, PodRef, declared_ports};
+use sim::protocol::PortProto;
+use sim::scenario::{Peer, Scenario};
+
+use crate::netns::Netns;
+
+use super::*;
+
+/// The cells a step measures, in a stable order: clients × servers × the ports each
+/// server declares (or `probe.ports`). A Service target `svc/NS/NAME:PORT` is probed on
+/// its own port, once per protocol the Service has on that number (`probe.ports` lists
+/// the pods' ports and does not apply to it); one that does not exist at this step, or
+/// has no such port now, is left out like a pod that does not exist yet.
+pub(super) fn cells_of(
+    scenario: &Scenario,
+    objects: &ClusterObjects,
+) -> Vec<(Peer, Peer, PortProto)> {
+    let pods: Vec<PodRef> = objects.pods.keys().cloned().collect();
+    let from: Vec<Peer> = match &scenario.probe.from {
+        Some(f) => f.clone(),
+        None => pods.iter().cloned().map(Peer::Pod).collect(),
+    };
+    let to: Vec<Peer> = match &scenario.probe.to {
+        Some(t) => t.clone(),
+        None => pods.iter().cloned().map(Peer::Pod).collect(),
+    };
+    let exists = |p: &Peer| match p {
+        Peer::Pod(pod) => objects.pods.contains_key(pod),
+        Peer::Service { .. } => !served_ports(scenario, objects, p).is_empty(),
+        _ => true,
+    };
+    let mut cells = Vec::new();
+    for server in to.iter().filter(|p| exists(p)) {
+        let ports = match (&scenario.probe.ports, server) {
+            (Some(p), s) if !s.is_service() => p.clone(),
+            _ => served_ports(scenario, objects, server),
+        };
+        for client in from.iter().filter(|p| exists(p)) {
+            for port in &ports {
+                cells.push((client.clone(), server.clone(), *port));
+            }
+        }
+    }
+    cells.sort();
+    cells
+}
+
+/// What a server serves: a pod's declared container ports, a host's `serve` list, a
+/// Service's ports numbered like the target (none when it is headless: no virtual IP).
+pub(super) fn served_ports(
+    scenario: &Scenario,
+    objects: &ClusterObjects,
+    server: &Peer,
+) -> Vec<PortProto> {
+    let mut ports: Vec<PortProto> = match server {
+        Peer::Pod(p) => objects
+            .pods
+            .get(p)
+            .map(|pod| declared_ports(pod).into_iter().map(|d| d.port).collect())
+            .unwrap_or_default(),
+        Peer::Host(h) => scenario
+            .cluster
+            .external_hosts
+            .iter()
+            .find(|x| x.name == *h)
+            .map(|x| x.serve.clone())
+            .unwrap_or_default(),
+        Peer::Node(_) => vec![],
+        Peer::Service {
+            namespace,
+            name,
+            port,
+        } => match service_ip(objects, namespace, name) {
+            Some(_) => sim::services::probe_ports(objects, namespace, name, *port),
+            None => vec![],
+        },
+    };
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// A Service's cluster IP (`None` when it does not exist or is headless).
+pub(super) fn service_ip(
+    objects: &ClusterObjects,
+    namespace: &str,
+    name: &str,
+) -> Option<Ipv4Addr> {
+    objects
+        .services
+        .get(&(namespace.to_string(), name.to_string()))
+        .and_then(sim::services::cluster_ip)
+}
+
+/// The address and namespace of a probe end (a Service has no namespace: it is only a
+/// server, reached at its cluster IP, see [`probe_step`]).
+pub(super) fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
+    match peer {
+        Peer::Pod(p) => {
+            let h = live
+                .cluster
+                .pod(p)
+                .ok_or_else(|| anyhow!("pod {p} is not running"))?;
+            Ok((h.netns.clone(), h.ip))
+        }
+        Peer::Node(n) => {
+            let ns = live
+                .cluster
+                .node_netns(n)
+                .ok_or_else(|| anyhow!("node {n} does not exist"))?;
+            let ip = live
+                .cluster
+                .plan()
+                .node(n)
+                .map(|n| n.underlay_ip)
+                .ok_or_else(|| anyhow!("node {n} has no address"))?;
+            Ok((ns.clone(), ip))
+        }
+        Peer::Host(h) => live
+            .cluster
+            .host(h)
+            .ok_or_else(|| anyhow!("host {h} does not exist")),
+        Peer::Service { .. } => Err(anyhow!("{peer} is a Service: it cannot be a client")),
+    }
+}
