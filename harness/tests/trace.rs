@@ -1,0 +1,106 @@
+//! `--trace` against the real kernel: a probe into a default-deny namespace is followed
+//! to the rule that rejects it on the target's node, and a probe to a ClusterIP shows
+//! kube-proxy's DNAT to a backend and the chains it went through. Needs root (the TRACE
+//! target, xtables-monitor); skips with a reason otherwise.
+
+use std::path::Path;
+
+use harness::netns;
+use harness::run::{RunOptions, new_prefix, run};
+use sim::protocol::PortProto;
+use sim::scenario::Peer;
+
+fn can_run() -> bool {
+    let ok = netns::have_privileges()
+        && Path::new("/usr/lib/cni/bridge").exists()
+        && Path::new("/usr/sbin/xtables-monitor").exists();
+    if !ok {
+        eprintln!("skipping: needs root, the CNI plugins and xtables-monitor (package iptables)");
+    }
+    ok
+}
+
+fn scenario(name: &str) -> sim::scenario::Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(format!("{name}.yaml"));
+    sim::scenario::load(&path).expect("scenario loads")
+}
+
+async fn traced(name: &str, from: &str, to: &str, port: &str) -> Vec<String> {
+    netns::init();
+    let opts = RunOptions {
+        prefix: new_prefix(),
+        trace: Some((
+            from.parse::<Peer>().unwrap(),
+            to.parse::<Peer>().unwrap(),
+            port.parse::<PortProto>().unwrap(),
+        )),
+        ..RunOptions::default()
+    };
+    let report = run(&scenario(name), &opts).await.expect("run");
+    assert!(report.ok(), "the scenario itself still passes with a trace");
+    assert_eq!(
+        report.traces.len(),
+        report.steps.len(),
+        "one trace per step"
+    );
+    assert!(
+        netns::list_run(&opts.prefix).unwrap().is_empty(),
+        "torn down"
+    );
+    report.traces.into_iter().map(|t| t.text).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_probe_is_followed_to_the_rule_that_rejects_it() {
+    if !can_run() {
+        return;
+    }
+    let stories = traced("default-deny", "y/a", "x/b", "TCP/80").await;
+    // Step 1: the default deny in x rejects it in x/b's pod firewall chain.
+    let s = &stories[0];
+    assert!(s.contains("KUBE-POD-FW-"), "{s}");
+    assert!(s.contains("rejected here"), "{s}");
+    assert!(s.contains("measured: rejected"), "{s}");
+    // Step 2 removes the policy: the SYN goes through and the SYN-ACK comes back.
+    let s = &stories[1];
+    assert!(!s.contains("rejected here"), "{s}");
+    assert!(s.contains("SYN ACK"), "{s}");
+    assert!(s.contains("measured: allowed"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_probe_shows_kube_proxys_dnat() {
+    if !can_run() {
+        return;
+    }
+    let stories = traced(
+        "service-clusterip",
+        "default/client-1",
+        "svc/default/nginx:80",
+        "TCP/80",
+    )
+    .await;
+    let s = &stories[0];
+    assert!(s.contains("KUBE-SERVICES"), "{s}");
+    assert!(s.contains("KUBE-SEP-"), "{s}");
+    assert!(s.contains("destination rewritten (DNAT)"), "{s}");
+    assert!(s.contains("measured: allowed"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_node_probe_is_seen_entering_the_vxlan_tunnel() {
+    if !can_run() {
+        return;
+    }
+    let stories = traced("overlay-vxlan", "demo/client-1", "demo/web-2", "TCP/80").await;
+    let s = &stories[0];
+    assert!(s.contains("encapsulated in VXLAN (VNI 1)"), "{s}");
+    // The SYN is seen on n1, then on n2 after the tunnel; the SYN-ACK comes back.
+    let n1 = s.find("n1: TCP SYN ").expect("SYN on n1");
+    let n2 = s.find("n2: TCP SYN ").expect("SYN on n2");
+    assert!(n1 < n2, "{s}");
+    assert!(s.contains("SYN ACK"), "{s}");
+    assert!(s.contains("measured: allowed"), "{s}");
+}
