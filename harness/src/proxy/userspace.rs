@@ -1,0 +1,702 @@
+//! The `userspace` proxy: kube-proxy's first mode (removed in v1.26), for the "why
+//! iptables replaced it" lesson. kube-proxy itself carried every connection:
+//! - per service port it listened on a port of its own on the node (here: a socket
+//!   bound inside the node's namespace from a thread that entered it, served by tokio
+//!   tasks of this process; no process per node);
+//! - nat rules sent the cluster IP there: `KUBE-PORTALS-CONTAINER` (from PREROUTING,
+//!   for pods: `REDIRECT --to-ports`) and `KUBE-PORTALS-HOST` (from OUTPUT, for the
+//!   node itself: `DNAT` to the node's address and the proxy port);
+//! - for each connection it picked a ready endpoint round-robin (`LoadBalancerRR`,
+//!   keeping a client on its endpoint with `sessionAffinity: ClientIP`) and dialled it,
+//!   trying the next endpoint when a dial failed, with timeouts 250 ms, 500 ms, 1 s and
+//!   2 s (`EndpointDialTimeouts`, `TryConnectEndpoints`), then copied bytes both ways;
+//! - UDP was relayed per client "session" (one socket towards the endpoint per client
+//!   address), dropped after `--udp-timeout` (250 ms) without traffic.
+//!
+//! So a backend sees the **node's** address as the source (the proxy's own connection),
+//! never the client's: NetworkPolicies that name client pods stop matching (the oracle
+//! knows: `sim::oracle`'s userspace branch), and every byte crosses user space twice.
+//! Proxy ports are taken in order from [`PROXY_PORT_BASE`] (kube-proxy's
+//! `--proxy-port-range`; random by default there), so rules and snapshots are stable.
+//! A port without endpoints has its socket closed, so connections are refused (kube-proxy
+//! accepted them and closed them at once; a refusal is what a probe can measure).
+//! SCTP ports get no proxy (kube-proxy's userspace mode had none either); NodePorts,
+//! external and load-balancer IPs are not proxied by this lesson engine.
+//!
+//! Teardown: dropping the proxy aborts every listener task, and with it the connection
+//! and session tasks it owns (each listener keeps them in a `JoinSet`), which closes
+//! every socket it made in the nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use sim::objects::ClusterObjects;
+use sim::plan::Plan;
+use sim::protocol::Protocol;
+use sim::render::proxy_iptables::{ServicePort, SessionAffinity, normalise_rule};
+use sim::services::proxy_input::{cluster_ip_backends, service_ports};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
+use crate::netns::Netns;
+use crate::policy::{IPTABLES_RESTORE, IPTABLES_SAVE, run_in};
+
+/// nat chain jumped to from PREROUTING: pods' connections to cluster IPs.
+pub const PORTALS_CONTAINER: &str = "KUBE-PORTALS-CONTAINER";
+/// nat chain jumped to from OUTPUT: the node's own connections to cluster IPs.
+pub const PORTALS_HOST: &str = "KUBE-PORTALS-HOST";
+/// The first proxy port; service ports get the next free one in their order.
+pub const PROXY_PORT_BASE: u16 = 20000;
+/// `EndpointDialTimeouts`: one dial per entry, each to the next endpoint.
+pub const DIAL_TIMEOUTS: [Duration; 4] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+/// `--udp-timeout`'s default: a UDP session idle this long is dropped.
+pub const UDP_SESSION_TIMEOUT: Duration = Duration::from_millis(250);
+/// The comment of both jumps (kube-proxy's `iptablesInit`).
+const JUMP_COMMENT: &str = "handle ClusterIPs; NOTE: this must be before the NodePort rules";
+
+/// One proxied service port, as the rules and the listener see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    /// `ns/name:port`.
+    pub service: String,
+    pub protocol: Protocol,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    /// Where the proxy listens on the node.
+    pub proxy_port: u16,
+}
+
+/// The nat restore text for `portals` on a node whose address is `node_ip` (chain lines
+/// flush both chains, so it is a full rewrite), as kube-proxy's
+/// `iptablesContainerPortalArgs` / `iptablesHostPortalArgs` wrote them for a proxy bound
+/// to 0.0.0.0.
+pub fn portal_restore(portals: &[Portal], node_ip: Ipv4Addr) -> String {
+    let mut out = format!("*nat\n:{PORTALS_CONTAINER} - [0:0]\n:{PORTALS_HOST} - [0:0]\n");
+    for p in portals {
+        let args = format!(
+            "-m comment --comment \"{}\" -p {proto} -m {proto} --dport {} -d {}/32",
+            p.service,
+            p.port,
+            p.cluster_ip,
+            proto = p.protocol.lower()
+        );
+        let _ = writeln!(
+            out,
+            "-A {PORTALS_CONTAINER} {args} -j REDIRECT --to-ports {}",
+            p.proxy_port
+        );
+        let _ = writeln!(
+            out,
+            "-A {PORTALS_HOST} {args} -j DNAT --to-destination {node_ip}:{}",
+            p.proxy_port
+        );
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The jumps from the built-in chains, inserted once at a node's first sync.
+fn jump_restore() -> String {
+    format!(
+        "*nat\n:{PORTALS_CONTAINER} - [0:0]\n:{PORTALS_HOST} - [0:0]\n\
+         -I PREROUTING -m comment --comment \"{JUMP_COMMENT}\" -j {PORTALS_CONTAINER}\n\
+         -I OUTPUT -m comment --comment \"{JUMP_COMMENT}\" -j {PORTALS_HOST}\nCOMMIT\n"
+    )
+}
+
+/// The userspace proxy's part of `iptables-save`: the nat table's built-in chain lines,
+/// its two chains with their rules, and the jumps into them (normalised).
+pub fn portal_view(iptables_save: &str) -> String {
+    let ours = |c: &str| c == PORTALS_CONTAINER || c == PORTALS_HOST;
+    let mut out = String::new();
+    let mut in_nat = false;
+    for line in iptables_save.lines().map(str::trim_end) {
+        if let Some(t) = line.strip_prefix('*') {
+            in_nat = t == "nat";
+            if in_nat {
+                out.push_str("*nat\n");
+            }
+            continue;
+        }
+        if !in_nat || line.starts_with('#') {
+            continue;
+        }
+        if line == "COMMIT" {
+            out.push_str("COMMIT\n");
+            in_nat = false;
+        } else if let Some(decl) = line.strip_prefix(':') {
+            let mut parts = decl.split_whitespace();
+            let name = parts.next().unwrap_or_default();
+            let policy = parts.next().unwrap_or("-");
+            if policy != "-" || ours(name) {
+                let _ = writeln!(out, ":{name} {policy} [0:0]");
+            }
+        } else {
+            let mut words = line.split_whitespace();
+            let chain = words.nth(1).unwrap_or_default();
+            let target = line.rsplit_once(" -j ").map(|(_, t)| t.trim());
+            if ours(chain) || target.is_some_and(ours) {
+                let _ = writeln!(out, "{}", normalise_rule(line));
+            }
+        }
+    }
+    out
+}
+
+/// The endpoints a port's proxy picks from, updated by every sync.
+#[derive(Debug, Default)]
+struct Balancer {
+    /// Ready endpoints, sorted (kube-proxy's order).
+    endpoints: Vec<SocketAddrV4>,
+    next: usize,
+    /// `sessionAffinity: ClientIP`: the timeout and each client's endpoint.
+    affinity: Option<Duration>,
+    sticky: HashMap<Ipv4Addr, (SocketAddrV4, Instant)>,
+}
+
+impl Balancer {
+    /// `NextEndpoint`: the client's sticky endpoint if it still exists (unless the last
+    /// dial failed), else the next one round-robin.
+    fn pick(&mut self, client: Ipv4Addr, reset_affinity: bool) -> Option<SocketAddrV4> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(timeout) = self.affinity
+            && !reset_affinity
+            && let Some((ep, last)) = self.sticky.get(&client).copied()
+            && now.duration_since(last) < timeout
+            && self.endpoints.contains(&ep)
+        {
+            self.sticky.insert(client, (ep, now));
+            return Some(ep);
+        }
+        let ep = self.endpoints[self.next % self.endpoints.len()];
+        self.next = (self.next + 1) % self.endpoints.len();
+        if self.affinity.is_some() {
+            self.sticky.insert(client, (ep, now));
+        }
+        Some(ep)
+    }
+}
+
+type Shared = Arc<Mutex<Balancer>>;
+
+/// One port proxy: its portal, its endpoints and, while it has endpoints, the task
+/// serving its socket.
+struct Listener {
+    portal: Portal,
+    balancer: Shared,
+    task: Option<AbortHandle>,
+}
+
+impl Listener {
+    /// Opens the socket and serves it (when not already), or closes it when there is no
+    /// endpoint: kube-proxy accepted and at once closed such connections; knetlab
+    /// refuses them (the kernel answers the redirected connection with a reset, or an
+    /// ICMP port unreachable for UDP), so a probe sees a refusal, as REJECT gives in the
+    /// other modes, rather than an accepted connection that dies.
+    fn serve(&mut self, ns: &Netns, rt: &tokio::runtime::Handle) -> Result<()> {
+        let has_endpoints = !self
+            .balancer
+            .lock()
+            .map_err(|_| anyhow!("a proxy lock was poisoned"))?
+            .endpoints
+            .is_empty();
+        match (&self.task, has_endpoints) {
+            (Some(task), false) => {
+                task.abort();
+                self.task = None;
+            }
+            (None, true) => {
+                let port = self.portal.proxy_port;
+                let b = self.balancer.clone();
+                self.task = Some(match self.portal.protocol {
+                    Protocol::Tcp => {
+                        let listener = crate::probe::server::tcp_listener(ns, port)?;
+                        rt.spawn(serve_tcp(listener, ns.clone(), b)).abort_handle()
+                    }
+                    Protocol::Udp => {
+                        let sock = crate::probe::server::udp_socket(ns, port)?;
+                        rt.spawn(serve_udp(sock, ns.clone(), b)).abort_handle()
+                    }
+                    Protocol::Sctp => bail!("no userspace proxy for SCTP"),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// One node: its listeners and the rule text last written.
+#[derive(Default)]
+struct NodeState {
+    listeners: BTreeMap<(String, Protocol), Listener>,
+    rules: Option<String>,
+}
+
+/// kube-proxy's userspace mode.
+#[derive(Default)]
+pub struct UserspaceProxy {
+    nodes: BTreeMap<String, NodeState>,
+}
+
+impl UserspaceProxy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ServiceProxy for UserspaceProxy {
+    fn name(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn sync(
+        &mut self,
+        plan: &Plan,
+        nodes: &[(String, Netns)],
+        objects: &ClusterObjects,
+    ) -> Result<ProxySyncReport> {
+        let start = Instant::now();
+        let rt = tokio::runtime::Handle::try_current().context(
+            "the userspace proxy serves connections with tokio: sync it inside a runtime",
+        )?;
+        let _guard = rt.enter();
+        let mut ports = service_ports(objects);
+        ports.retain(|p| p.cluster_ip.is_some() && p.protocol != Protocol::Sctp);
+        ports.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
+                &b.namespace,
+                &b.name,
+                &b.port_name,
+                b.protocol,
+            ))
+        });
+        let mut report = ProxySyncReport {
+            render: start.elapsed(),
+            ..ProxySyncReport::default()
+        };
+        for (node, ns) in nodes {
+            let node_start = Instant::now();
+            let np = plan
+                .node(node)
+                .ok_or_else(|| anyhow!("node {node} is not in the plan"))?;
+            let state = self.nodes.entry(ns.name().to_string()).or_default();
+            sync_listeners(state, node, ns, &ports, &rt)
+                .with_context(|| format!("run the userspace proxy's listeners in node {node}"))?;
+            let portals: Vec<Portal> = state.listeners.values().map(|l| l.portal.clone()).collect();
+            let text = portal_restore(&portals, np.underlay_ip);
+            let first = state.rules.is_none();
+            let changed = state.rules.as_deref() != Some(&text);
+            if first {
+                route_service_cidr(plan, ns)?;
+                run_in(ns, IPTABLES_RESTORE, &["--noflush"], Some(&jump_restore())).with_context(
+                    || format!("insert the userspace proxy's jumps in node {node}"),
+                )?;
+            }
+            if changed {
+                run_in(ns, IPTABLES_RESTORE, &["--noflush"], Some(&text)).with_context(|| {
+                    format!("load the userspace proxy's portals into node {node}")
+                })?;
+                state.rules = Some(text.clone());
+            }
+            report.nodes.push(ProxyNodeSync {
+                node: node.clone(),
+                changed,
+                full: first,
+                restore_bytes: if changed { text.len() } else { 0 },
+                restore_lines: if changed { text.lines().count() } else { 0 },
+                elapsed: node_start.elapsed(),
+            });
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    fn installed(&self, node: &Netns) -> Result<String> {
+        let saved = run_in(node, IPTABLES_SAVE, &["-t", "nat"], None)?;
+        let mut text = portal_view(&saved);
+        if let Some(state) = self.nodes.get(node.name()) {
+            text.push_str(
+                "# userspace proxy listeners (tasks of this process, sockets in the node)\n",
+            );
+            for l in state.listeners.values() {
+                let b = l
+                    .balancer
+                    .lock()
+                    .map_err(|_| anyhow!("a proxy lock was poisoned"))?;
+                let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(
+                    text,
+                    "{} 0.0.0.0:{} for {} {}:{} -> [{}] round-robin{}{}",
+                    l.portal.protocol,
+                    l.portal.proxy_port,
+                    l.portal.service,
+                    l.portal.cluster_ip,
+                    l.portal.port,
+                    eps.join(" "),
+                    b.affinity
+                        .map(|t| format!(", ClientIP affinity {}s", t.as_secs()))
+                        .unwrap_or_default(),
+                    if l.task.is_none() {
+                        " (closed: no endpoints, connections are refused)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        Ok(text)
+    }
+}
+
+/// Starts listeners for new service ports, stops those of ports that went away, and
+/// hands every listener its current endpoints.
+fn sync_listeners(
+    state: &mut NodeState,
+    node: &str,
+    ns: &Netns,
+    ports: &[ServicePort],
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
+    let wanted: BTreeMap<(String, Protocol), &ServicePort> = ports
+        .iter()
+        .map(|p| ((p.port_name_string(), p.protocol), p))
+        .collect();
+    state.listeners.retain(|k, l| {
+        wanted
+            .get(k)
+            .is_some_and(|p| p.cluster_ip == Some(l.portal.cluster_ip) && p.port == l.portal.port)
+    });
+    for (key, sp) in &wanted {
+        let endpoints: Vec<SocketAddrV4> = cluster_ip_backends(sp, node)
+            .into_iter()
+            .map(|e| SocketAddrV4::new(e.ip, e.port))
+            .collect();
+        let affinity = match sp.session_affinity {
+            SessionAffinity::ClientIp { timeout_seconds } => {
+                Some(Duration::from_secs(timeout_seconds.into()))
+            }
+            SessionAffinity::None => None,
+        };
+        if let Some(l) = state.listeners.get_mut(key) {
+            {
+                let mut b = l
+                    .balancer
+                    .lock()
+                    .map_err(|_| anyhow!("a proxy lock was poisoned"))?;
+                if b.endpoints != endpoints {
+                    b.endpoints = endpoints;
+                    b.next = 0;
+                    b.sticky.clear();
+                }
+                b.affinity = affinity;
+            }
+            l.serve(ns, rt)?;
+            continue;
+        }
+        let used: Vec<u16> = state
+            .listeners
+            .values()
+            .map(|l| l.portal.proxy_port)
+            .collect();
+        let proxy_port = (PROXY_PORT_BASE..=u16::MAX)
+            .find(|p| !used.contains(p))
+            .ok_or_else(|| anyhow!("no proxy port left"))?;
+        let Some(cluster_ip) = sp.cluster_ip else {
+            continue;
+        };
+        let portal = Portal {
+            service: key.0.clone(),
+            protocol: sp.protocol,
+            cluster_ip,
+            port: sp.port,
+            proxy_port,
+        };
+        let balancer: Shared = Arc::new(Mutex::new(Balancer {
+            endpoints,
+            affinity,
+            ..Balancer::default()
+        }));
+        let mut listener = Listener {
+            portal,
+            balancer,
+            task: None,
+        };
+        listener.serve(ns, rt)?;
+        state.listeners.insert(key.clone(), listener);
+    }
+    Ok(())
+}
+
+fn client_v4(addr: SocketAddr) -> Ipv4Addr {
+    match addr {
+        SocketAddr::V4(a) => *a.ip(),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// Accepts connections; each is served by a task this one owns.
+async fn serve_tcp(listener: TcpListener, ns: Netns, balancer: Shared) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                conns.spawn(proxy_tcp(
+                    client,
+                    client_v4(peer),
+                    ns.clone(),
+                    balancer.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("userspace proxy in {}: accept failed: {e}", ns.name());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// `TryConnectEndpoints`: one dial per timeout, each to the next endpoint.
+async fn dial(ns: &Netns, balancer: &Shared, client: Ipv4Addr) -> Option<TcpStream> {
+    let mut reset = false;
+    for timeout in DIAL_TIMEOUTS {
+        let ep = balancer.lock().ok()?.pick(client, reset)?;
+        // The socket is made in the node, so the connection leaves from the node.
+        let Ok(sock) = ns.enter(TcpSocket::new_v4) else {
+            return None;
+        };
+        match tokio::time::timeout(timeout, sock.connect(SocketAddr::V4(ep))).await {
+            Ok(Ok(stream)) => return Some(stream),
+            Ok(Err(e)) => tracing::debug!("userspace proxy: dial {ep} failed: {e}"),
+            Err(_) => tracing::debug!("userspace proxy: dial {ep} timed out after {timeout:?}"),
+        }
+        reset = true;
+    }
+    None
+}
+
+async fn proxy_tcp(mut client: TcpStream, peer: Ipv4Addr, ns: Netns, balancer: Shared) {
+    match dial(&ns, &balancer, peer).await {
+        Some(mut backend) => {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+        }
+        None => {
+            // No endpoint (or none answered): close with a reset, so the client is
+            // refused rather than told the service said nothing.
+            let _ = client.set_zero_linger();
+        }
+    }
+}
+
+/// Relays datagrams: one session (a socket in the node, connected to one endpoint)
+/// per client address, dropped after [`UDP_SESSION_TIMEOUT`] without replies.
+async fn serve_udp(sock: UdpSocket, ns: Netns, balancer: Shared) {
+    let sock = Arc::new(sock);
+    let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut buf = vec![0u8; 65535];
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let (n, client) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("userspace proxy in {}: UDP receive failed: {e}", ns.name());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let existing = sessions.lock().ok().and_then(|s| s.get(&client).cloned());
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let Some(ep) = balancer
+                    .lock()
+                    .ok()
+                    .and_then(|mut b| b.pick(client_v4(client), false))
+                else {
+                    continue;
+                };
+                let made = ns
+                    .enter(|| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+                    .and_then(|s| {
+                        s.set_nonblocking(true)?;
+                        s.connect(ep)?;
+                        UdpSocket::from_std(s)
+                    });
+                let Ok(up) = made else {
+                    tracing::debug!("userspace proxy: no UDP session towards {ep}");
+                    continue;
+                };
+                let up = Arc::new(up);
+                if let Ok(mut s) = sessions.lock() {
+                    s.insert(client, up.clone());
+                }
+                tasks.spawn(udp_replies(
+                    up.clone(),
+                    sock.clone(),
+                    client,
+                    sessions.clone(),
+                ));
+                up
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+/// Sends an endpoint's replies back to the client until the session goes idle.
+async fn udp_replies(
+    up: Arc<UdpSocket>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>,
+) {
+    let mut buf = vec![0u8; 65535];
+    while let Ok(Ok(n)) = tokio::time::timeout(UDP_SESSION_TIMEOUT, up.recv(&mut buf)).await {
+        let _ = listener.send_to(&buf[..n], client).await;
+    }
+    if let Ok(mut s) = sessions.lock() {
+        s.remove(&client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[test]
+    fn portals_redirect_pods_and_dnat_the_node() {
+        let p = Portal {
+            service: "default/web:http".into(),
+            protocol: Protocol::Tcp,
+            cluster_ip: "10.96.0.10".parse().unwrap(),
+            port: 80,
+            proxy_port: 20000,
+        };
+        let text = portal_restore(&[p], "192.168.200.11".parse().unwrap());
+        assert_eq!(
+            text,
+            "*nat\n:KUBE-PORTALS-CONTAINER - [0:0]\n:KUBE-PORTALS-HOST - [0:0]\n\
+             -A KUBE-PORTALS-CONTAINER -m comment --comment \"default/web:http\" -p tcp -m tcp --dport 80 -d 10.96.0.10/32 -j REDIRECT --to-ports 20000\n\
+             -A KUBE-PORTALS-HOST -m comment --comment \"default/web:http\" -p tcp -m tcp --dport 80 -d 10.96.0.10/32 -j DNAT --to-destination 192.168.200.11:20000\n\
+             COMMIT\n"
+        );
+        let saved = "# Generated\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [1:2]\n:KUBE-PORTALS-HOST - [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"x y\" -j KUBE-PORTALS-CONTAINER\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-PORTALS-HOST -d 10.96.0.10/32 -p tcp -j DNAT --to-destination 1.2.3.4:5\nCOMMIT\n";
+        let view = portal_view(saved);
+        assert_eq!(
+            view,
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-PORTALS-HOST - [0:0]\n-A PREROUTING -m comment --comment \"x y\" -j KUBE-PORTALS-CONTAINER\n-A KUBE-PORTALS-HOST -d 10.96.0.10/32 -p tcp -j DNAT --to-destination 1.2.3.4:5\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn round_robin_with_and_without_affinity() {
+        let a: SocketAddrV4 = "10.244.1.2:80".parse().unwrap();
+        let b: SocketAddrV4 = "10.244.2.2:80".parse().unwrap();
+        let c1: Ipv4Addr = "10.244.1.9".parse().unwrap();
+        let mut bal = Balancer {
+            endpoints: vec![a, b],
+            ..Balancer::default()
+        };
+        let picks: Vec<SocketAddrV4> = (0..4).filter_map(|_| bal.pick(c1, false)).collect();
+        assert_eq!(picks, [a, b, a, b]);
+        bal.affinity = Some(Duration::from_secs(10));
+        let first = bal.pick(c1, false).unwrap();
+        assert_eq!(bal.pick(c1, false), Some(first));
+        // A failed dial resets the affinity: the next endpoint is tried.
+        assert_ne!(bal.pick(c1, true), Some(first));
+        bal.endpoints.clear();
+        assert_eq!(bal.pick(c1, false), None);
+    }
+
+    /// Against the kernel (root): the proxy's dial skips an endpoint that refuses and
+    /// reaches the next, a connection through a proxy listener reaches the backend from
+    /// the node's address, and dropping the listener closes its port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_dial_moves_on_and_dropping_a_listener_closes_it() {
+        use tokio::io::AsyncReadExt;
+        if !crate::netns::have_privileges() {
+            eprintln!("skipping: needs root (a network namespace)");
+            return;
+        }
+        let name = format!("{}-us", crate::run::new_prefix());
+        let ns = Netns::create_many(std::slice::from_ref(&name))
+            .unwrap()
+            .remove(0);
+        let outcome = async {
+            run_in(&ns, "ip", &["link", "set", "lo", "up"], None).unwrap();
+            let backend = crate::probe::server::tcp_listener(&ns, 18080).unwrap();
+            let server = tokio::spawn(crate::probe::server::serve_tcp(backend, "b".into()));
+            let refused: SocketAddrV4 = "127.0.0.1:1".parse().unwrap();
+            let good: SocketAddrV4 = "127.0.0.1:18080".parse().unwrap();
+            let balancer: Shared = Arc::new(Mutex::new(Balancer {
+                endpoints: vec![refused, good],
+                ..Balancer::default()
+            }));
+            let stream = dial(&ns, &balancer, Ipv4Addr::LOCALHOST).await.unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), SocketAddr::V4(good));
+            drop(stream);
+
+            let port = PROXY_PORT_BASE;
+            let l = crate::probe::server::tcp_listener(&ns, port).unwrap();
+            let task =
+                Some(tokio::spawn(serve_tcp(l, ns.clone(), balancer.clone())).abort_handle());
+            let listener = Listener {
+                portal: Portal {
+                    service: "t/t".into(),
+                    protocol: Protocol::Tcp,
+                    cluster_ip: Ipv4Addr::new(10, 96, 0, 1),
+                    port: 80,
+                    proxy_port: port,
+                },
+                balancer,
+                task,
+            };
+            let sock = ns.enter(TcpSocket::new_v4).unwrap();
+            let mut c = sock
+                .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .await
+                .unwrap();
+            let mut line = String::new();
+            tokio::time::timeout(Duration::from_secs(3), c.read_to_string(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(line, "b 127.0.0.1\n");
+            drop(listener);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The port is free again: the listener's socket was closed.
+            crate::probe::server::tcp_listener(&ns, port).unwrap();
+            server.abort();
+        };
+        let result = std::panic::AssertUnwindSafe(outcome).catch_unwind().await;
+        drop(ns);
+        crate::netns::delete(&name).unwrap();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+}
