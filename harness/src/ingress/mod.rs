@@ -1,0 +1,468 @@
+//! The ingress controller: Debian's nginx inside the `ingress-nginx/ingress-nginx-controller`
+//! pod's network namespace, configured from the cluster's Ingress objects by
+//! [`sim::ingress::render`], as ingress-nginx does. Its files (nginx.conf, certificates,
+//! pid file, logs, temp paths) live in the run's state directory
+//! (`/run/knetlab/<prefix>/ingress`), so `cargo xtask clean` finds a killed run's nginx by
+//! its pid file ([`kill_leftover`]) before the namespaces go.
+//!
+//! [`Controller::sync`] renders the configuration; the first time it starts nginx (in the
+//! foreground, `daemon off`, so the master is our child), later only when the text changed
+//! it reloads it (`nginx -s reload`, which reads the pid file) and waits for a new worker.
+//! [`Controller::stop`] ends the master by its pid (TERM, then KILL), which takes the
+//! workers with it; dropping a controller stops it too.
+//!
+//! The HTTP(S) probes through it are in [`client`].
+
+pub mod checks;
+pub mod client;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sim::ingress::IngressModel;
+use sim::ingress::render::{self, RenderOptions};
+
+use crate::netns::Netns;
+
+/// The directory under a run's state directory that holds the controller's files.
+pub const DIR: &str = "ingress";
+/// nginx's binary (Debian's `nginx` package).
+pub const NGINX: &str = "/usr/sbin/nginx";
+/// How long nginx may take to start or to load a new configuration.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopped nginx may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one [`Controller::sync`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncReport {
+    /// `started`, `reloaded` or `unchanged`.
+    pub action: &'static str,
+    /// Time from writing the configuration until nginx served it.
+    pub ms: f64,
+    /// The configuration with endpoint IPs as `${ip:NS/POD}` and the directory as
+    /// `$DIR` (for snapshots).
+    pub config: String,
+    /// Certificates generated for Secrets the scenario does not give: `ns/secret (hosts)`.
+    pub generated_certificates: Vec<String>,
+}
+
+/// nginx running in the controller pod.
+pub struct Controller {
+    netns: Netns,
+    pod_ip: Ipv4Addr,
+    dir: PathBuf,
+    child: Option<Child>,
+    /// The configuration nginx runs now.
+    running_config: Option<String>,
+    /// Certificates already written: `(ns, secret)` → the hosts they were made for.
+    certs: std::collections::BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Controller {
+    /// Prepares the controller's directory under `state_dir` (the run's); starts nothing.
+    pub fn new(netns: Netns, pod_ip: Ipv4Addr, state_dir: &Path) -> Result<Self> {
+        let dir = state_dir.join(DIR);
+        for sub in ["", "certs", "tmp"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+        }
+        // Backends answer nginx's connections with HTTP (see probe::server).
+        crate::probe::server::expect_http_from(pod_ip);
+        Ok(Self {
+            netns,
+            pod_ip,
+            dir,
+            child: None,
+            running_config: None,
+            certs: Default::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The controller pod's address.
+    pub fn pod_ip(&self) -> Ipv4Addr {
+        self.pod_ip
+    }
+
+    /// The nginx master's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Writes certificates and the configuration for `model`, then starts or reloads
+    /// nginx if the configuration changed, and waits until it serves it.
+    pub fn sync(&mut self, model: &IngressModel) -> Result<SyncReport> {
+        let generated = self.write_certificates(model)?;
+        let dir = self.dir.display().to_string();
+        let config = render::render(
+            model,
+            &RenderOptions {
+                dir: dir.clone(),
+                ips: true,
+            },
+        );
+        let shown = render::render(
+            model,
+            &RenderOptions {
+                dir: "$DIR".into(),
+                ips: false,
+            },
+        );
+        if self.running_config.as_deref() == Some(config.as_str()) && self.running() {
+            return Ok(SyncReport {
+                action: "unchanged",
+                ms: 0.0,
+                config: shown,
+                generated_certificates: generated,
+            });
+        }
+        let conf_path = self.dir.join("nginx.conf");
+        std::fs::write(&conf_path, &config)
+            .with_context(|| format!("write {}", conf_path.display()))?;
+        let t = Instant::now();
+        let action = if self.running() {
+            self.reload(&conf_path)?;
+            "reloaded"
+        } else {
+            self.start(&conf_path)?;
+            "started"
+        };
+        self.running_config = Some(config);
+        Ok(SyncReport {
+            action,
+            ms: (t.elapsed().as_secs_f64() * 1e5).round() / 100.0,
+            config: shown,
+            generated_certificates: generated,
+        })
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    fn start(&mut self, conf: &Path) -> Result<()> {
+        let child = self
+            .netns
+            .command(NGINX)
+            .arg("-c")
+            .arg(conf)
+            .arg("-e")
+            .arg(self.dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "start {NGINX} -c {} in namespace {}",
+                    conf.display(),
+                    self.netns.name()
+                )
+            })?;
+        let pid = child.id();
+        self.child = Some(child);
+        // Ready when the master wrote its pid and has a worker.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if !self.running() {
+                bail!(
+                    "nginx exited at start in namespace {}: {}",
+                    self.netns.name(),
+                    self.log_tail()
+                );
+            }
+            let pid_written = std::fs::read_to_string(self.dir.join("nginx.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                == Some(pid);
+            if pid_written && !workers(pid).is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "nginx did not start within {} s in namespace {}: {}",
+                    READY_TIMEOUT.as_secs(),
+                    self.netns.name(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// `nginx -s reload`, then waits for a worker that did not exist before (nginx starts
+    /// new workers only once the new configuration loaded) and for the old workers to be
+    /// gone: until they leave, they still accept connections on the shared listening
+    /// sockets and answer with the old configuration.
+    fn reload(&mut self, conf: &Path) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("nginx is not running"))?;
+        let before = workers(pid);
+        let out = self
+            .netns
+            .command(NGINX)
+            .arg("-c")
+            .arg(conf)
+            .arg("-e")
+            .arg(self.dir.join("error.log"))
+            .args(["-s", "reload"])
+            .output()
+            .with_context(|| format!("run {NGINX} -s reload in namespace {}", self.netns.name()))?;
+        if !out.status.success() {
+            bail!(
+                "nginx -s reload failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let now = workers(pid);
+            if now.iter().any(|w| !before.contains(w)) && !now.iter().any(|w| before.contains(w)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "nginx did not load the new configuration within {} s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// Writes each certificate the model needs: the Secret's own, or a self-signed one
+    /// made with `openssl req` for the hosts (once; again only if the hosts change), and
+    /// the default certificate when some host is served over TLS. Returns what it
+    /// generated in this call.
+    fn write_certificates(&mut self, model: &IngressModel) -> Result<Vec<String>> {
+        let mut generated = Vec::new();
+        if !model.has_tls() {
+            return Ok(generated);
+        }
+        let certs = self.dir.join("certs");
+        let default = certs.join(format!("{}.crt", render::DEFAULT_CERT));
+        if !default.exists() {
+            self_signed(
+                &certs,
+                render::DEFAULT_CERT,
+                "Kubernetes Ingress Controller Fake Certificate",
+                &[],
+            )?;
+        }
+        for c in &model.certificates {
+            let key = (c.namespace.clone(), c.secret.clone());
+            let name = render::cert_name(Some(&key));
+            match &c.pem {
+                Some((crt, k)) => {
+                    write_private(&certs.join(format!("{name}.crt")), crt)?;
+                    write_private(&certs.join(format!("{name}.key")), k)?;
+                }
+                None => {
+                    if self.certs.get(&key) == Some(&c.hosts) {
+                        continue;
+                    }
+                    let cn = c.hosts.first().cloned().unwrap_or_else(|| c.secret.clone());
+                    self_signed(&certs, &name, &cn, &c.hosts)?;
+                    generated.push(format!(
+                        "{}/{} ({})",
+                        c.namespace,
+                        c.secret,
+                        c.hosts.join(", ")
+                    ));
+                }
+            }
+            self.certs.insert(key, c.hosts.clone());
+        }
+        Ok(generated)
+    }
+
+    /// Leaves nginx running (for `--keep`): `cargo xtask clean` ends it by its pid file.
+    pub fn detach(mut self) {
+        self.child = None;
+    }
+
+    /// Ends nginx by its pid: TERM (fast shutdown, workers included), KILL if it lingers.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        let workers_before = workers(child.id());
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => {
+                    let _ = child.kill();
+                    child
+                        .wait()
+                        .with_context(|| format!("wait for nginx (pid {pid}) to die"))?;
+                    break;
+                }
+            }
+        }
+        // Workers leave with their master; make sure.
+        for w in workers_before {
+            if alive(w) {
+                let _ = kill(Pid::from_raw(w as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join("nginx.pid"));
+        Ok(())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!("stopping nginx: {e:#}");
+        }
+        crate::probe::server::forget_http_from(self.pod_ip);
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+/// A self-signed certificate and key (EC P-256, fast to make) in `dir/NAME.crt|key`.
+fn self_signed(dir: &Path, name: &str, cn: &str, hosts: &[String]) -> Result<()> {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+    ])
+    .args(["-nodes", "-days", "3650", "-subj"])
+    .arg(format!("/O=knetlab/CN={cn}"))
+    .arg("-keyout")
+    .arg(dir.join(format!("{name}.key")))
+    .arg("-out")
+    .arg(dir.join(format!("{name}.crt")));
+    if !hosts.is_empty() {
+        let san: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
+        cmd.arg("-addext")
+            .arg(format!("subjectAltName={}", san.join(",")));
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("run openssl req for the certificate {name}"))?;
+    if !out.status.success() {
+        bail!(
+            "openssl req for {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The children of a process (nginx's workers), from /proc.
+pub fn workers(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Processes whose command line names a file under `dir` (an nginx started with `-c
+/// dir/nginx.conf`), sorted: what must be gone after a run.
+pub fn processes_using(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Ends the nginx a killed run left behind in its state directory `state_dir`: the
+/// master named in its pid file, if that process is an nginx started with this run's
+/// configuration (a recycled pid is left alone), and its workers. Returns the pids ended.
+pub fn kill_leftover(state_dir: &Path) -> Vec<u32> {
+    let dir = state_dir.join(DIR);
+    let mut ended = Vec::new();
+    let from_file = std::fs::read_to_string(dir.join("nginx.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    // The pid file first; then anything else still started with this run's files (a
+    // master that died before writing it, orphaned workers).
+    let mut pids: Vec<u32> = from_file.into_iter().collect();
+    for p in processes_using(&dir) {
+        if !pids.contains(&p) {
+            pids.push(p);
+        }
+    }
+    let needle = dir.display().to_string();
+    for pid in pids {
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+            .unwrap_or(false);
+        if !ours {
+            continue;
+        }
+        let children = workers(pid);
+        if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+            ended.push(pid);
+        }
+        for w in children {
+            if kill(Pid::from_raw(w as i32), Signal::SIGKILL).is_ok() {
+                ended.push(w);
+            }
+        }
+    }
+    // Wait for them to be gone (reaped by init or their parent), briefly.
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while ended.iter().any(|p| zombie_or_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ended.sort();
+    ended
+}
+
+fn zombie_or_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
