@@ -7,6 +7,8 @@
 pub mod capture;
 pub mod cluster;
 pub mod cni;
+pub mod dns;
+pub mod ingress;
 pub mod netns;
 pub mod parallel;
 pub mod policy;
@@ -14,3 +16,4 @@ pub mod prereq;
 pub mod probe;
 pub mod proxy;
 pub mod run;
+pub mod trace;

@@ -294,7 +294,7 @@ async fn a_killed_run_is_swept_by_its_prefix() {
     // looked at: a global `clean` would also sweep other people's orphaned runs.)
     let report = sweep::clean_run(&prefix, false);
     assert_eq!(report.skipped.len(), 1, "{report}");
-    assert_eq!(report.skipped[0].pid, std::process::id());
+    assert_eq!(report.skipped[0].pid, Some(std::process::id()));
     assert_eq!(report.skipped[0].reason, "owns it");
     assert_eq!(our_namespaces(&prefix).len(), 1 + 2 + 5);
     // Without the owner file, the handles this process still holds (leaked with the

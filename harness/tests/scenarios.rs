@@ -52,8 +52,9 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
         progress: false,
         capture: None,
         // One probe per Service cell: the spread over backends is random, snapshots are not.
-        repeat: 1,
+        repeat: 0,
         deadline: scenario.probe.timeout_ms.map(Duration::from_millis),
+        ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,8 +80,29 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
         matrices.push_str(&format!("== step {}: {} ==\n", i + 1, step.name));
         matrices.push_str(&sim::matrix::render_tables(step));
     }
+    // The ingress controller per step: its nginx.conf and the `http:` checks.
+    let mut ingress = String::new();
+    for s in &report.ingress {
+        ingress.push_str(&format!(
+            "== step: {} == controller {} ==\n{}{}\n",
+            s.step,
+            s.controller,
+            harness::ingress::checks::render_step(s),
+            if s.controller == "unchanged" {
+                "(nginx.conf unchanged)\n".to_string()
+            } else {
+                s.config.clone()
+            }
+        ));
+    }
     if !report.ok() {
-        let text: Vec<String> = report.steps.iter().map(sim::matrix::render_step).collect();
+        let mut text: Vec<String> = report.steps.iter().map(sim::matrix::render_step).collect();
+        text.extend(
+            report
+                .ingress
+                .iter()
+                .map(harness::ingress::checks::render_step),
+        );
         return Err(format!("wrong cells in {name}:\n{}", text.join("\n")).into());
     }
     let mut settings = insta::Settings::clone_current();
@@ -116,6 +138,20 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
         insta::assert_snapshot!(format!("{name}@rules"), rules);
         if !proxy.is_empty() {
             insta::assert_snapshot!(format!("{name}@proxy"), proxy);
+        }
+        // The cluster DNS's records, answers and the pods' service variables per step
+        // (only scenarios with `cluster.dns`).
+        if !report.dns.is_empty() {
+            let dns: Vec<String> = report
+                .dns
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d.render(i + 1, i.checked_sub(1).map(|p| &report.dns[p])))
+                .collect();
+            insta::assert_snapshot!(format!("{name}@dns"), dns.join("\n"));
+        }
+        if !ingress.is_empty() {
+            insta::assert_snapshot!(format!("{name}@ingress"), ingress);
         }
     });
     Ok(())

@@ -3,7 +3,9 @@
 //! and renders rules and matrices as text. Nothing here needs root or touches the kernel:
 //! every function is data in, data out, so it is all unit-tested without privileges.
 
+pub mod dns;
 pub mod error;
+pub mod ingress;
 pub mod matrix;
 pub mod objects;
 pub mod oracle;
@@ -12,6 +14,8 @@ pub mod podnet;
 pub mod policy;
 pub mod protocol;
 pub mod render;
+pub mod report;
 pub mod scenario;
 pub mod selector;
 pub mod services;
+pub mod trace;

@@ -241,7 +241,11 @@ fn reference(
             side_allows(objects, true, &dest, &src, &dest, port)
         }
         Peer::Host(_) => unreachable!("the model has no external hosts"),
-        Peer::Service { .. } => unreachable!("the model probes no Services"),
+        Peer::Service { .. }
+        | Peer::Dns { .. }
+        | Peer::NodePort { .. }
+        | Peer::LoadBalancer { .. }
+        | Peer::ExternalIp { .. } => unreachable!("the model probes no Services or names"),
     }
 }
 

@@ -41,12 +41,15 @@ struct Replay {
     /// Node name → (its pod subnet's network address, the next host number to give).
     next_ip: BTreeMap<String, (Ipv4Addr, u32)>,
     node_addresses: BTreeMap<String, Ipv4Addr>,
+    /// The address plan, grown as nodes join (`nodeJoin`).
+    plan: Plan,
 }
 
 impl Replay {
     fn new(sc: &Scenario) -> Result<Self, String> {
         let plan = Plan::new(&plan::prefix_from_seed(0), &sc.cluster).map_err(|e| e.to_string())?;
         Ok(Self {
+            plan: plan.clone(),
             objects: ClusterObjects::new(sc.cluster.nodes.clone()),
             next_ip: plan
                 .nodes
@@ -62,6 +65,14 @@ impl Replay {
     }
 
     fn apply_step(&mut self, step: &Step) -> Result<(), String> {
+        // Nodes joining in this step exist before its changes, as the harness does it.
+        for name in &step.joined_nodes {
+            let n = self.plan.join_node(name).map_err(|e| e.to_string())?;
+            self.next_ip
+                .insert(n.name.clone(), (n.pod_subnet.network(), 2));
+            self.node_addresses.insert(n.name.clone(), n.underlay_ip);
+            self.objects.nodes.push(name.clone());
+        }
         // Pods created in this step, waiting for their addresses.
         let mut new_pods: Vec<PodRef> = Vec::new();
         for change in &step.changes {
@@ -87,6 +98,26 @@ impl Replay {
             }
         }
         self.assign_ips(&mut new_pods)
+    }
+
+    /// What `node/NAME` targets need, as the harness gives it: portmap's settings and the
+    /// nodes' underlay and bridge addresses.
+    fn host_ports(&self, sc: &Scenario) -> oracle::HostPorts {
+        let plan = Plan::new(&plan::prefix_from_seed(0), &sc.cluster).expect("checked");
+        oracle::HostPorts {
+            portmap: oracle::Portmap::of(&sc.cluster.cni),
+            nodes: plan
+                .nodes
+                .iter()
+                .map(|n| {
+                    let addresses = oracle::NodeAddresses {
+                        underlay: n.underlay_ip,
+                        bridge: n.gateway,
+                    };
+                    (n.name.clone(), addresses)
+                })
+                .collect(),
+        }
     }
 
     /// Gives the waiting pods their addresses as `harness::cluster::Cluster::add_pods`
@@ -120,14 +151,28 @@ impl Replay {
 fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, PortProto)> {
     let exists = |p: &Peer| match p {
         Peer::Pod(p) => objects.pods.contains_key(p),
-        Peer::Node(_) | Peer::Host(_) => true,
+        // A node that joins in a later step is not there yet.
+        Peer::Node(n) => objects.nodes.contains(n),
+        Peer::Host(_) => true,
         Peer::Service {
             namespace,
             name,
             port,
         } => !sim::services::probe_ports(objects, namespace, name, *port).is_empty(),
+        Peer::Dns { .. } => true,
+        // `nodeport/`, `lb/`, `extip/`: while some Service offers it.
+        Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. } => {
+            oracle::resolve_target(objects, p).is_ok()
+        }
     };
-    let pods: Vec<Peer> = objects.pods.keys().cloned().map(Peer::Pod).collect();
+    // The cluster DNS pod is in no default set (it serves DNS, not probes).
+    let pods: Vec<Peer> = objects
+        .pods
+        .keys()
+        .filter(|p| sc.dns.is_none() || !sim::dns::is_dns_pod(p))
+        .cloned()
+        .map(Peer::Pod)
+        .collect();
     let clients: Vec<Peer> = match &sc.probe.from {
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods.clone(),
@@ -144,6 +189,12 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         ports.sort();
         ports.dedup();
         for from in &clients {
+            let ports = match (to, &sc.dns) {
+                (Peer::Dns { name, port }, Some(dns)) => {
+                    sim::dns::predict::probe_ports(objects, dns, from, name, *port)
+                }
+                _ => ports.clone(),
+            };
             for port in &ports {
                 cells.push((from.clone(), to.clone(), *port));
             }
@@ -172,12 +223,20 @@ fn served_ports(sc: &Scenario, objects: &ClusterObjects, server: &Peer) -> Vec<P
             .filter(|x| x.name == *h)
             .flat_map(|x| x.serve.iter().copied())
             .collect(),
-        Peer::Node(_) => Vec::new(),
+        // Its pods' hostPorts.
+        Peer::Node(n) => oracle::host_ports_of(objects, n),
         Peer::Service {
             namespace,
             name,
             port,
         } => sim::services::probe_ports(objects, namespace, name, *port),
+        // Per client (see probe_cells).
+        Peer::Dns { .. } => Vec::new(),
+        Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. } => {
+            oracle::resolve_target(objects, server)
+                .map(|t| t.ports)
+                .unwrap_or_default()
+        }
     }
 }
 
@@ -192,7 +251,8 @@ fn check_step(
     let mut problems = Vec::new();
     let mut checked = 0;
     for (from, to, port) in &cells {
-        let is_self = from == to;
+        // A node to its own hostPort is no loopback: it goes through portmap's DNAT.
+        let is_self = matches!(from, Peer::Pod(_)) && from == to;
         if is_self && sc.loopback == Loopback::Ignore {
             continue;
         }
@@ -200,6 +260,16 @@ fn check_step(
             continue;
         };
         checked += 1;
+        if let (Peer::Dns { name, .. }, Some(dns)) = (to, &sc.dns) {
+            let prediction = sim::dns::predict::predict_dns(ctx, dns, from, name, *port);
+            if prediction.verdict != Some(Verdict::from_allowed(expected)) {
+                problems.push(format!(
+                    "step {:?}: {from} -> {to} {port}: expect says {expected:?}, the oracle says {:?}\n{prediction}",
+                    step.name, prediction.verdict
+                ));
+            }
+            continue;
+        }
         if !served_ports(sc, ctx.objects, to).contains(port) {
             problems.push(format!(
                 "step {:?}: {from} -> {to} {port} is asserted, but {to} does not serve {port} (the probe would be refused)",
@@ -208,6 +278,21 @@ fn check_step(
             continue;
         }
         let expected = Verdict::from_allowed(expected);
+        if to.is_external_service() {
+            let prediction = oracle::predict_external(ctx, from, to, *port);
+            match prediction.verdict {
+                Some(v) if v != expected => problems.push(format!(
+                    "step {:?}: {from} -> {to} {port}: expect says {expected:?}, the oracle says {v:?}\n{prediction}",
+                    step.name
+                )),
+                None => problems.push(format!(
+                    "step {:?}: {from} -> {to} {port} is asserted, but its paths disagree (a cell that depends on the path cannot be asserted)\n{prediction}",
+                    step.name
+                )),
+                _ => {}
+            }
+            continue;
+        }
         if to.is_service() {
             let prediction = oracle::predict_service(ctx, from, to, *port);
             match prediction.verdict {
@@ -271,7 +356,14 @@ fn check_scenario(path: &Path) -> Result<Vec<String>, String> {
             .collect();
         let ctx = OracleContext::new(&replay.objects, sc.cluster.policy, &replay.node_addresses)
             .with_hosts(hosts)
-            .with_down_nodes(step.down_nodes.clone());
+            .with_down_nodes(step.down_nodes.clone())
+            .with_br_netfilter_off(if sc.br_netfilter {
+                Default::default()
+            } else {
+                sc.cluster.nodes.iter().cloned().collect()
+            })
+            .with_host_ports(replay.host_ports(&sc))
+            .with_node_fabric(replay.host_ports(&sc).nodes);
         let (checked, p) = check_step(&sc, step, expect, &ctx);
         if checked == 0 && p.is_empty() {
             problems.push(format!(

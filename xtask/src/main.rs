@@ -40,6 +40,12 @@ enum Command {
     },
     /// Measure bring-up, probing and teardown, and write BENCHMARKS.md.
     Bench(commands::bench::Args),
+    /// An interactive shell inside a namespace of a cluster kept with `--keep`.
+    Shell(commands::shell::Args),
+    /// Run one command inside a namespace of a kept cluster: `exec x/a -- ip -br addr`.
+    Exec(commands::exec::Args),
+    /// Remove a cluster kept with `--keep` (CNI DEL, then its namespaces).
+    Down(commands::down::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,9 @@ fn main() -> ExitCode {
         Command::Clean { force } => commands::clean::main(force),
         Command::Test { cargo_args } => commands::test::main(&cargo_args),
         Command::Bench(args) => commands::bench::main(args),
+        Command::Shell(args) => commands::shell::main(args),
+        Command::Exec(args) => commands::exec::main(args),
+        Command::Down(args) => commands::down::main(args),
     };
     ExitCode::from(code)
 }

@@ -38,7 +38,52 @@ pub const NODE_SYSCTLS: [(&str, &str); 2] = [
     ("net/ipv4/icmp_ratemask", "0"),
 ];
 
+/// The sysctl `cluster.brNetfilter` governs: whether a bridge hands the IPv4 frames it
+/// switches to iptables (br_netfilter). 1 in every new namespace on this kernel.
+pub const BRIDGE_NF_CALL_IPTABLES: &str = "net/bridge/bridge-nf-call-iptables";
+
 impl Cluster {
+    /// `cluster.brNetfilter`: sets `net.bridge.bridge-nf-call-iptables` in every node
+    /// namespace (call it right after [`Cluster::create`], before any pod exists).
+    /// Only ever in the node namespaces: br_netfilter's sysctls exist in a namespace
+    /// other than the root one only where the kernel keeps them per namespace (this
+    /// kernel does: reference/this-machine.md §4), so a node namespace without the file
+    /// means the lesson cannot run here, and it is refused, the root namespace untouched.
+    /// Each value is read back, and so is the root namespace's (which must not move).
+    pub fn set_br_netfilter(&self, on: bool) -> Result<()> {
+        let value = if on { "1" } else { "0" };
+        let root_path = format!("/proc/sys/{BRIDGE_NF_CALL_IPTABLES}");
+        // Read (never written) to prove the setting stayed in the node namespaces.
+        let root_before = std::fs::read_to_string(&root_path).ok();
+        for (name, node) in &self.nodes {
+            let ns = &node.netns;
+            if ns.sysctl(BRIDGE_NF_CALL_IPTABLES).is_err() {
+                bail!(
+                    "cluster.brNetfilter: {} does not exist in node {name}'s namespace {}: this kernel keeps br_netfilter's sysctls only in the root namespace (or has no br_netfilter), and knetlab never writes the root namespace's sysctls, so bridge-nf-call-iptables cannot be set per node here",
+                    root_path,
+                    ns.name()
+                );
+            }
+            ns.set_sysctl(BRIDGE_NF_CALL_IPTABLES, value)?;
+            let now = ns.sysctl(BRIDGE_NF_CALL_IPTABLES)?;
+            if now != value {
+                bail!(
+                    "node {name} ({}): {BRIDGE_NF_CALL_IPTABLES} reads {now} after writing {value}",
+                    ns.name()
+                );
+            }
+        }
+        let root_after = std::fs::read_to_string(&root_path).ok();
+        if root_before != root_after {
+            bail!(
+                "writing {BRIDGE_NF_CALL_IPTABLES} in the node namespaces changed the root namespace's value ({:?} -> {:?}): the kernel does not keep it per namespace",
+                root_before.as_deref().map(str::trim),
+                root_after.as_deref().map(str::trim)
+            );
+        }
+        Ok(())
+    }
+
     /// Builds the fabric, the nodes and the host-gw routes, and (when the plan has
     /// external hosts) the router and the hosts, and records this process as the run's
     /// owner in `{state_dir}/pid`. On failure everything made is removed.
@@ -299,7 +344,7 @@ pub(super) async fn add_veth_into(
 /// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes
 /// or the VXLAN overlay, the routes to the external hosts via the router, and the CNI
 /// configuration files.
-async fn configure_node(
+pub(super) async fn configure_node(
     plan: &Plan,
     node: &NodePlan,
     ns: &Netns,
@@ -340,19 +385,25 @@ async fn configure_node(
 /// host-gw: each other node's pod subnet via that node's underlay address.
 async fn host_gw_routes(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
-            .gateway(other.underlay_ip)
-            .output_interface(eth0)
-            .build();
-        h.route().add(route).execute().await.with_context(|| {
-            format!(
-                "add route {} via {} dev {NODE_UPLINK}",
-                other.pod_subnet, other.underlay_ip
-            )
-        })?;
+        host_gw_route(h, other, eth0).await?;
     }
     Ok(())
+}
+
+/// host-gw: the route to `other`'s pod subnet via its underlay address (`eth0`: the
+/// index of this node's underlay link).
+pub(super) async fn host_gw_route(h: &Handle, other: &NodePlan, eth0: u32) -> Result<()> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
+        .gateway(other.underlay_ip)
+        .output_interface(eth0)
+        .build();
+    h.route().add(route).execute().await.with_context(|| {
+        format!(
+            "add route {} via {} dev {NODE_UPLINK}",
+            other.pod_subnet, other.underlay_ip
+        )
+    })
 }
 
 /// Brings up `lo` and the underlay `eth0` and gives `eth0` its underlay address.

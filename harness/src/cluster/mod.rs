@@ -6,7 +6,8 @@
 //! namespace of its own behind it (see `outside.rs`). Every name and address comes from
 //! the [`Plan`]; nothing is ever created in the root network namespace.
 //!
-//! [`Cluster::create`] builds the fabric, nodes, router and hosts, [`Cluster::add_pods`] and
+//! [`Cluster::create`] builds the fabric, nodes, router and hosts, [`Cluster::join_node`]
+//! adds a node to the running cluster (`join.rs`), [`Cluster::add_pods`] and
 //! [`Cluster::remove_pods`] run CNI ADD/DEL, [`Cluster::verify`] reads the kernel back
 //! and lists everything missing, [`Cluster::describe`] renders what was built for
 //! snapshots, and [`Cluster::teardown`] removes it all. A cluster that is dropped without
@@ -24,8 +25,9 @@ use crate::netns::{Netns, sweep};
 
 mod build;
 mod describe;
+mod join;
 mod link;
-mod outside;
+pub mod outside;
 mod pods;
 mod readback;
 mod teardown;

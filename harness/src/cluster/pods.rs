@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -22,6 +23,10 @@ use sim::plan::Plan;
 use super::{Cluster, NodeHandle, PodHandle};
 use crate::cni::{self, CheckNote, CniResult, ConfList, RuntimeConf};
 use crate::netns::{self, Netns, sweep};
+
+/// One pod's ADD on its node's thread: the pod, its node, its namespace's name, and its
+/// attachments in ADD order.
+type PodJob = (PodRef, String, String, Vec<Attachment>);
 
 /// One CNI attachment: a network joined on one interface of one pod.
 #[derive(Debug, Clone)]
@@ -62,6 +67,11 @@ pub struct PodsAdded {
     /// Per node: how many pods it ADDed and how long its (serial) ADDs took, sorted by
     /// node. `cargo xtask bench --scale` reports the per-pod median from these.
     pub node_adds: Vec<(String, usize, Duration)>,
+    /// Per node (sorted like `node_adds`): each pod's ADD (`lo` then `eth0`) in the
+    /// order the node ran them, to see whether a pod's ADD grows with the pods before it.
+    pub pod_adds: Vec<Vec<Duration>>,
+    /// Creating the pods' namespaces (on one thread, while the ADDs run).
+    pub netns_create: Duration,
 }
 
 /// The CHECK round after the ADDs.
@@ -157,34 +167,27 @@ impl Cluster {
         {
             bail!("network namespace {taken} already exists");
         }
-        let made = tokio::task::spawn_blocking(move || {
-            Netns::create_many(&names).inspect_err(|_| {
-                // create_many stops at the first failure: remove what it made before.
-                for n in &names {
-                    let _ = netns::delete(n);
-                }
-            })
-        })
-        .await
-        .context("namespace creation task")??;
 
-        // Per node, pods in a fixed order; each node's ADDs run on a thread of their own.
-        let mut per_node: BTreeMap<&str, Vec<(PodRef, Netns)>> = BTreeMap::new();
-        for ((pod, node), ns) in pods.iter().zip(&made) {
+        // Per node, pods in a fixed order; each node's ADDs run on a thread of their own,
+        // and one more thread creates the namespaces just ahead of them (see
+        // [`round_robin`]).
+        let mut per_node: BTreeMap<&str, Vec<(PodRef, String)>> = BTreeMap::new();
+        for ((pod, node), name) in pods.iter().zip(names) {
             per_node
                 .entry(node.as_str())
                 .or_default()
-                .push((pod.clone(), ns.clone()));
+                .push((pod.clone(), name));
         }
-        let jobs: Vec<Vec<(PodRef, String, Vec<Attachment>)>> = per_node
+        let jobs: Vec<Vec<PodJob>> = per_node
             .into_iter()
             .map(|(node, mut list)| {
                 list.sort_by(|a, b| a.0.cmp(&b.0));
                 let handle = &self.nodes[node];
                 list.into_iter()
-                    .map(|(pod, ns)| {
-                        let atts = attachments(&self.plan, node, handle, &pod, &ns, &caps[&pod]);
-                        (pod, node.to_string(), atts)
+                    .map(|(pod, name)| {
+                        let path = Path::new(netns::NETNS_DIR).join(&name);
+                        let atts = attachments(&self.plan, node, handle, &pod, path, &caps[&pod]);
+                        (pod, node.to_string(), name, atts)
                     })
                     .collect()
             })
@@ -196,48 +199,99 @@ impl Cluster {
         let every: Vec<Attachment> = jobs
             .iter()
             .flatten()
-            .flat_map(|(_, _, atts)| atts.iter().cloned())
+            .flat_map(|(_, _, _, atts)| atts.iter().cloned())
             .collect();
         let per_node_atts: Vec<Vec<Attachment>> = jobs
             .iter()
             .map(|node_pods| {
                 node_pods
                     .iter()
-                    .flat_map(|(_, _, atts)| atts.iter().cloned())
+                    .flat_map(|(_, _, _, atts)| atts.iter().cloned())
                     .collect()
             })
             .collect();
         let outcomes = tokio::task::spawn_blocking(move || {
-            cni::parallel_map(jobs, threads, |node_pods| {
-                let started = Instant::now();
-                let node_name = node_pods.first().map(|(_, n, _)| n.clone());
-                let mut done = vec![];
-                for (pod, node, atts) in node_pods {
-                    match add_pod(&atts) {
-                        Ok(result) => done.push(Ok((pod, node, result))),
-                        Err(e) => {
-                            // Later pods of this node would get other addresses than
-                            // planned: stop here.
-                            done.push(Err(e));
+            // One thread creates the namespaces, in the order the node threads use
+            // them (round-robin over the nodes), and hands each to its node's thread.
+            let order: Vec<(usize, PodRef, String)> = round_robin(
+                jobs.iter()
+                    .map(|pods| {
+                        pods.iter()
+                            .map(|(p, _, n, _)| (p.clone(), n.clone()))
+                            .collect()
+                    })
+                    .collect(),
+            );
+            let (senders, receivers): (Vec<_>, Vec<_>) = jobs
+                .iter()
+                .map(|_| mpsc::channel::<Result<Netns>>())
+                .unzip();
+            std::thread::scope(|s| {
+                let creator = s.spawn(move || {
+                    let started = Instant::now();
+                    for (i, pod, name) in order {
+                        let made = Netns::create_many(std::slice::from_ref(&name))
+                            .and_then(|mut v| {
+                                v.pop().context("namespace creation returned nothing")
+                            })
+                            .with_context(|| format!("create the namespace of pod {pod}"));
+                        let failed = made.is_err();
+                        // A node thread that stopped early has dropped its receiver.
+                        let _ = senders[i].send(made);
+                        if failed {
                             break;
                         }
                     }
-                }
-                let timing = node_name.map(|n| (n, done.len(), started.elapsed()));
-                (timing, done)
+                    started.elapsed()
+                });
+                let node_jobs: Vec<_> = jobs.into_iter().zip(receivers).collect();
+                let outcomes = cni::parallel_map(node_jobs, threads, |(node_pods, made)| {
+                    let started = Instant::now();
+                    let node_name = node_pods.first().map(|(_, n, _, _)| n.clone());
+                    let mut done = vec![];
+                    let mut each = vec![];
+                    for (pod, node, _, atts) in node_pods {
+                        let t = Instant::now();
+                        let r = made
+                            .recv()
+                            .unwrap_or_else(|_| {
+                                Err(anyhow!("the namespace of pod {pod} was not created"))
+                            })
+                            .and_then(|ns| add_pod(&atts).map(|result| (ns, result)));
+                        each.push(t.elapsed());
+                        match r {
+                            Ok((ns, result)) => done.push(Ok((pod, node, ns, result))),
+                            Err(e) => {
+                                // Later pods of this node would get other addresses than
+                                // planned: stop here.
+                                done.push(Err(e));
+                                break;
+                            }
+                        }
+                    }
+                    let timing = node_name.map(|n| (n, done.len(), started.elapsed(), each));
+                    (timing, done)
+                });
+                let created = creator.join().unwrap_or_default();
+                (outcomes, created)
             })
         })
         .await
         .context("CNI ADD task")?;
+        let (outcomes, netns_create) = outcomes;
 
-        let (node_adds, outcomes): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
-        let node_adds: Vec<(String, usize, Duration)> = node_adds.into_iter().flatten().collect();
+        let (timings, outcomes): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
+        type NodeAdds = Vec<(String, usize, Duration)>;
+        let (node_adds, pod_adds): (NodeAdds, Vec<Vec<Duration>>) = timings
+            .into_iter()
+            .flatten()
+            .map(|(n, count, total, each)| ((n, count, total), each))
+            .unzip();
         let mut added = BTreeMap::new();
         let mut errors = vec![];
         for r in outcomes.into_iter().flatten() {
-            match r.and_then(|(pod, node, result)| {
-                handle_of(&made, &self.plan, &pod, node, result, caps[&pod].clone())
-                    .map(|h| (pod, h))
+            match r.and_then(|(pod, node, ns, result)| {
+                handle_of(ns, &pod, node, result, caps[&pod].clone()).map(|h| (pod, h))
             }) {
                 Ok((pod, h)) => {
                     added.insert(pod, h);
@@ -277,7 +331,6 @@ impl Cluster {
         if !errors.is_empty() {
             drop(added);
             let pod_names: Vec<String> = pods.iter().map(|(p, _)| self.plan.pod_netns(p)).collect();
-            drop(made);
             let undo = tokio::task::spawn_blocking(move || undo(every, &pod_names))
                 .await
                 .unwrap_or_else(|e| vec![format!("cleanup task failed: {e}")]);
@@ -296,6 +349,8 @@ impl Cluster {
             ips,
             check,
             node_adds,
+            pod_adds,
+            netns_create,
         })
     }
 
@@ -316,7 +371,7 @@ impl Cluster {
                 &h.node,
                 node,
                 pod,
-                &h.netns,
+                h.netns.path(),
                 &h.capability_args,
             ));
             names.push(self.plan.pod_netns(pod));
@@ -345,7 +400,7 @@ impl Cluster {
             &h.node,
             &self.nodes[&h.node],
             pod,
-            &h.netns,
+            h.netns.path(),
             &h.capability_args,
         );
         tokio::task::spawn_blocking(move || -> Result<Vec<CheckNote>> {
@@ -370,7 +425,7 @@ impl Cluster {
                     &h.node,
                     &self.nodes[&h.node],
                     pod,
-                    &h.netns,
+                    h.netns.path(),
                     &h.capability_args,
                 )
             })
@@ -386,7 +441,7 @@ fn attachments(
     node: &str,
     handle: &NodeHandle,
     pod: &PodRef,
-    ns: &Netns,
+    netns_path: PathBuf,
     capability_args: &Map<String, Value>,
 ) -> Vec<Attachment> {
     let container_id = plan.container_id(pod);
@@ -399,7 +454,7 @@ fn attachments(
             list: list.clone(),
             rt: RuntimeConf {
                 container_id: container_id.clone(),
-                netns: ns.path(),
+                netns: netns_path.clone(),
                 ifname: ifname.to_string(),
                 // What containerd passes, so plugins that read them find them.
                 args: vec![
@@ -428,19 +483,12 @@ fn add_pod(atts: &[Attachment]) -> Result<CniResult> {
 }
 
 fn handle_of(
-    made: &[Netns],
-    plan: &Plan,
+    netns: Netns,
     pod: &PodRef,
     node: String,
     result: CniResult,
     capability_args: Map<String, Value>,
 ) -> Result<PodHandle> {
-    let name = plan.pod_netns(pod);
-    let netns = made
-        .iter()
-        .find(|n| n.name() == name)
-        .cloned()
-        .with_context(|| format!("namespace {name} vanished"))?;
     let (addr, gw) = result.ipv4_of("eth0").with_context(|| {
         format!("the CNI result for pod {pod} on node {node} has no IPv4 address on eth0")
     })?;
@@ -454,6 +502,31 @@ fn handle_of(
         cni_result: result,
         capability_args,
     })
+}
+
+/// The pods of every node (node index, pod, namespace name) in the order the node
+/// threads ADD them when they all go at the same pace: each node's first pod, then each
+/// node's second, and so on. The namespace creator goes in this order, one namespace
+/// at a time, so ADDs start as soon as the first namespaces exist instead of after all
+/// of them: creating 5 000 namespaces first took 8-11 s at 1.6-2.1 ms each on one
+/// thread while the other core waited (`cargo xtask bench --scale`, 20x250). Creating
+/// them on the node threads themselves, right before each ADD, measured worse (20
+/// creations at once contend in the kernel with the plugins' netlink work: 61 ms a
+/// namespace), so one thread creates them all.
+fn round_robin(per_node: Vec<Vec<(PodRef, String)>>) -> Vec<(usize, PodRef, String)> {
+    let mut queues: Vec<_> = per_node.into_iter().map(Vec::into_iter).collect();
+    let mut out = vec![];
+    loop {
+        let before = out.len();
+        for (i, q) in queues.iter_mut().enumerate() {
+            if let Some((pod, name)) = q.next() {
+                out.push((i, pod, name));
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
 }
 
 /// Undoes attachments (DEL, in reverse ADD order per pod) and deletes the namespaces.
@@ -507,4 +580,33 @@ fn interleave_nodes(every: Vec<Attachment>) -> Vec<Attachment> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_created_in_the_order_the_node_threads_use_them() {
+        let node = |n: &str, pods: usize| -> Vec<(PodRef, String)> {
+            (0..pods)
+                .map(|i| (PodRef::new("x", format!("{n}-{i}")), format!("ns-{n}-{i}")))
+                .collect()
+        };
+        let order: Vec<(usize, String)> =
+            round_robin(vec![node("a", 3), node("b", 1), node("c", 2)])
+                .into_iter()
+                .map(|(i, _, name)| (i, name))
+                .collect();
+        let want = [
+            (0, "ns-a-0"),
+            (1, "ns-b-0"),
+            (2, "ns-c-0"),
+            (0, "ns-a-1"),
+            (2, "ns-c-1"),
+            (0, "ns-a-2"),
+        ];
+        assert_eq!(order, want.map(|(i, n)| (i, n.to_string())).to_vec());
+        assert!(round_robin(vec![]).is_empty());
+    }
 }

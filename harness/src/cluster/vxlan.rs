@@ -62,49 +62,62 @@ pub(super) async fn configure(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u3
         .await
         .with_context(|| format!("add {}/32 to {dev}", vtep.address))?;
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        let remote = plan
-            .vtep(other)
-            .context("every node has a VTEP in vxlan mode")?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
-            .gateway(remote.address)
-            .output_interface(vx)
-            .onlink()
-            .build();
-        h.route().add(route).execute().await.with_context(|| {
+        add_remote(h, plan, vx, dev, other).await?;
+    }
+    Ok(())
+}
+
+/// The three entries that lead this node's VTEP (`dev`, index `vx`) to `other`'s: the
+/// route to its pod subnet, the permanent ARP entry and the FDB entry.
+pub(super) async fn add_remote(
+    h: &Handle,
+    plan: &Plan,
+    vx: u32,
+    dev: &str,
+    other: &NodePlan,
+) -> Result<()> {
+    let remote = plan
+        .vtep(other)
+        .context("every node has a VTEP in vxlan mode")?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
+        .gateway(remote.address)
+        .output_interface(vx)
+        .onlink()
+        .build();
+    h.route().add(route).execute().await.with_context(|| {
+        format!(
+            "add route {} via {} dev {dev} onlink (node {})",
+            other.pod_subnet, remote.address, other.name
+        )
+    })?;
+    h.neighbours()
+        .add(vx, IpAddr::V4(remote.address))
+        .link_layer_address(&remote.mac)
+        .execute()
+        .await
+        .with_context(|| {
             format!(
-                "add route {} via {} dev {dev} onlink (node {})",
-                other.pod_subnet, remote.address, other.name
+                "add neighbour {} lladdr {} dev {dev} nud permanent (node {})",
+                remote.address,
+                mac(&remote.mac),
+                other.name
             )
         })?;
-        h.neighbours()
-            .add(vx, IpAddr::V4(remote.address))
-            .link_layer_address(&remote.mac)
-            .execute()
-            .await
-            .with_context(|| {
-                format!(
-                    "add neighbour {} lladdr {} dev {dev} nud permanent (node {})",
-                    remote.address,
-                    mac(&remote.mac),
-                    other.name
-                )
-            })?;
-        h.neighbours()
-            .add_bridge(vx, &remote.mac)
-            .destination(IpAddr::V4(remote.local))
-            .flags(NeighbourFlags::Own)
-            .execute()
-            .await
-            .with_context(|| {
-                format!(
-                    "add fdb {} dev {dev} dst {} self permanent (node {})",
-                    mac(&remote.mac),
-                    remote.local,
-                    other.name
-                )
-            })?;
-    }
+    h.neighbours()
+        .add_bridge(vx, &remote.mac)
+        .destination(IpAddr::V4(remote.local))
+        .flags(NeighbourFlags::Own)
+        .execute()
+        .await
+        .with_context(|| {
+            format!(
+                "add fdb {} dev {dev} dst {} self permanent (node {})",
+                mac(&remote.mac),
+                remote.local,
+                other.name
+            )
+        })?;
     Ok(())
 }
 

@@ -1,8 +1,11 @@
 //! Sweeping what runs left behind, found by the run prefix only (`kl` + 6 characters):
-//! namespaces named `<prefix>-*` and state directories `STATE_ROOT/<prefix>`. Cached CNI
+//! namespaces named `<prefix>-*`, state directories `STATE_ROOT/<prefix>` and the
+//! directories `/etc/netns/<prefix>-*` that hold the pods' resolv.conf (cluster DNS). Cached CNI
 //! results are DELeted first (inside the node namespace they were made in, never the
 //! root one), then the namespaces go, then the state directory. A run records its owner
 //! in `<state dir>/pid`, so `clean` leaves runs that are still going alone unless forced.
+//! Processes a run started inside its namespaces (the ingress controller's nginx) are
+//! ended first, by the pid files under its state directory.
 //! [`clean_prefix`] is also a run's fallback teardown on panic or Ctrl-C.
 
 use std::collections::BTreeSet;
@@ -20,6 +23,8 @@ pub const OWNER_FILE: &str = "pid";
 /// How many CNI DELs run at once. DEL mostly waits (process start, then an RCU grace
 /// period when the plugin deletes the pod's veth), so more threads than cores pay off.
 pub const DEL_THREADS: usize = 8;
+/// Where `ip netns exec NAME` finds files to bind-mount over `/etc` (`/etc/netns/NAME/`).
+pub const ETC_NETNS: &str = "/etc/netns";
 /// How long to wait for deleted namespaces to leave `ip netns list`.
 const GONE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -27,9 +32,9 @@ const GONE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub prefix: String,
-    /// The live process that owns or uses the run.
-    pub pid: u32,
-    /// How: `owns it` or `uses its namespaces`.
+    /// The live process that owns or uses the run (none for a kept run).
+    pub pid: Option<u32>,
+    /// Why: `owns it` or `uses its namespaces` (of the process), or [`KEPT_REASON`].
     pub reason: &'static str,
 }
 
@@ -76,11 +81,14 @@ impl std::fmt::Display for CleanReport {
             )?;
         }
         for k in &self.skipped {
-            write!(
-                f,
-                "\nleft {} alone: live process {} {} (force to remove it)",
-                k.prefix, k.pid, k.reason
-            )?;
+            match k.pid {
+                Some(pid) => write!(
+                    f,
+                    "\nleft {} alone: live process {pid} {} (force to remove it)",
+                    k.prefix, k.reason
+                )?,
+                None => write!(f, "\nleft {} alone: {}", k.prefix, k.reason)?,
+            }
         }
         for e in &self.errors {
             write!(f, "\nerror: {e}")?;
@@ -113,6 +121,16 @@ pub fn clean(force: bool) -> CleanReport {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => report.errors.push(format!("read {STATE_ROOT}: {e}")),
     }
+    // A killed run with cluster DNS may have left only its pods' resolv.conf files.
+    match std::fs::read_dir(ETC_NETNS) {
+        Ok(dir) => prefixes.extend(
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| prefix_of(&n).map(str::to_string)),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.errors.push(format!("read {ETC_NETNS}: {e}")),
+    }
     for prefix in prefixes {
         report.merge(clean_run(&prefix, force));
     }
@@ -123,15 +141,31 @@ pub fn clean(force: bool) -> CleanReport {
 /// a live process holds one of its namespaces (an open handle or a thread inside). With
 /// `force`, sweeps it regardless.
 pub fn clean_run(prefix: &str, force: bool) -> CleanReport {
+    if !force && state_dir(prefix).join(KEPT_FILE).exists() {
+        return CleanReport {
+            skipped: vec![Skipped {
+                prefix: prefix.to_string(),
+                pid: None,
+                reason: KEPT_REASON,
+            }],
+            ..Default::default()
+        };
+    }
     if !force {
-        let live = live_owner(&state_dir(prefix))
+        let owner = live_owner(&state_dir(prefix));
+        if owner.is_none() {
+            // A dead run's ingress nginx still sits in its controller pod's namespace;
+            // end it (by its pid file) so it is not taken for a live user of the run.
+            crate::ingress::kill_leftover(&state_dir(prefix));
+        }
+        let live = owner
             .map(|pid| (pid, "owns it"))
             .or_else(|| namespace_user(prefix).map(|pid| (pid, "uses its namespaces")));
         if let Some((pid, reason)) = live {
             return CleanReport {
                 skipped: vec![Skipped {
                     prefix: prefix.to_string(),
-                    pid,
+                    pid: Some(pid),
                     reason,
                 }],
                 ..Default::default()
@@ -151,6 +185,9 @@ pub fn clean_prefix(prefix: &str) -> CleanReport {
         ));
         return report;
     }
+    // Processes the run started inside its namespaces (the ingress controller's nginx),
+    // by the pid files in its state directory, before the namespaces go.
+    crate::ingress::kill_leftover(&state_dir(prefix));
     let (dels, errors) = del_cached_attachments(prefix);
     report.cni_deletes = dels;
     report.errors.extend(errors);
@@ -186,11 +223,42 @@ fn remove_run(prefix: &str) -> CleanReport {
             report.errors.push(format!("remove {}: {e}", dir.display()))
         }
     }
+    // The per-namespace files `ip netns exec` bind-mounts (the pods' resolv.conf, written
+    // by crate::dns): directories `/etc/netns/<prefix>-*`.
+    match std::fs::read_dir(ETC_NETNS) {
+        Ok(dir) => {
+            let mut dirs: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| prefix_of(n) == Some(prefix))
+                })
+                .map(|e| e.path())
+                .collect();
+            dirs.sort();
+            for d in dirs {
+                found = true;
+                let removed = if d.is_dir() {
+                    std::fs::remove_dir_all(&d)
+                } else {
+                    std::fs::remove_file(&d)
+                };
+                if let Err(e) = removed {
+                    report.errors.push(format!("remove {}: {e}", d.display()));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.errors.push(format!("read {ETC_NETNS}: {e}")),
+    }
     if found {
         report.swept.push(prefix.to_string());
     }
-    // Leave no empty /run/knetlab behind; fails harmlessly while other runs use it.
+    // Leave no empty /run/knetlab (or /etc/netns) behind; fails harmlessly while other
+    // runs (or anyone else) use it.
     let _ = std::fs::remove_dir(STATE_ROOT);
+    let _ = std::fs::remove_dir(ETC_NETNS);
     let deadline = Instant::now() + GONE_TIMEOUT;
     loop {
         let left = netns::list_run(prefix).unwrap_or_default();
@@ -334,6 +402,79 @@ fn start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The file in a kept run's state directory (`--keep`) that says what it left, so that
+/// `cargo xtask shell|exec|down` find it later. It goes with the state directory.
+pub const KEPT_FILE: &str = "kept.json";
+
+/// Why `clean` leaves a kept run alone: somebody asked for it to stay up.
+pub const KEPT_REASON: &str =
+    "kept with --keep (remove it with `cargo xtask down`, or `cargo xtask clean --force`)";
+
+/// What a kept run left up: names people type, and the namespaces behind them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptRun {
+    pub scenario: String,
+    pub prefix: String,
+    /// Node name -> namespace.
+    pub nodes: std::collections::BTreeMap<String, String>,
+    /// `ns/pod` -> (namespace, address).
+    pub pods: std::collections::BTreeMap<String, (String, std::net::Ipv4Addr)>,
+    /// `fabric`, `router`, `host/NAME` -> namespace.
+    pub others: std::collections::BTreeMap<String, String>,
+}
+
+impl KeptRun {
+    /// The namespace of `target`: a node name, `node/NAME`, `ns/pod`, `fabric`, `router`
+    /// or `host/NAME`.
+    pub fn namespace_of(&self, target: &str) -> Option<&str> {
+        let node = target.strip_prefix("node/").unwrap_or(target);
+        self.nodes
+            .get(node)
+            .or_else(|| self.pods.get(target).map(|(ns, _)| ns))
+            .or_else(|| self.others.get(target))
+            .map(String::as_str)
+    }
+
+    /// Every name [`KeptRun::namespace_of`] knows, for error messages.
+    pub fn targets(&self) -> Vec<String> {
+        self.nodes
+            .keys()
+            .chain(self.pods.keys())
+            .chain(self.others.keys())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Records what a kept run left, in its state directory.
+pub fn write_kept(run: &KeptRun) -> Result<()> {
+    let dir = state_dir(&run.prefix);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(KEPT_FILE);
+    let text = serde_json::to_string_pretty(run).context("render the kept-run file")?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
+/// Every kept run whose namespaces are still there, by prefix.
+pub fn kept_runs() -> Vec<KeptRun> {
+    let Ok(dir) = std::fs::read_dir(STATE_ROOT) else {
+        return vec![];
+    };
+    let mut prefixes: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_prefix(n))
+        .collect();
+    prefixes.sort();
+    prefixes
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(state_dir(&p).join(KEPT_FILE)).ok()?;
+            let run: KeptRun = serde_json::from_str(&text).ok()?;
+            (run.prefix == p && !netns::list_run(&p).unwrap_or_default().is_empty()).then_some(run)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -37,8 +37,9 @@ use crate::netns::Netns;
 
 pub mod outcome;
 mod sctp;
-mod server;
+pub(crate) mod server;
 mod sock;
+pub use sock::TRACE_TOS;
 mod tcp;
 pub mod throughput;
 mod udp;
@@ -215,8 +216,23 @@ pub async fn run_probes(tasks: &[ProbeTask], opts: &ProbeOptions) -> Vec<Measure
 /// Runs one probe to its outcome.
 pub async fn probe_one(task: &ProbeTask, deadline: Duration) -> Measurement {
     match task.port.protocol {
-        Protocol::Tcp => tcp::probe(task, deadline).await,
-        Protocol::Udp => udp::probe(task, deadline).await,
+        Protocol::Tcp => tcp::probe(task, deadline, None).await,
+        Protocol::Udp => udp::probe(task, deadline, None).await,
         Protocol::Sctp => sctp::probe(task, deadline).await,
+    }
+}
+
+/// Runs one TCP or UDP probe from a chosen source port (so its packets can be told
+/// apart by rules: `--trace`). SCTP probes are crafted packets with ports of their own
+/// choosing: `None` for them.
+pub async fn probe_from_port(
+    task: &ProbeTask,
+    deadline: Duration,
+    source_port: u16,
+) -> Option<Measurement> {
+    match task.port.protocol {
+        Protocol::Tcp => Some(tcp::probe(task, deadline, Some(source_port)).await),
+        Protocol::Udp => Some(udp::probe(task, deadline, Some(source_port)).await),
+        Protocol::Sctp => None,
     }
 }

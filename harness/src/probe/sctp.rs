@@ -327,6 +327,7 @@ pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
         &task.client,
         SockType::Raw,
         Some(SockProtocol::Sctp),
+        None,
         SocketAddrV4::new(p.dst, 0),
     ) {
         Ok(s) => s,

@@ -16,12 +16,19 @@ use tokio::io::unix::AsyncFd;
 use super::outcome::QueuedError;
 use crate::netns::Netns;
 
-/// A socket created in `ns`, non-blocking, with `IP_RECVERR`, connected to `dst` (a
-/// non-blocking TCP connect is under way when this returns), and registered with tokio.
+/// The IP TOS byte of traced probes (DSCP 4): `--trace` tells its probe's packets from
+/// the answers by it.
+pub const TRACE_TOS: i32 = 0x10;
+
+/// A socket created in `ns`, non-blocking, with `IP_RECVERR`, bound to `source_port` when
+/// one is given (`--trace`'s probe, which also carries [`TRACE_TOS`]), connected to
+/// `dst` (a non-blocking TCP connect is under way when this returns), and registered with
+/// tokio.
 pub fn connected(
     ns: &Netns,
     ty: SockType,
     proto: Option<SockProtocol>,
+    source_port: Option<u16>,
     dst: SocketAddrV4,
 ) -> io::Result<AsyncFd<OwnedFd>> {
     // Only the socket() call needs the namespace: the socket stays in it for good.
@@ -34,6 +41,16 @@ pub fn connected(
         )
     })?;
     setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
+    if let Some(port) = source_port {
+        // A traced probe also carries a TOS mark of its own: its source port does not
+        // survive kube-proxy's `MASQUERADE --random-fully`, the mark does.
+        setsockopt(&fd, sockopt::Ipv4Tos, &TRACE_TOS)?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        nix::sys::socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+        )?;
+    }
     match connect(fd.as_raw_fd(), &SockaddrIn::from(dst)) {
         Ok(()) | Err(Errno::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),

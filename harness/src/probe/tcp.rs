@@ -25,10 +25,10 @@ use super::{ProbeTask, sock};
 /// The longest reply we read; a real one is ~40 bytes.
 const MAX_REPLY: usize = 512;
 
-pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
+pub async fn probe(task: &ProbeTask, deadline: Duration, source_port: Option<u16>) -> Measurement {
     let dst = SocketAddrV4::new(task.dst, task.port.port);
     let start = Instant::now();
-    let sock = match sock::connected(&task.client, SockType::Stream, None, dst) {
+    let sock = match sock::connected(&task.client, SockType::Stream, None, source_port, dst) {
         Ok(s) => s,
         Err(e) => {
             return measurement(

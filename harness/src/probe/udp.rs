@@ -28,10 +28,10 @@ enum Answer {
     Silence,
 }
 
-pub async fn probe(task: &ProbeTask, deadline: Duration) -> Measurement {
+pub async fn probe(task: &ProbeTask, deadline: Duration, source_port: Option<u16>) -> Measurement {
     let dst = SocketAddrV4::new(task.dst, task.port.port);
     let start = Instant::now();
-    let sock = match sock::connected(&task.client, SockType::Datagram, None, dst) {
+    let sock = match sock::connected(&task.client, SockType::Datagram, None, source_port, dst) {
         Ok(s) => s,
         Err(e) => {
             return measurement(

@@ -5,9 +5,10 @@
 //! `sim::render::proxy_iptables` renders it), so a proxy only applies text, remembers what
 //! it applied, and reports how long it took and how much it wrote.
 //!
-//! One proxy per file: [`iptables`] (kube-proxy's iptables mode, the default). The
-//! nftables, IPVS and userspace modes of issue 4 will be new files and lines in
-//! [`proxy_for`].
+//! One proxy per file: [`iptables`] (kube-proxy's iptables mode, the default),
+//! [`nftables`] (kube-proxy's nftables mode, one `ip kube-proxy` table per node),
+//! [`ipvs`] (kube-proxy's IPVS mode, with the scenario's choice when the kernel has
+//! no IPVS) and [`userspace`] (the historical mode: a proxy port per service port).
 //!
 //! Living next to the NetworkPolicy engine (`crate::policy`): both write to the same
 //! tables of the same node, so each owns chains with its own names (`KUBE-SVC-*`,
@@ -31,6 +32,9 @@ use crate::netns::Netns;
 use crate::policy::run_in;
 
 pub mod iptables;
+pub mod ipvs;
+pub mod nftables;
+pub mod userspace;
 
 /// Runs Services in the nodes. Blocking: applying means running short-lived tools
 /// inside each node namespace, nodes in parallel.
@@ -50,7 +54,9 @@ pub trait ServiceProxy: Send {
 
     /// What the proxy's rules in a node are now, read from the kernel and normalised
     /// (for iptables: the kube-proxy part of `iptables-save`, as
-    /// `sim::render::proxy_iptables::kube_proxy_view` prints it).
+    /// `sim::render::proxy_iptables::kube_proxy_view` prints it; for nftables:
+    /// `nft list table ip kube-proxy`, as `sim::render::proxy_nftables::normalise_listing`
+    /// prints it).
     fn installed(&self, node: &Netns) -> Result<String>;
 }
 
@@ -58,6 +64,9 @@ pub trait ServiceProxy: Send {
 pub fn proxy_for(kind: ProxyKind) -> Box<dyn ServiceProxy> {
     match kind {
         ProxyKind::Iptables => Box::new(iptables::IptablesProxy::new()),
+        ProxyKind::Ipvs(config) => Box::new(ipvs::IpvsProxy::new(config)),
+        ProxyKind::Userspace => Box::new(userspace::UserspaceProxy::new()),
+        ProxyKind::Nftables => Box::new(nftables::NftablesProxy::new()),
     }
 }
 

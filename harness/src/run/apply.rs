@@ -192,6 +192,7 @@ pub(super) async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()
             .get(pod)
             .map(|p| declared_ports(p).into_iter().map(|d| d.port).collect())
             .unwrap_or_default();
+        let ports = without_dns_ports(live, pod, ports);
         let spec = ServerSpec {
             name: pod.to_string(),
             netns: handle.netns.clone(),

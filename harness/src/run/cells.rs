@@ -21,7 +21,13 @@ pub(super) fn cells_of(
     scenario: &Scenario,
     objects: &ClusterObjects,
 ) -> Vec<(Peer, Peer, PortProto)> {
-    let pods: Vec<PodRef> = objects.pods.keys().cloned().collect();
+    // The cluster DNS pod serves DNS, not probes: it is in no default set.
+    let pods: Vec<PodRef> = objects
+        .pods
+        .keys()
+        .filter(|p| scenario.dns.is_none() || !sim::dns::is_dns_pod(p))
+        .cloned()
+        .collect();
     let from: Vec<Peer> = match &scenario.probe.from {
         Some(f) => f.clone(),
         None => pods.iter().cloned().map(Peer::Pod).collect(),
@@ -32,16 +38,23 @@ pub(super) fn cells_of(
     };
     let exists = |p: &Peer| match p {
         Peer::Pod(pod) => objects.pods.contains_key(pod),
+        // A node that joins in a later step (`nodeJoin`) is not there yet.
+        Peer::Node(n) => objects.nodes.contains(n),
         Peer::Service { .. } => !served_ports(scenario, objects, p).is_empty(),
+        p if p.is_external_service() => !served_ports(scenario, objects, p).is_empty(),
         _ => true,
     };
     let mut cells = Vec::new();
     for server in to.iter().filter(|p| exists(p)) {
         let ports = match (&scenario.probe.ports, server) {
-            (Some(p), s) if !s.is_service() => p.clone(),
+            (Some(p), s) if !s.is_service() && !s.is_external_service() => p.clone(),
             _ => served_ports(scenario, objects, server),
         };
         for client in from.iter().filter(|p| exists(p)) {
+            let ports = match server {
+                Peer::Dns { name, port } => dns_ports(scenario, objects, client, name, *port),
+                _ => ports.clone(),
+            };
             for port in &ports {
                 cells.push((client.clone(), server.clone(), *port));
             }
@@ -52,7 +65,8 @@ pub(super) fn cells_of(
 }
 
 /// What a server serves: a pod's declared container ports, a host's `serve` list, a
-/// Service's ports numbered like the target (none when it is headless: no virtual IP).
+/// node its pods' hostPorts, a Service's ports numbered like the target (none when it
+/// is headless: no virtual IP).
 pub(super) fn served_ports(
     scenario: &Scenario,
     objects: &ClusterObjects,
@@ -71,7 +85,8 @@ pub(super) fn served_ports(
             .find(|x| x.name == *h)
             .map(|x| x.serve.clone())
             .unwrap_or_default(),
-        Peer::Node(_) => vec![],
+        // A node serves its pods' hostPorts (forwarded by portmap).
+        Peer::Node(n) => sim::oracle::host_ports_of(objects, n),
         Peer::Service {
             namespace,
             name,
@@ -80,6 +95,14 @@ pub(super) fn served_ports(
             Some(_) => sim::services::probe_ports(objects, namespace, name, *port),
             None => vec![],
         },
+        // Per client: see [`dns_ports`].
+        Peer::Dns { .. } => vec![],
+        // The node port or service port, once per protocol the Service has there.
+        Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. } => {
+            sim::oracle::resolve_target(objects, server)
+                .map(|t| t.ports)
+                .unwrap_or_default()
+        }
     };
     ports.sort();
     ports.dedup();
@@ -127,5 +150,25 @@ pub(super) fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
             .host(h)
             .ok_or_else(|| anyhow!("host {h} does not exist")),
         Peer::Service { .. } => Err(anyhow!("{peer} is a Service: it cannot be a client")),
+        Peer::Dns { .. } => Err(anyhow!("{peer} is a DNS name: it cannot be a client")),
+        Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. } => Err(
+            anyhow!("{peer} is a Service's outside address: it cannot be a client"),
+        ),
+    }
+}
+
+/// The address a probe to `nodeport/`, `lb/` or `extip/` connects to: the node's
+/// underlay address, or the Service's load-balancer or external address.
+pub(super) fn external_address(live: &Live, peer: &Peer) -> Result<Ipv4Addr> {
+    let target = sim::oracle::resolve_target(&live.objects, peer).map_err(|e| anyhow!("{e}"))?;
+    match (&target.node, target.address) {
+        (Some(node), _) => live
+            .cluster
+            .plan()
+            .node(node)
+            .map(|n| n.underlay_ip)
+            .ok_or_else(|| anyhow!("node {node} has no address")),
+        (None, Some(ip)) => Ok(ip),
+        (None, None) => Err(anyhow!("{peer} has no address at this step")),
     }
 }

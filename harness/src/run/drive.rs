@@ -40,6 +40,31 @@ pub(super) async fn set_node_links(step: &Step, live: &mut Live) -> Result<bool>
     Ok(!coming_up.is_empty())
 }
 
+/// Adds the nodes the step joins (`nodeJoin`) to the running cluster
+/// ([`Cluster::join_node`]) and to the objects, so the scheduler and the oracle count
+/// them, before the step's changes (which may bind pods to them).
+pub(super) async fn join_nodes(step: &Step, live: &mut Live) -> Result<()> {
+    for node in &step.joined_nodes {
+        live.cluster.join_node(node).await?;
+        if !live.objects.nodes.contains(node) {
+            live.objects.nodes.push(node.clone());
+        }
+    }
+    Ok(())
+}
+
+/// What was built, read back again after a step that joined nodes: the new nodes, and
+/// on every node the routes (and in vxlan mode the FDB and neighbour entries) towards
+/// them. Appended to the `@built` snapshot, which otherwise shows the first step only.
+pub(super) async fn built_after_join(step: &Step, live: &Live) -> Result<String> {
+    Ok(format!(
+        "\n== after step {:?} (joined: {}) ==\n{}",
+        step.name,
+        step.joined_nodes.join(", "),
+        live.cluster.describe().await?
+    ))
+}
+
 pub(super) async fn drive(
     scenario: &Scenario,
     opts: &RunOptions,
@@ -60,18 +85,36 @@ pub(super) async fn drive(
         rules: vec![],
         proxy_rules: vec![],
         notes: vec![],
+        objects: vec![],
+        traces: vec![],
+        dns: vec![],
         cni: CniReport {
             notes: crate::cni::capabilities::unused_settings(scenario),
             ..CniReport::default()
         },
         throughput: vec![],
+        ingress: vec![],
     };
     let probe_opts = ProbeOptions {
         deadline: opts.deadline.unwrap_or(ProbeOptions::default().deadline),
         ..ProbeOptions::default()
     };
     for (i, step) in scenario.steps.iter().enumerate() {
+        if i > 0 {
+            before_step(opts, step, i, &live.down_nodes, report.steps.last()).await?;
+        }
+        super::progress::stage(|| {
+            format!(
+                "step {}/{} {:?}: applying its changes",
+                i + 1,
+                scenario.steps.len(),
+                step.name
+            )
+        });
         let changed_at = Instant::now();
+        join_nodes(step, live)
+            .await
+            .with_context(|| format!("step {:?}: nodes joining the cluster", step.name))?;
         apply_step(scenario, step, live, &mut report.cni)
             .await
             .with_context(|| format!("step {:?}", step.name))?;
@@ -80,6 +123,8 @@ pub(super) async fn drive(
             .with_context(|| format!("step {:?}: take nodes down or bring them back", step.name))?;
         let (proxied, sync) = sync_rules(live)
             .with_context(|| format!("step {:?}: load the proxy and policy rules", step.name))?;
+        refresh_dns(live)
+            .with_context(|| format!("step {:?}: refresh the cluster DNS", step.name))?;
         let applied_at = Instant::now();
         live.cluster
             .verify_with_down(&live.down_nodes)
@@ -128,13 +173,26 @@ pub(super) async fn drive(
                     ..probe_opts.clone()
                 },
             };
+            super::progress::stage(|| {
+                format!(
+                    "step {}/{} {:?}: probe round {}{}",
+                    i + 1,
+                    scenario.steps.len(),
+                    step.name,
+                    rounds + 1,
+                    match &disagreeing {
+                        Some(d) => format!(" ({} cells disagreed with the oracle)", d.len()),
+                        None => String::new(),
+                    }
+                )
+            });
             let (fresh, fresh_explained) = probe_step(
                 scenario,
                 step,
                 live,
                 &round_opts,
                 opts.explain.as_ref(),
-                opts.repeat.max(1),
+                opts.repeat,
                 disagreeing.as_ref(),
             )
             .await?;
@@ -195,15 +253,58 @@ pub(super) async fn drive(
             rounds,
             enforce_ms,
         });
+        if i > 0 && !step.joined_nodes.is_empty() {
+            report.built += &built_after_join(step, live).await?;
+        }
         report.rules.push(installed_rules(live)?);
         report.proxy_rules.push(installed_proxy_rules(live)?);
         report.explanations.extend(explained);
+        report.dns.extend(dns_step_report(scenario, i, live));
+        report.objects.push(live.objects.clone());
+        if let Some(cell) = &opts.trace {
+            let n = report.traces.len();
+            let traced = trace_cell(scenario, step, live, cell, n, &probe_opts)
+                .await
+                .with_context(|| {
+                    format!(
+                        "step {:?}: trace {} -> {} {}",
+                        step.name, cell.0, cell.1, cell.2
+                    )
+                })?;
+            report.traces.push(traced);
+        }
         report.steps.push(result);
         report
             .throughput
             .push(measure_throughput(scenario, live).await);
+        report
+            .ingress
+            .extend(ingress_step(scenario, step, opts, live).await?);
     }
     Ok(report)
+}
+
+/// `--pause`: tells the hook what the next step will change and waits for it (it reads
+/// from the terminal, so it runs on a blocking thread with the spinner hidden).
+async fn before_step(
+    opts: &RunOptions,
+    step: &Step,
+    index: usize,
+    down_now: &BTreeSet<String>,
+    previous: Option<&StepResult>,
+) -> Result<()> {
+    let Some(hook) = opts.before_step.clone() else {
+        return Ok(());
+    };
+    let ahead = StepAhead {
+        index,
+        name: step.name.clone(),
+        changes: sim::report::changes::describe(step, down_now),
+        previous: previous.cloned(),
+    };
+    tokio::task::spawn_blocking(move || super::progress::suspend(|| (hook.0)(ahead)))
+        .await
+        .with_context(|| format!("pause before step {:?}", step.name))
 }
 
 /// Measures the scenario's `throughput:` entries whose pods both exist now, one after

@@ -7,17 +7,27 @@
 
 mod apply;
 mod cells;
+mod dns_step;
 mod drive;
+mod ingress_step;
 mod preflight;
 mod probe_step;
+mod progress;
 mod report;
+mod report_data;
+mod trace_step;
 
 use apply::*;
 use cells::*;
+use dns_step::*;
 use drive::*;
+use ingress_step::*;
 use preflight::*;
 use probe_step::*;
 pub use report::{CniReport, Explained, Kept, RunReport, StepTimings, Timings};
+pub use report_data::{report_data, topology};
+pub use trace_step::Traced;
+use trace_step::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -60,24 +70,57 @@ pub struct RunOptions {
     /// `--capture fabric`: write every frame crossing the fabric bridge, from right
     /// after the fabric is built until teardown, to this pcap file.
     pub capture: Option<std::path::PathBuf>,
-    /// `--repeat N`: probes per Service cell (0 and 1 both mean one), to see how
-    /// kube-proxy spreads connections over the backends. Pod and host cells are probed
-    /// once whatever this says.
+    /// `--repeat N`: probes per Service cell, to see how kube-proxy spreads connections
+    /// over the backends. 0 means "not asked": the scenario's `probe.repeat` then
+    /// applies (one probe without it); any other number wins over the scenario's. Pod,
+    /// node and host cells are probed once whatever this says.
     pub repeat: usize,
+    /// `--trace FROM TO:PORT/PROTO`: after every step's probes, follow one more probe of
+    /// this cell through the kernel's netfilter trace and tell its story.
+    pub trace: Option<(Peer, Peer, PortProto)>,
+    /// `--pause`: called before every step after the first with what the step will
+    /// change; the run waits until it returns (the CLI waits for Enter).
+    pub before_step: Option<StepHook>,
+}
+
+/// A callback run before a step (see [`RunOptions::before_step`]).
+#[derive(Clone)]
+pub struct StepHook(pub std::sync::Arc<dyn Fn(StepAhead) + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
+}
+
+/// What [`StepHook`] is told about the step ahead.
+#[derive(Debug, Clone)]
+pub struct StepAhead {
+    /// 0-based position of the step.
+    pub index: usize,
+    pub name: String,
+    /// Its changes in words ([`sim::report::changes::describe`]).
+    pub changes: Vec<String>,
+    /// The result of the step before it.
+    pub previous: Option<sim::matrix::StepResult>,
 }
 
 pub(super) fn note(opts: &RunOptions, msg: impl FnOnce() -> String) {
     if opts.progress {
-        eprintln!("  {}", msg());
+        progress::line(&msg());
     }
 }
 
 /// Runs a whole scenario. Tears the cluster down before returning unless `keep`.
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
-    let notes = refuse_what_no_engine_runs(scenario)?;
+    let mut notes = refuse_what_no_engine_runs(scenario)?;
+    notes.extend(ipvs_preflight(scenario)?);
+    userspace_preflight(scenario)?;
     let plan = Plan::new(&opts.prefix, &scenario.cluster)
         .with_context(|| format!("plan the cluster of {}", scenario.path.display()))?;
     let started = Instant::now();
+    let _spinner = progress::start(opts);
+    progress::stage(|| format!("building the fabric and {} node(s)", plan.nodes.len()));
     note(opts, || {
         format!(
             "building the fabric and {} node{} ({} network)",
@@ -93,6 +136,19 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
     let cluster = Cluster::create(plan)
         .await
         .context("build the fabric and the nodes")?;
+    if !scenario.br_netfilter
+        && let Err(e) = cluster.set_br_netfilter(false)
+    {
+        let td = cluster.teardown().await;
+        return Err(e.context(format!(
+            "cluster.brNetfilter: false{}",
+            if td.errors.is_empty() {
+                ""
+            } else {
+                " (and teardown failed)"
+            }
+        )));
+    }
     let capture = match &opts.capture {
         Some(path) => match Capture::start(cluster.fabric_netns(), FABRIC_BRIDGE, path, pod_cidr) {
             Ok(c) => Some(c),
@@ -121,6 +177,8 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         // their snapshots) as they were.
         proxy: has_services(scenario).then(|| proxy::proxy_for(scenario.cluster.proxy)),
         down_nodes: BTreeSet::new(),
+        dns: scenario.dns.map(crate::dns::ClusterDns::new),
+        ingress: None,
     };
     let outcome = match start_host_servers(scenario, &live.cluster).await {
         Ok(servers) => {
@@ -129,7 +187,20 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         }
         Err(e) => Err(e),
     };
-    let Live { cluster, .. } = live;
+    // nginx ends (by its pid) before its pod's namespace goes; --keep leaves it serving
+    // (`cargo xtask clean` ends it by its pid file).
+    if let Some(c) = live.ingress.take() {
+        if opts.keep { c.detach() } else { drop(c) }
+    }
+    let Live {
+        cluster,
+        dns,
+        proxy,
+        ..
+    } = live;
+    // Stop the service proxy's tasks (the userspace proxy's listeners) before teardown.
+    drop(proxy);
+    let dns_errors = finish_dns(dns, opts.keep && outcome.is_ok()).await;
     // Stop the capture before teardown: the teardown's own frames are of no interest.
     let captured = match capture {
         Some(c) => Some(c.finish().await),
@@ -147,7 +218,13 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         Ok(mut report) => {
             report.notes.extend(notes);
             if opts.keep {
-                report.kept = Some(kept(&cluster));
+                let left = kept(&cluster);
+                if let Err(e) =
+                    crate::netns::sweep::write_kept(&left.state(&scenario.name, &opts.prefix))
+                {
+                    report.notes.push(format!("{e:#}"));
+                }
+                report.kept = Some(left);
                 cluster.keep();
             } else {
                 let t = Instant::now();
@@ -155,6 +232,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
                 report.timings.teardown_ms = ms(t.elapsed());
                 report.teardown_errors = td.errors;
             }
+            report.teardown_errors.extend(dns_errors);
             Ok(report)
         }
         Err(e) => {
@@ -182,6 +260,10 @@ pub(super) struct Live {
     proxy: Option<Box<dyn ServiceProxy>>,
     /// Nodes whose underlay link is down now (`nodeDown`).
     down_nodes: BTreeSet<String>,
+    /// The cluster DNS (`cluster.dns`): its server and the pods' resolv.conf files.
+    dns: Option<crate::dns::ClusterDns>,
+    /// The ingress controller's nginx, once a step has an Ingress.
+    ingress: Option<crate::ingress::Controller>,
 }
 
 pub(super) fn kept(cluster: &Cluster) -> Kept {

@@ -5,12 +5,11 @@ use anyhow::Result;
 use sim::objects::Kind;
 use sim::scenario::{Change, Peer, Scenario};
 
-/// What this slice of the service proxy cannot do yet, said before anything is built
-/// rather than ignored: a probe from a host outside the cluster to a cluster IP (not
-/// routed outside the nodes; external clients come with NodePorts and load balancers) is
-/// refused. Services whose NodePorts, load-balancer or external IPs the scenario cannot
-/// probe yet run anyway (their rules are installed and their cluster IP works); the
-/// returned notes say so.
+/// What no engine can run, said before anything is built rather than ignored: a probe
+/// from a host outside the cluster to a cluster IP (`svc/...`) is refused, because
+/// cluster IPs are only routed inside the nodes; outside clients reach a Service through
+/// `nodeport/NODE:PORT`, `lb/NAME:PORT` or `extip/NS/NAME:PORT`, which the router routes
+/// to the nodes. Returns notes to print (none at present).
 pub(super) fn refuse_what_no_engine_runs(scenario: &Scenario) -> Result<Vec<String>> {
     let from: &[Peer] = scenario.probe.from.as_deref().unwrap_or_default();
     let to: &[Peer] = scenario.probe.to.as_deref().unwrap_or_default();
@@ -20,43 +19,13 @@ pub(super) fn refuse_what_no_engine_runs(scenario: &Scenario) -> Result<Vec<Stri
     ) {
         anyhow::bail!(
             "{}: probe.from has {host} and probe.to has {svc}: a cluster IP is only routed \
-             inside the cluster's nodes, so a host outside it cannot reach one (outside \
-             clients use NodePorts and load-balancer addresses, which knetlab cannot probe \
-             yet); list the host's probes in another scenario",
+             inside the cluster's nodes, so a host outside it cannot reach one; probe the \
+             Service from outside with nodeport/NODE:NODEPORT, lb/NAME:PORT or \
+             extip/NS/NAME:PORT instead, or list the host's probes in another scenario",
             scenario.path.display()
         );
     }
-    let mut notes = std::collections::BTreeSet::new();
-    for step in &scenario.steps {
-        for change in &step.changes {
-            let Change::Apply(raw) = change else { continue };
-            if raw.kind != Kind::Service {
-                continue;
-            }
-            let spec = raw.value.get("spec");
-            let ty = spec
-                .and_then(|s| s.get("type"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("ClusterIP");
-            let external_ips = spec
-                .and_then(|s| s.get("externalIPs"))
-                .and_then(|v| v.as_array())
-                .is_some_and(|a| !a.is_empty());
-            let what = match (ty, external_ips) {
-                ("NodePort" | "LoadBalancer", true) => format!("type {ty} with externalIPs"),
-                ("NodePort" | "LoadBalancer", false) => format!("type {ty}"),
-                (_, true) => "externalIPs".to_string(),
-                _ => continue,
-            };
-            notes.insert(format!(
-                "Service {}/{} has {what}: kube-proxy's rules for it are installed, but only \
-                 its cluster IP is probed (node ports, load-balancer and external IPs cannot \
-                 be probed yet)",
-                raw.key.0, raw.key.1
-            ));
-        }
-    }
-    Ok(notes.into_iter().collect())
+    Ok(Vec::new())
 }
 
 /// Whether any step of the scenario creates a Service or an Endpoints object.
@@ -64,4 +33,56 @@ pub(super) fn has_services(scenario: &Scenario) -> bool {
     scenario.steps.iter().flat_map(|s| &s.changes).any(
         |c| matches!(c, Change::Apply(raw) if matches!(raw.kind, Kind::Service | Kind::Endpoints)),
     )
+}
+
+/// `proxy: ipvs` on a kernel without IPVS, decided before anything is built: with
+/// `cluster.ipvs.fallback: fail` the run stops here with a plain message (as kube-proxy
+/// since v1.26 refuses to start); with `iptables` the iptables proxy stands in and the
+/// returned note says so. Nothing to say for the other proxies, for a kernel with IPVS,
+/// or for a scenario without Services (no proxy runs).
+pub(super) fn ipvs_preflight(scenario: &Scenario) -> Result<Vec<String>> {
+    let sim::scenario::ProxyKind::Ipvs(config) = scenario.cluster.proxy else {
+        return Ok(vec![]);
+    };
+    if !has_services(scenario) {
+        return Ok(vec![]);
+    }
+    if crate::proxy::ipvs::detect()?.is_some() {
+        return Ok(vec![
+            "proxy ipvs: this kernel has IPVS, so knetlab programs it over generic netlink;              that path has never run on the kernels knetlab was built on (they have no IPVS):              check `ipvsadm -Ln` in the nodes (--keep)"
+                .to_string(),
+        ]);
+    }
+    match config.fallback {
+        sim::scenario::IpvsFallback::Fail => anyhow::bail!(
+            "{}: {}",
+            scenario.path.display(),
+            crate::proxy::ipvs::missing_message()
+        ),
+        sim::scenario::IpvsFallback::Iptables => Ok(vec![crate::proxy::ipvs::fallback_note()]),
+    }
+}
+
+/// `proxy: userspace` proxies cluster IPs only (a listener per service port behind the
+/// portal rules); probes of node ports, load-balancer or external addresses would meet
+/// no rule at all, so they are refused before anything is built.
+pub(super) fn userspace_preflight(scenario: &Scenario) -> Result<()> {
+    if scenario.cluster.proxy != sim::scenario::ProxyKind::Userspace {
+        return Ok(());
+    }
+    let to: &[Peer] = scenario.probe.to.as_deref().unwrap_or_default();
+    if let Some(p) = to.iter().find(|p| {
+        matches!(
+            p,
+            Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. }
+        )
+    }) {
+        anyhow::bail!(
+            "{}: probe.to has {p}, but the userspace proxy only proxies cluster IPs \
+             (knetlab's lesson engine writes no NodePort, load-balancer or external-IP \
+             portals); probe svc/NS/NAME:PORT, or use another cluster.proxy",
+            scenario.path.display()
+        );
+    }
+    Ok(())
 }

@@ -48,6 +48,16 @@ pub struct RunReport {
     /// Things the run did not do or only partly did, in words (for example Service types
     /// whose rules are installed but cannot be probed yet).
     pub notes: Vec<String>,
+    /// Per step: the cluster's objects as the run held them when the step was probed
+    /// (pods with the addresses the CNI plugin gave), for the report's picture.
+    pub objects: Vec<sim::objects::ClusterObjects>,
+    /// With `--trace`: per step, the traced probe's story.
+    pub traces: Vec<super::Traced>,
+    /// With `cluster.dns`: per step, the records served, what each `dns/` cell's client
+    /// resolved, and the pods' service environment variables. Empty without.
+    pub dns: Vec<crate::dns::DnsStep>,
+    /// Per step with an ingress controller: what it did and the `http:` checks.
+    pub ingress: Vec<crate::ingress::checks::IngressStep>,
 }
 
 /// Where one step's time went.
@@ -91,10 +101,40 @@ pub struct Kept {
     pub others: Vec<(String, String)>,
 }
 
+impl Kept {
+    /// What `cargo xtask shell|exec|down` find later (see [`crate::netns::sweep::KeptRun`]).
+    pub fn state(&self, scenario: &str, prefix: &str) -> crate::netns::sweep::KeptRun {
+        crate::netns::sweep::KeptRun {
+            scenario: scenario.to_string(),
+            prefix: prefix.to_string(),
+            nodes: self.nodes.iter().cloned().collect(),
+            pods: self
+                .pods
+                .iter()
+                .map(|(p, ns, ip)| (p.to_string(), (ns.clone(), *ip)))
+                .collect(),
+            others: self
+                .others
+                .iter()
+                .map(|(what, ns)| {
+                    // `host/NAME (ADDR)` is entered as `host/NAME`.
+                    let name = what.split(" (").next().unwrap_or(what).to_string();
+                    (name, ns.clone())
+                })
+                .collect(),
+        }
+    }
+}
+
 impl RunReport {
     pub fn ok(&self) -> bool {
         self.steps.iter().all(StepResult::ok)
             && self.throughput.iter().flatten().all(ThroughputCheck::ok)
+            && self
+                .ingress
+                .iter()
+                .flat_map(|s| &s.checks)
+                .all(crate::ingress::checks::HttpCheck::ok)
     }
 }
 

@@ -119,6 +119,10 @@ pub struct ServiceCell {
     /// connection (no endpoints).
     pub backends: Vec<(String, Verdict)>,
     pub spread: Spread,
+    /// The oracle says the Service has `sessionAffinity: ClientIP`: kube-proxy keeps the
+    /// client on the backend it first got, so every answer must come from one backend.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub affinity: bool,
 }
 
 /// How the probes of one cell came out: who answered how often, and how many probes
@@ -157,6 +161,19 @@ impl ServiceCell {
         let n = self.spread.probes();
         if let Some(errors) = self.spread.unanswered.get(&Outcome::Error) {
             return Some(format!("{errors} of {n} probes could not be measured"));
+        }
+        if self.affinity && self.spread.answered.len() > 1 {
+            let who: Vec<String> = self
+                .spread
+                .answered
+                .iter()
+                .map(|(b, c)| format!("{b} {c}"))
+                .collect();
+            return Some(format!(
+                "sessionAffinity ClientIP should pin the client to one backend, but {} answered its {n} probes ({})",
+                self.spread.answered.len(),
+                who.join(", ")
+            ));
         }
         for (who, count) in &self.spread.answered {
             match self.backends.iter().find(|(b, _)| b == who) {

@@ -131,9 +131,14 @@ pub fn render_spread(step: &StepResult) -> String {
                 svc.backends.len()
             ),
         };
+        let pinned = if svc.affinity {
+            ", ClientIP affinity: one backend"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {} -> {} {} ({n} probes, oracle: {oracle})",
+            "  {} -> {} {} ({n} probes, oracle: {oracle}{pinned})",
             c.from, c.to, c.port
         );
         let mut rows: Vec<(String, usize, &str)> = svc
@@ -319,6 +324,7 @@ node/n1  X    -
         c.service = Some(crate::matrix::ServiceCell {
             backends: backends.iter().map(|(b, v)| (b.to_string(), *v)).collect(),
             spread,
+            affinity: false,
         });
         c
     }
@@ -376,5 +382,38 @@ node/n1  X    -
         assert!(text.contains("    x/b            2  allow\n"), "{text}");
         assert!(text.contains("    x/c            0  deny\n"), "{text}");
         assert!(text.contains("    (rejected)     1  no answer\n"), "{text}");
+    }
+
+    #[test]
+    fn client_ip_affinity_cells_must_be_answered_by_one_backend() {
+        use Verdict::Allow;
+        let both = [("x/b", Allow), ("x/c", Allow)];
+        let mut pinned = service_cell(&both, Some(Allow), &[Some("x/c"), Some("x/c"), Some("x/c")]);
+        pinned.service.as_mut().unwrap().affinity = true;
+        assert_eq!(pinned.mismatch(), None);
+        let step = StepResult {
+            name: "s".into(),
+            cells: vec![pinned.clone()],
+        };
+        let text = render_spread(&step);
+        assert!(
+            text.contains(
+                "(3 probes, oracle: every backend allowed, ClientIP affinity: one backend)"
+            ),
+            "{text}"
+        );
+        let mut spread = service_cell(&both, Some(Allow), &[Some("x/b"), Some("x/c")]);
+        spread.service.as_mut().unwrap().affinity = true;
+        let why = spread.mismatch().unwrap();
+        assert!(
+            why.contains(
+                "should pin the client to one backend, but 2 answered its 2 probes (x/b 1, x/c 1)"
+            ),
+            "{why}"
+        );
+        assert!(!spread.agrees_with_oracle());
+        // Without affinity the same spread is fine.
+        spread.service.as_mut().unwrap().affinity = false;
+        assert_eq!(spread.mismatch(), None);
     }
 }

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 
 use crate::protocol::{PortProto, Protocol};
 
@@ -27,6 +27,10 @@ pub enum Object {
     Service(Service),
     /// A hand-written Endpoints object (for a Service without a selector).
     Endpoints(Endpoints),
+    /// A `networking.k8s.io/v1` Ingress (an `extensions/v1beta1` one arrives converted).
+    Ingress(Ingress),
+    /// A Secret (knetlab reads the `kubernetes.io/tls` ones an Ingress names).
+    Secret(Secret),
 }
 
 /// Which kind of object a delete or label change refers to.
@@ -37,6 +41,8 @@ pub enum Kind {
     NetworkPolicy,
     Service,
     Endpoints,
+    Ingress,
+    Secret,
 }
 
 impl Kind {
@@ -47,6 +53,8 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::Ingress => "Ingress",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -59,6 +67,8 @@ impl Object {
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::Secret(_) => Kind::Secret,
         }
     }
 
@@ -70,6 +80,8 @@ impl Object {
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::Endpoints(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
         };
         let ns = match self {
             Object::Namespace(_) => String::new(),
@@ -127,6 +139,10 @@ pub struct ClusterObjects {
     /// Hand-written Endpoints of selector-less Services; the endpoints of Services with
     /// a selector are computed ([`crate::services::endpoints`]), never stored.
     pub endpoints: BTreeMap<(String, String), Endpoints>,
+    /// Ingresses, as `networking.k8s.io/v1` (see [`crate::ingress`]).
+    pub ingresses: BTreeMap<(String, String), Ingress>,
+    /// Secrets (the TLS certificates of Ingresses).
+    pub secrets: BTreeMap<(String, String), Secret>,
 }
 
 impl ClusterObjects {
@@ -199,6 +215,31 @@ impl ClusterObjects {
                 let name = ep.metadata.name.clone().unwrap_or_default();
                 self.endpoints.insert((ns, name), ep);
             }
+            Object::Ingress(mut ing) => {
+                let ns = ing
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into())
+                    .clone();
+                let name = ing.metadata.name.clone().unwrap_or_default();
+                // Keep the address the controller wrote (status) across an update.
+                if ing.status.is_none() {
+                    ing.status = self
+                        .ingresses
+                        .get(&(ns.clone(), name.clone()))
+                        .and_then(|i| i.status.clone());
+                }
+                self.ingresses.insert((ns, name), ing);
+            }
+            Object::Secret(mut secret) => {
+                let ns = secret
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into())
+                    .clone();
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                self.secrets.insert((ns, name), secret);
+            }
         }
     }
 
@@ -218,6 +259,8 @@ impl ClusterObjects {
                 self.network_policies.retain(|(ns, _), _| ns != name);
                 self.services.retain(|(ns, _), _| ns != name);
                 self.endpoints.retain(|(ns, _), _| ns != name);
+                self.ingresses.retain(|(ns, _), _| ns != name);
+                self.secrets.retain(|(ns, _), _| ns != name);
                 existed
             }
             Kind::Pod => self.pods.remove(&PodRef::new(namespace, name)).is_some(),
@@ -234,6 +277,14 @@ impl ClusterObjects {
             }
             Kind::Endpoints => self
                 .endpoints
+                .remove(&(namespace.to_string(), name.to_string()))
+                .is_some(),
+            Kind::Ingress => self
+                .ingresses
+                .remove(&(namespace.to_string(), name.to_string()))
+                .is_some(),
+            Kind::Secret => self
+                .secrets
                 .remove(&(namespace.to_string(), name.to_string()))
                 .is_some(),
         }
@@ -292,6 +343,26 @@ impl ClusterObjects {
             {
                 Some(ep) => {
                     ep.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::Ingress => match self
+                .ingresses
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(o) => {
+                    o.metadata.labels = Some(labels);
+                    true
+                }
+                None => false,
+            },
+            Kind::Secret => match self
+                .secrets
+                .get_mut(&(namespace.to_string(), name.to_string()))
+            {
+                Some(o) => {
+                    o.metadata.labels = Some(labels);
                     true
                 }
                 None => false,

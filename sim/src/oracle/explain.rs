@@ -50,6 +50,24 @@ pub enum Case {
     /// elsewhere: nothing crosses the fabric to or from that node, whatever the policies
     /// say. Nobody answers, so a probe measures `dropped`.
     NodeUnreachable { node: String },
+    /// `node/NAME` probed on a port: a pod's hostPort, forwarded by the portmap plugin
+    /// (see [`super::host_port`]), or nothing listening there.
+    HostPort(Box<super::host_port::HostPortCase>),
+    /// `bridge-nf-call-iptables=0` on `node` and a pod reaching a ClusterIP whose chosen
+    /// backend sits on the same bridge: the request is DNATed on the way out, but the
+    /// reply is switched by the bridge straight to the client, never seen by conntrack,
+    /// so it keeps the backend's address; the client resets it (see
+    /// [`super::bridge_nf`]). Denied whatever the policies say.
+    SameBridgeReply(Box<super::bridge_nf::SameBridgeReply>),
+    /// `bridge-nf-call-iptables=0` on `node` and two pods on its bridge: their frames are
+    /// switched without entering iptables, so the policy engine's rules (its physdev
+    /// jumps included) never see them: allowed whatever the policies say. The two sides
+    /// are what the policies would have said.
+    BridgedUnfiltered {
+        node: String,
+        egress: Side,
+        ingress: Side,
+    },
 }
 
 impl Case {
@@ -57,6 +75,9 @@ impl Case {
         match self {
             Case::NoEnforcement | Case::Loopback | Case::OwnNode { .. } => Verdict::Allow,
             Case::Unknown(_) | Case::NodeUnreachable { .. } => Verdict::Deny,
+            Case::HostPort(h) => h.verdict(),
+            Case::SameBridgeReply(_) => Verdict::Deny,
+            Case::BridgedUnfiltered { .. } => Verdict::Allow,
             Case::Checked { egress, ingress } => {
                 Verdict::from_allowed(egress.allowed() && ingress.allowed())
             }
@@ -371,6 +392,16 @@ impl Explanation {
             ),
             Case::Unknown(what) => format!("{v}: {what}"),
             Case::NodeUnreachable { node } => format!("{v}: {}", node_down_text(node)),
+            Case::HostPort(h) => format!("{v}: {}", h.short(&self.from)),
+            Case::SameBridgeReply(r) => format!("{v}: {}", r.short()),
+            Case::BridgedUnfiltered {
+                node,
+                egress,
+                ingress,
+            } => format!(
+                "{v}: {}",
+                super::bridge_nf::unfiltered_short(node, egress, ingress)
+            ),
             Case::Checked { egress, ingress } => {
                 format!(
                     "{v}: egress {}; ingress {}",
@@ -388,7 +419,7 @@ impl Explanation {
 }
 
 impl Side {
-    fn short(&self) -> String {
+    pub(super) fn short(&self) -> String {
         match &self.outcome {
             SideOutcome::NodeTraffic { node, ip } => {
                 format!("not policed (node/{node} sends from {ip})")
@@ -467,6 +498,13 @@ impl fmt::Display for Explanation {
                  the node NotReady and evict its pods minutes later.",
                 node_down_text(node)
             ),
+            Case::HostPort(h) => h.walkthrough(f, &self.from),
+            Case::SameBridgeReply(r) => write!(f, "{r}"),
+            Case::BridgedUnfiltered {
+                node,
+                egress,
+                ingress,
+            } => super::bridge_nf::unfiltered_walkthrough(f, node, egress, ingress),
             Case::Hairpin { egress, ingress } => {
                 writeln!(
                     f,

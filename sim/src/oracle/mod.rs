@@ -28,13 +28,26 @@ use crate::policy::{self, Direction, Endpoint, PodInfo, ResolvedPolicies, SideVe
 use crate::protocol::PortProto;
 use crate::scenario::{Peer, PolicyEngineKind};
 
+mod bridge_nf;
 mod explain;
+mod external;
+mod host_port;
 mod service;
 #[cfg(test)]
 mod tests;
 
+pub use bridge_nf::SameBridgeReply;
 pub use explain::{Case, Explanation, PolicyReport, RuleOutcome, RuleReport, Side, SideOutcome};
-pub use service::{BackendPrediction, ServiceFate, ServicePrediction, predict_service};
+pub use external::{
+    EntryKind, ExternalFate, ExternalPrediction, ExternalTarget, NodeFabric, PathOutcome,
+    PathPrediction, predict_external, resolve_target, targets_of,
+};
+pub use host_port::{
+    HostPortCase, HostPortFate, HostPorts, NodeAddresses, Portmap, host_port_pod, host_ports_of,
+};
+pub use service::{
+    BackendPrediction, ServiceFate, ServicePrediction, predict_service, userspace_source,
+};
 
 /// What the oracle knows: the objects (resolved once), the engine and the nodes' addresses.
 #[derive(Debug, Clone)]
@@ -47,6 +60,20 @@ pub struct OracleContext<'a> {
     pub host_addresses: BTreeMap<String, Ipv4Addr>,
     /// Nodes whose underlay link is down (see [`OracleContext::with_down_nodes`]).
     pub down_nodes: BTreeSet<String>,
+    /// Nodes where `net.bridge.bridge-nf-call-iptables` is 0 (see
+    /// [`OracleContext::with_br_netfilter_off`]).
+    pub br_netfilter_off: BTreeSet<String>,
+    /// portmap and the nodes' addresses, for `node/NAME` targets (see
+    /// [`OracleContext::with_host_ports`]).
+    pub host_ports: HostPorts,
+    /// Per node: its underlay and bridge addresses, for node ports, load-balancer
+    /// addresses and external IPs (see [`OracleContext::with_node_fabric`]).
+    pub node_fabric: NodeFabric,
+    /// `cluster.proxy` (see [`OracleContext::with_proxy`]): userspace mode dials each
+    /// backend from the client's node, so backends see (and policies judge) the node, not
+    /// the client; nftables mode rejects a Service without endpoints in a chain of its
+    /// own, which the policy engine's ACCEPT cannot shadow.
+    pub proxy: crate::scenario::ProxyKind,
     resolved: ResolvedPolicies,
     /// Every service port with its endpoints, as kube-proxy sees them.
     service_ports: Vec<crate::render::proxy_iptables::ServicePort>,
@@ -65,6 +92,10 @@ impl<'a> OracleContext<'a> {
             node_addresses,
             host_addresses: BTreeMap::new(),
             down_nodes: BTreeSet::new(),
+            br_netfilter_off: BTreeSet::new(),
+            host_ports: HostPorts::default(),
+            node_fabric: NodeFabric::new(),
+            proxy: crate::scenario::ProxyKind::Iptables,
             resolved: policy::resolve(objects),
             service_ports: crate::services::proxy_input::service_ports(objects),
         }
@@ -80,6 +111,45 @@ impl<'a> OracleContext<'a> {
     /// on the same node is lost ([`Case::NodeUnreachable`]).
     pub fn with_down_nodes(mut self, nodes: BTreeSet<String>) -> Self {
         self.down_nodes = nodes;
+        self
+    }
+
+    /// The service proxy that runs (`cluster.proxy`). In userspace mode a Service's
+    /// backend is reached by the proxy on the client's node, from that node's address
+    /// ([`service::userspace_source`]); in nftables mode a Service without endpoints is
+    /// rejected even when the policy engine accepts the client's egress.
+    pub fn with_proxy(mut self, proxy: crate::scenario::ProxyKind) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Whether the proxy is kube-proxy's userspace mode.
+    pub fn userspace_proxy(&self) -> bool {
+        self.proxy == crate::scenario::ProxyKind::Userspace
+    }
+
+    /// Marks nodes whose bridge does not call iptables (`cluster.brNetfilter: false`):
+    /// a pod's ClusterIP connection to a backend on its own bridge fails
+    /// ([`Case::SameBridgeReply`]) and policies do not see traffic between two pods of
+    /// the node ([`Case::BridgedUnfiltered`]).
+    pub fn with_br_netfilter_off(mut self, nodes: BTreeSet<String>) -> Self {
+        self.br_netfilter_off = nodes;
+        self
+    }
+
+    /// What `node/NAME` targets need: whether portmap runs, and the nodes' addresses
+    /// ([`Case::HostPort`]).
+    pub fn with_host_ports(mut self, host_ports: HostPorts) -> Self {
+        self.host_ports = host_ports;
+        self
+    }
+
+    /// The nodes' underlay and bridge addresses, which Services reached from outside
+    /// need: a node port is the node's underlay address, and a masqueraded connection
+    /// reaches a backend on the entry node from its bridge address
+    /// ([`predict_external`]).
+    pub fn with_node_fabric(mut self, nodes: NodeFabric) -> Self {
+        self.node_fabric = nodes;
         self
     }
 
@@ -146,10 +216,20 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
             Some(ip) => Dest::Outside(to.to_string(), *ip),
             None => return Case::Unknown(format!("host {h} is not declared")),
         },
-        Peer::Node(n) => return Case::Unknown(format!("node {n} serves nothing to probe")),
+        Peer::Node(n) => return host_port::decide(ctx, from, n, port),
         Peer::Service { .. } => {
             return Case::Unknown(format!(
                 "{to} is a Service: which pod answers is kube-proxy's choice (see predict_service)"
+            ));
+        }
+        Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. } => {
+            return Case::Unknown(format!(
+                "{to} is a Service reached from outside: where it lands depends on the entry node (see predict_external)"
+            ));
+        }
+        Peer::Dns { .. } => {
+            return Case::Unknown(format!(
+                "{to} is a DNS name: it is resolved first (see sim::dns::predict)"
             ));
         }
     };
@@ -166,8 +246,12 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
             Some(ip) => Source::Host(h, *ip),
             None => return Case::Unknown(format!("host {h} is not declared")),
         },
-        Peer::Service { .. } => {
-            return Case::Unknown(format!("{from} is a Service: it cannot be a client"));
+        Peer::Service { .. }
+        | Peer::Dns { .. }
+        | Peer::NodePort { .. }
+        | Peer::LoadBalancer { .. }
+        | Peer::ExternalIp { .. } => {
+            return Case::Unknown(format!("{from} is a probe target: it cannot be a client"));
         }
     };
     // A downed underlay link cuts a node off before any policy is consulted; ends on the
@@ -245,6 +329,16 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     match (&source, &dest) {
         // Only reachable through a Service: a pod DNATed back to itself.
         (Source::Pod(p), Dest::Pod(d)) if p.pod == d.pod => Case::Hairpin { egress, ingress },
+        (Source::Pod(_), Dest::Pod(_)) if path == Path::Direct => {
+            match bridge_nf::bridged_unfiltered(ctx, src_node, dst_node) {
+                Some(node) => Case::BridgedUnfiltered {
+                    node,
+                    egress,
+                    ingress,
+                },
+                None => Case::Checked { egress, ingress },
+            }
+        }
         _ => Case::Checked { egress, ingress },
     }
 }

@@ -45,7 +45,8 @@ pub enum ServiceFate {
     /// ACCEPT traffic that comply to network policies"), so kube-proxy's REJECT is never
     /// reached and the connection is forwarded to nowhere: the client times out instead
     /// of being refused (kube-router issue #1453; Calico had the same, issue #1055). The
-    /// node's own connections go through OUTPUT and are rejected.
+    /// node's own connections go through OUTPUT and are rejected. Not in nftables mode:
+    /// its reject chain is hooked apart from the policy engine's.
     NoEndpoints {
         node: String,
         cluster_ip: Ipv4Addr,
@@ -127,7 +128,7 @@ impl ServicePrediction {
             ServiceFate::NoLocalEndpoints { node, cluster_ip } => format!(
                 "{head}: internalTrafficPolicy Local and no endpoint on {node}, so kube-proxy DROPs connections to {cluster_ip}"
             ),
-            ServiceFate::Balanced { .. } => {
+            ServiceFate::Balanced { affinity, .. } => {
                 let each: Vec<String> = self
                     .backends
                     .iter()
@@ -150,7 +151,12 @@ impl ServicePrediction {
                     ),
                     _ => String::new(),
                 };
-                format!("{head}: DNAT to one of [{}]{tail}", each.join(", "))
+                let pinned = if *affinity && self.backends.len() > 1 {
+                    "; sessionAffinity ClientIP keeps the client on the first one it gets"
+                } else {
+                    ""
+                };
+                format!("{head}: DNAT to one of [{}]{pinned}{tail}", each.join(", "))
             }
         }
     }
@@ -352,12 +358,22 @@ fn fate_and_backends(
                 "host/{h} is outside the cluster: cluster IPs are only routed inside the nodes"
             ));
         }
-        Peer::Service { .. } => return unreachable(format!("{from} cannot be a client")),
+        Peer::Service { .. }
+        | Peer::Dns { .. }
+        | Peer::NodePort { .. }
+        | Peer::LoadBalancer { .. }
+        | Peer::ExternalIp { .. } => {
+            return unreachable(format!("{from} cannot be a client"));
+        }
     };
     let backends = match cluster_ip_fate(sp, &node) {
         ClusterIpFate::Rejected => {
+            // Only iptables mode's REJECT sits in filter FORWARD behind the policy
+            // engine's jump; nftables mode rejects in its own chain, which an ACCEPT in
+            // another chain does not end (measured: refused, not a timeout).
             let shadowed = matches!(from, Peer::Pod(_))
-                && ctx.engine == crate::scenario::PolicyEngineKind::Iptables;
+                && ctx.engine == crate::scenario::PolicyEngineKind::Iptables
+                && ctx.proxy != crate::scenario::ProxyKind::Nftables;
             return (
                 ServiceFate::NoEndpoints {
                     node,
@@ -381,7 +397,19 @@ fn fate_and_backends(
             let (name, peer) = backend_identity(ctx, e.ip, e.port);
             let target = PortProto::new(port.protocol, e.port);
             let case = match &peer {
-                Some(p) => decide(ctx, from, p, target, Path::ViaNode),
+                // The userspace proxy accepts the connection on the node and dials the
+                // backend itself: the policies judge the node's connection.
+                Some(p) if ctx.userspace_proxy() => {
+                    decide(ctx, &Peer::Node(node.clone()), p, target, Path::Direct)
+                }
+                Some(p) => super::bridge_nf::same_bridge_reply(
+                    ctx,
+                    from,
+                    p,
+                    (e.ip, e.port),
+                    (cluster_ip, *number),
+                )
+                .unwrap_or_else(|| decide(ctx, from, p, target, Path::ViaNode)),
                 None => super::Case::Unknown(format!(
                     "{}:{} is neither a pod of the cluster nor a declared host",
                     e.ip, e.port
@@ -404,9 +432,34 @@ fn fate_and_backends(
     (fate, backends)
 }
 
+/// With the userspace proxy (`cluster.proxy: userspace`): the source address a backend
+/// sees when a client on `node` reaches it through a Service. The proxy on `node` dials
+/// it, so the kernel picks the node's address towards the backend: the bridge address
+/// for a pod on the same node, the address the node reaches other nodes' pods from
+/// (underlay, or the tunnel's in vxlan mode) for a remote pod, the underlay address for
+/// anything else. `None` if the node is unknown.
+pub fn userspace_source(ctx: &OracleContext, node: &str, backend: Ipv4Addr) -> Option<Ipv4Addr> {
+    let fabric = ctx.node_fabric.get(node);
+    let backend_node = ctx
+        .objects
+        .pods
+        .values()
+        .find(|p| pod_ip(p) == Some(backend))
+        .and_then(|p| crate::objects::pod_node(p).map(str::to_string));
+    match backend_node.as_deref() {
+        Some(n) if n == node => fabric.map(|a| a.bridge),
+        Some(_) => ctx.node_addresses.get(node).copied(),
+        None => fabric.map(|a| a.underlay),
+    }
+}
+
 /// The name a backend answers with, and the peer it is: the pod with that address, else
 /// the declared host with it, else just `ip:port`.
-fn backend_identity(ctx: &OracleContext, ip: Ipv4Addr, port: u16) -> (String, Option<Peer>) {
+pub(super) fn backend_identity(
+    ctx: &OracleContext,
+    ip: Ipv4Addr,
+    port: u16,
+) -> (String, Option<Peer>) {
     if let Some((p, _)) = ctx
         .objects
         .pods
@@ -713,5 +766,69 @@ mod tests {
         // Hosts outside the cluster have no route to cluster IPs.
         let p = predict_on(&o, "host/pc", "svc/x/web:8000", "TCP/8000");
         assert!(matches!(p.fate, ServiceFate::Unreachable(_)), "{p}");
+    }
+
+    #[test]
+    fn the_userspace_proxy_dials_backends_from_the_node() {
+        // x admits only its own pods. y/a (on n2) is not one of them, so through
+        // kube-proxy's DNAT every backend denies; through the userspace proxy each
+        // backend sees n2 instead: its own pod x/b always admits its node, the pods on
+        // n1 see an outside address and deny.
+        let o = model(
+            &[(
+                "x",
+                "own-namespace",
+                json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+            )],
+            web(),
+        );
+        let addresses = node_addresses(&o);
+        let ctx = OracleContext::new(&o, PolicyEngineKind::Iptables, &addresses);
+        let cell = |ctx: &OracleContext| {
+            predict_service(
+                ctx,
+                &"y/a".parse().unwrap(),
+                &"svc/x/web:8000".parse().unwrap(),
+                "TCP/8000".parse().unwrap(),
+            )
+        };
+        assert_eq!(cell(&ctx).verdict, Some(Verdict::Deny));
+        let fabric: crate::oracle::NodeFabric = [
+            ("n1", [192, 168, 200, 11], [10, 244, 1, 1]),
+            ("n2", [192, 168, 200, 12], [10, 244, 2, 1]),
+        ]
+        .into_iter()
+        .map(|(n, u, b)| {
+            (
+                n.to_string(),
+                crate::oracle::NodeAddresses {
+                    underlay: Ipv4Addr::from(u),
+                    bridge: Ipv4Addr::from(b),
+                },
+            )
+        })
+        .collect();
+        let ctx = ctx
+            .with_proxy(crate::scenario::ProxyKind::Userspace)
+            .with_node_fabric(fabric);
+        let p = cell(&ctx);
+        assert_eq!(p.verdict, None, "{p}");
+        assert_eq!(
+            backends(&p),
+            [
+                ("x/a".to_string(), 80, Verdict::Deny),
+                ("x/c".to_string(), 80, Verdict::Deny),
+                ("x/b".to_string(), 80, Verdict::Allow)
+            ]
+        );
+        let ip = |b: &str| p.backend(b).unwrap().ip;
+        assert_eq!(
+            userspace_source(&ctx, "n2", ip("x/b")),
+            Some(Ipv4Addr::new(10, 244, 2, 1))
+        );
+        assert_eq!(
+            userspace_source(&ctx, "n2", ip("x/a")),
+            Some(Ipv4Addr::new(192, 168, 200, 12))
+        );
     }
 }

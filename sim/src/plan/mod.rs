@@ -164,49 +164,12 @@ impl Plan {
         if n > MAX_NODES {
             return Err(PlanError::TooManyNodes(n));
         }
-        let room = if cluster.pod_cidr.prefix_len() > 24 {
-            0
-        } else {
-            // Subnet 0 is left unused so that node i has subnet i.
-            (1usize << (24 - cluster.pod_cidr.prefix_len())).saturating_sub(1)
-        };
-        if room < n {
-            return Err(PlanError::PodCidrTooSmall {
-                cidr: cluster.pod_cidr,
-                room,
-                nodes: n,
-            });
-        }
-        let subnets =
-            cluster
-                .pod_cidr
-                .trunc()
-                .subnets(24)
-                .map_err(|_| PlanError::PodCidrTooSmall {
-                    cidr: cluster.pod_cidr,
-                    room: 0,
-                    nodes: n,
-                })?;
         let nodes = cluster
             .nodes
             .iter()
-            .zip(subnets.skip(1))
             .enumerate()
-            .map(|(i, (name, subnet))| {
-                let index = i + 1;
-                let host = u32::from(UNDERLAY.network()) + UNDERLAY_HOST_OFFSET + index as u32;
-                NodePlan {
-                    name: name.clone(),
-                    index,
-                    netns: format!("{prefix}-node-{name}"),
-                    underlay_ip: Ipv4Addr::from(host),
-                    underlay_mac: [0x02, 0x6b, 0x6c, 0x00, (index >> 8) as u8, index as u8],
-                    fabric_port: format!("ul{index}"),
-                    gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
-                    pod_subnet: subnet,
-                }
-            })
-            .collect();
+            .map(|(i, name)| node_plan(prefix, cluster.pod_cidr, i + 1, name, n))
+            .collect::<Result<Vec<_>, _>>()?;
         let router = (!cluster.external_hosts.is_empty()).then(|| RouterPlan {
             netns: format!("{prefix}-router"),
             underlay_ip: Ipv4Addr::from(u32::from(UNDERLAY.network()) + 1),
@@ -238,6 +201,21 @@ impl Plan {
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Plans a node that joins the running cluster (a step's `nodeJoin`): it gets the
+    /// next index, and with it the namespace, underlay address, MAC, fabric port, pod
+    /// subnet and VTEP it would have had if the scenario had listed it last. Nodes never
+    /// leave, so the same joins in the same order always give the same plan. A node the
+    /// plan already has is returned as it is.
+    pub fn join_node(&mut self, name: &str) -> Result<&NodePlan, PlanError> {
+        if let Some(i) = self.nodes.iter().position(|n| n.name == name) {
+            return Ok(&self.nodes[i]);
+        }
+        let index = self.nodes.len() + 1;
+        let node = node_plan(&self.prefix, self.pod_cidr, index, name, index)?;
+        self.nodes.push(node);
+        Ok(&self.nodes[index - 1])
     }
 
     pub fn host(&self, name: &str) -> Option<&HostPlan> {
@@ -306,6 +284,51 @@ impl Plan {
     pub fn state_dir(&self) -> String {
         format!("{}/{}", STATE_ROOT, self.prefix)
     }
+}
+
+/// Node `index` (1-based) of a cluster of `count` nodes: the `index`-th /24 of the pod
+/// CIDR (subnet 0 is left unused so that node i has subnet i), `.10+index` on the
+/// underlay, a MAC and fabric port numbered after it.
+fn node_plan(
+    prefix: &str,
+    pod_cidr: Ipv4Net,
+    index: usize,
+    name: &str,
+    count: usize,
+) -> Result<NodePlan, PlanError> {
+    if index > MAX_NODES {
+        return Err(PlanError::TooManyNodes(count.max(index)));
+    }
+    let room = if pod_cidr.prefix_len() > 24 {
+        0
+    } else {
+        (1usize << (24 - pod_cidr.prefix_len())).saturating_sub(1)
+    };
+    let too_small = || PlanError::PodCidrTooSmall {
+        cidr: pod_cidr,
+        room,
+        nodes: count.max(index),
+    };
+    if room < index {
+        return Err(too_small());
+    }
+    let subnet = pod_cidr
+        .trunc()
+        .subnets(24)
+        .map_err(|_| too_small())?
+        .nth(index)
+        .ok_or_else(too_small)?;
+    let host = u32::from(UNDERLAY.network()) + UNDERLAY_HOST_OFFSET + index as u32;
+    Ok(NodePlan {
+        name: name.to_string(),
+        index,
+        netns: format!("{prefix}-node-{name}"),
+        underlay_ip: Ipv4Addr::from(host),
+        underlay_mac: [0x02, 0x6b, 0x6c, 0x00, (index >> 8) as u8, index as u8],
+        fabric_port: format!("ul{index}"),
+        gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        pod_subnet: subnet,
+    })
 }
 
 /// Where runs keep their files (under /run: gone after a reboot, like the namespaces).
@@ -384,6 +407,37 @@ mod tests {
                 .to_string()
         };
         assert_eq!(src("10.244.2.7"), "192.168.200.11");
+    }
+
+    #[test]
+    fn a_joining_node_gets_what_it_would_have_had_if_listed() {
+        let mut c = cluster(2, "10.244.0.0/16");
+        c.network = NetworkMode::Vxlan;
+        let mut joined = Plan::new("kl000000", &c).unwrap();
+        let n3 = joined.join_node("n3").unwrap().clone();
+        c.nodes.push("n3".into());
+        let listed = Plan::new("kl000000", &c).unwrap();
+        assert_eq!(joined, listed);
+        assert_eq!(n3.index, 3);
+        assert_eq!(n3.netns, "kl000000-node-n3");
+        assert_eq!(n3.pod_subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(n3.underlay_ip.to_string(), "192.168.200.13");
+        assert_eq!(n3.fabric_port, "ul3");
+        assert_eq!(joined.vtep(&n3).unwrap().mac, [0x0e, 0x6b, 0x6c, 0, 0, 3]);
+        // Joining again changes nothing.
+        joined.join_node("n3").unwrap();
+        assert_eq!(joined, listed);
+        // No room left: a /23 holds one node subnet.
+        let mut small = Plan::new("kl000000", &cluster(1, "10.244.0.0/23")).unwrap();
+        assert_eq!(
+            small.join_node("n2").unwrap_err(),
+            PlanError::PodCidrTooSmall {
+                cidr: "10.244.0.0/23".parse().unwrap(),
+                room: 1,
+                nodes: 2
+            }
+        );
+        assert_eq!(small.nodes.len(), 1);
     }
 
     #[test]

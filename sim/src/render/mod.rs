@@ -6,7 +6,9 @@
 pub mod names;
 mod policy_iptables;
 pub mod proxy_iptables;
+pub mod proxy_ipvs;
 pub mod proxy_names;
+pub mod proxy_nftables;
 mod ruleset;
 
 #[cfg(test)]

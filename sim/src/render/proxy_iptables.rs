@@ -676,6 +676,45 @@ fn categorize(eps: &[Ep<'_>], uses_cluster: bool, uses_local: bool, scratch: &mu
     has_any
 }
 
+/// [`categorize_endpoints`]'s answer: kube-proxy's `CategorizeEndpoints` for one
+/// service port, shared with the other proxy renderers (nftables) so that every mode
+/// picks the same endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategorizedEndpoints<'a> {
+    /// One per `ip:port` (a local copy wins), sorted by that string: kube-proxy's order.
+    pub endpoints: Vec<&'a Endpoint>,
+    /// Indexes into `endpoints`: used with the Cluster policy, with the Local policy,
+    /// and reachable from this node (the union, what gets an endpoint chain).
+    pub cluster: Vec<usize>,
+    pub local: Vec<usize>,
+    pub reachable: Vec<usize>,
+    /// The service has usable endpoints somewhere (not necessarily on this node).
+    pub has_endpoints: bool,
+}
+
+/// `CategorizeEndpoints` for `sp` as node `node`'s kube-proxy sees it, with the
+/// traffic-policy flags worked out as `syncProxyRules` does.
+pub fn categorize_endpoints<'a>(sp: &'a ServicePort, node: &str) -> CategorizedEndpoints<'a> {
+    let eps = endpoint_list(sp, node);
+    let externally_accessible = sp.externally_accessible();
+    let etp_local = sp.external_policy_local && externally_accessible;
+    let itp_local = sp.internal_policy_local;
+    let mut scratch = Scratch::default();
+    let has_endpoints = categorize(
+        &eps,
+        !itp_local || externally_accessible,
+        itp_local || etp_local,
+        &mut scratch,
+    );
+    CategorizedEndpoints {
+        endpoints: eps.iter().map(|e| e.src).collect(),
+        cluster: scratch.cluster,
+        local: scratch.local,
+        reachable: scratch.reachable,
+        has_endpoints,
+    }
+}
+
 /// The chain names of `:NAME - [0:0]` lines.
 fn declared_names(decls: &str) -> impl Iterator<Item = &str> {
     decls

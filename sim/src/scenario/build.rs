@@ -75,6 +75,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     let mut cluster = header::cluster(&src, doc.cluster.as_ref())?;
     let probe = header::probe(&src, doc.probe.as_ref())?;
     let load_balancer_pool = header::load_balancer_pool(&src, doc.cluster.as_ref(), &cluster)?;
+    let dns = header::cluster_dns(&src, doc.cluster.as_ref(), &cluster)?;
     let mut sim = Sim::new(&cluster);
     sim.ranges.load_balancer_pool = load_balancer_pool;
 
@@ -104,6 +105,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     for (i, file) in doc.manifest_files.iter().flatten().enumerate() {
         pending.extend(manifest_file(&src, &join_index("manifestFiles", i), file)?);
     }
+    ingress_controller(&src, &doc, &mut pending);
     let declares_default = pending.iter().any(|p| {
         p.kind == Kind::Namespace
             && p.value.pointer("/metadata/name") == Some(&json!(DEFAULT_NAMESPACE))
@@ -119,6 +121,9 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 kind: Kind::Namespace,
             },
         );
+    }
+    if let Some(d) = &dns {
+        cluster_dns(&src, d, &mut pending);
     }
     // Services before the rest, so an Endpoints object may come before its Service in
     // the files (kubectl applies a directory in any order too).
@@ -145,12 +150,26 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             .map(|v| sim.expectation(&src, "expect", v))
             .transpose()?,
         down_nodes: BTreeSet::new(),
+        joined_nodes: vec![],
     }];
     // Nodes whose underlay link is down, with the step field that took each down.
     let mut down: BTreeMap<String, String> = BTreeMap::new();
 
     let mut step_names: BTreeMap<String, String> = BTreeMap::new();
     step_names.insert(INITIAL_STEP.to_string(), "the first step".to_string());
+    // Where each node that some step adds joins, to say so when something names it
+    // before that.
+    for (i, s) in doc.steps.iter().flatten().enumerate() {
+        for (j, n) in s.node_join.iter().flatten().enumerate() {
+            sim.joins_later.entry(n.clone()).or_insert_with(|| {
+                format!(
+                    "it joins in step {:?} ({})",
+                    s.name,
+                    join_index(&join_key(&join_index("steps", i), "nodeJoin"), j)
+                )
+            });
+        }
+    }
     for (i, s) in doc.steps.iter().flatten().enumerate() {
         let sp = join_index("steps", i);
         let name_path = join_key(&sp, "name");
@@ -162,6 +181,9 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 &name_path,
                 format!("step name {:?} is already used by {other}", s.name),
             ));
+        }
+        for (j, n) in s.node_join.iter().flatten().enumerate() {
+            sim.join_node(&src, &join_index(&join_key(&sp, "nodeJoin"), j), n)?;
         }
         let mut changes = Vec::new();
         let mut declared = Declared::default();
@@ -221,7 +243,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 labels: l.labels.clone(),
             });
         }
-        node_links(&src, &sp, &cluster.nodes, s, &mut down)?;
+        node_links(&src, &sp, &sim, s, &mut down)?;
         let expect = s
             .expect
             .as_ref()
@@ -232,6 +254,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             changes,
             expect,
             down_nodes: down.keys().cloned().collect(),
+            joined_nodes: s.node_join.clone().unwrap_or_default(),
         });
     }
 
@@ -241,48 +264,208 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     }
     for (i, peer) in probe.to.iter().flatten().enumerate() {
         sim.peer_ever(&src, &join_index("probe.to", i), peer)?;
+        sim.node_target(&src, &join_index("probe.to", i), peer)?;
     }
+    dns_targets(
+        &src,
+        dns.as_ref(),
+        probe.from.as_deref().unwrap_or_default(),
+        probe.to.as_deref().unwrap_or_default(),
+    )?;
     let throughput = throughput(&src, &sim, doc.throughput.as_deref().unwrap_or_default())?;
+    let http = http_checks(&src, &sim, &steps, doc.http.as_deref().unwrap_or_default())?;
     // The default CNI list carries portmap and bandwidth only when some pod uses them.
     let (wants_bandwidth, wants_host_ports) = (sim.wants_bandwidth, sim.wants_host_ports);
     cluster.cni.pods_want_bandwidth = wants_bandwidth;
     cluster.cni.pods_want_host_ports = wants_host_ports;
 
+    let br_netfilter = header::br_netfilter(doc.cluster.as_ref());
     Ok(Scenario {
+        br_netfilter,
         name: doc.name.trim().to_string(),
         summary: doc.summary.trim().to_string(),
         description: doc.description.unwrap_or_default().trim_end().to_string(),
         path: path.to_path_buf(),
         cluster,
         load_balancer_pool,
+        dns,
         probe,
         loopback: doc.loopback.map(Into::into).unwrap_or_default(),
         steps,
         throughput,
+        http,
     })
 }
 
-/// Checks a step's `nodeDown` and `nodeUp` against the nodes and their link state at that
+/// Adds the ingress-nginx controller's namespace, pod and NodePort Service to the first
+/// step when some step has an Ingress (see [`crate::ingress::controller`]).
+fn ingress_controller(src: &Source, doc: &Document, pending: &mut Vec<Pending>) {
+    let has_ingress = pending.iter().any(|p| p.kind == Kind::Ingress)
+        || doc
+            .steps
+            .iter()
+            .flatten()
+            .flat_map(|s| s.apply.iter().flatten())
+            .any(crate::ingress::controller::is_ingress);
+    if !has_ingress {
+        return;
+    }
+    let declared = |kind: &str, ns: &str, name: &str| {
+        pending.iter().any(|p| {
+            p.kind.as_str() == kind
+                && p.value.pointer("/metadata/name") == Some(&json!(name))
+                && (ns.is_empty() || p.value.pointer("/metadata/namespace") == Some(&json!(ns)))
+        })
+    };
+    let added: Vec<Pending> = crate::ingress::controller::manifests(&declared)
+        .into_iter()
+        .map(|value| Pending {
+            src: src.clone(),
+            path: String::new(),
+            kind: match value.get("kind").and_then(Value::as_str) {
+                Some("Namespace") => Kind::Namespace,
+                Some("Pod") => Kind::Pod,
+                _ => Kind::Service,
+            },
+            value,
+        })
+        .collect();
+    pending.extend(added);
+}
+
+/// `dns/NAME:PORT` targets need `cluster.dns`; the cluster DNS's own port 53 is served
+/// by the DNS server, which answers DNS questions, not probes: it is reached with
+/// `dns/` targets (whose query crosses it on the way), not probed directly.
+fn dns_targets(
+    src: &Source,
+    dns: Option<&super::ClusterDns>,
+    from: &[Peer],
+    to: &[Peer],
+) -> Result<(), ScenarioError> {
+    // Only a pod has the cluster's resolv.conf: a node or host resolving a cluster name
+    // would be a different lesson (their resolvers do not know the cluster DNS).
+    if let Some(name) = to.iter().find(|p| matches!(p, Peer::Dns { .. }))
+        && let Some((i, client)) = from
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !matches!(p, Peer::Pod(_)))
+    {
+        return Err(src.at_value(
+            &join_index("probe.from", i),
+            format!("{client} cannot resolve {name}: only pods have the cluster's resolv.conf; list the pods that probe names (and the {client} probes in another scenario)"),
+        ));
+    }
+    for (i, peer) in to.iter().enumerate() {
+        let path = join_index("probe.to", i);
+        match peer {
+            Peer::Dns { .. } if dns.is_none() => {
+                return Err(src.at_value(
+                    &path,
+                    format!("{peer} needs the cluster DNS: add `dns: true` to `cluster`"),
+                ));
+            }
+            Peer::Service {
+                namespace,
+                name,
+                port: 53,
+            } if dns.is_some()
+                && namespace == crate::dns::NAMESPACE
+                && name == crate::dns::SERVICE_NAME =>
+            {
+                return Err(src.at_value(
+                    &path,
+                    format!("{peer} is the cluster DNS, which answers DNS questions, not probes; probe a name with dns/NAME:PORT (its query goes through {peer})"),
+                ));
+            }
+            Peer::Pod(p)
+                if dns.is_some()
+                    && p.namespace == crate::dns::NAMESPACE
+                    && p.name == crate::dns::POD_NAME =>
+            {
+                return Err(src.at_value(
+                    &path,
+                    format!(
+                        "{peer} is the cluster DNS pod; probe a name with dns/NAME:PORT instead"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Adds what `cluster.dns` asks for to the initial objects, as kubeadm would have
+/// created them: the `kube-system` namespace (unless declared), the `kube-system/kube-dns`
+/// pod (last of the pods, so every other pod is scheduled as without it) and the
+/// `kube-dns` Service at the configured address (first of the Services, so no other
+/// Service is allocated that address). Errors about them point at `cluster.dns`.
+fn cluster_dns(src: &Source, dns: &super::ClusterDns, pending: &mut Vec<Pending>) {
+    use crate::dns::{APP_LABEL, NAMESPACE, POD_NAME, SERVICE_NAME};
+    let path = "cluster.dns".to_string();
+    let declares_ns = pending.iter().any(|p| {
+        p.kind == Kind::Namespace && p.value.pointer("/metadata/name") == Some(&json!(NAMESPACE))
+    });
+    if !declares_ns {
+        pending.push(Pending {
+            src: src.clone(),
+            path: path.clone(),
+            value: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+            kind: Kind::Namespace,
+        });
+    }
+    let labels = json!({APP_LABEL.0: APP_LABEL.1});
+    pending.push(Pending {
+        src: src.clone(),
+        path: path.clone(),
+        value: json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": POD_NAME, "namespace": NAMESPACE, "labels": labels},
+            "spec": {"containers": [{"name": "coredns", "image": "knetlab/cluster-dns",
+                "ports": [
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9153, "protocol": "TCP"}]}]},
+        }),
+        kind: Kind::Pod,
+    });
+    let first_service = pending
+        .iter()
+        .position(|p| p.kind == Kind::Service)
+        .unwrap_or(pending.len());
+    pending.insert(
+        first_service,
+        Pending {
+            src: src.clone(),
+            path,
+            value: json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": SERVICE_NAME, "namespace": NAMESPACE, "labels": labels},
+                "spec": {"clusterIP": dns.cluster_ip.to_string(), "selector": labels, "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+            }),
+            kind: Kind::Service,
+        },
+    );
+}
+
+/// Checks a step's `nodeDown` and `nodeUp` against the nodes (`sim`'s) and their link state at that
 /// point (`down`: each node down now, with the field that took it down) and updates it.
 /// A node may not go down twice, come up while up, or do both in one step.
 fn node_links(
     src: &Source,
     step_path: &str,
-    nodes: &[String],
+    sim: &Sim,
     step: &header::StepHeader,
     down: &mut BTreeMap<String, String>,
 ) -> Result<(), ScenarioError> {
     let exists = |p: &str, n: &str| {
-        if nodes.iter().any(|x| x == n) {
+        if sim.objects.nodes.iter().any(|x| x == n) {
             Ok(())
         } else {
-            Err(src.at_value(
-                p,
-                format!(
-                    "node {n} does not exist; the nodes are {}",
-                    nodes.join(", ")
-                ),
-            ))
+            Err(src.at_value(p, sim.no_such_node(n)))
         }
     };
     let down_list = step.node_down.as_deref().unwrap_or_default();
@@ -414,6 +597,89 @@ fn throughput(
     Ok(out)
 }
 
+/// Checks `http:`: a client that exists (an external host or a pod), a URL, step names
+/// that exist, a status and a backend (pod or Service) that exist at some step.
+fn http_checks(
+    src: &Source,
+    sim: &Sim,
+    steps: &[Step],
+    entries: &[header::HttpHeader],
+) -> Result<Vec<crate::ingress::HttpCheckSpec>, ScenarioError> {
+    let mut out = Vec::new();
+    for (i, h) in entries.iter().enumerate() {
+        let p = join_index("http", i);
+        let fp = join_key(&p, "from");
+        let from = match h.from.parse::<Peer>() {
+            Ok(peer @ (Peer::Host(_) | Peer::Pod(_))) => {
+                sim.peer_ever(src, &fp, &peer)?;
+                peer
+            }
+            Ok(other) => {
+                return Err(src.at_value(
+                    &fp,
+                    format!("{other} cannot send an HTTP check; use host/NAME (outside the cluster) or ns/pod"),
+                ));
+            }
+            Err(e) => return Err(src.at_value(&fp, e)),
+        };
+        let (scheme, host, path) = crate::ingress::check::parse_url(&h.url)
+            .map_err(|e| src.at_value(&join_key(&p, "url"), e))?;
+        if let Some(names) = &h.steps {
+            for (j, n) in names.iter().enumerate() {
+                if !steps.iter().any(|s| &s.name == n) {
+                    let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                    return Err(src.at_value(
+                        &join_index(&join_key(&p, "steps"), j),
+                        format!("there is no step {n:?}; the steps are {}", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        let ep = join_key(&p, "expect");
+        let status = h.expect.as_ref().and_then(|e| e.status);
+        if let Some(s) = status
+            && !(100..=599).contains(&s)
+        {
+            return Err(src.at_value(
+                &join_key(&ep, "status"),
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+        let backend = h.expect.as_ref().and_then(|e| e.backend.clone());
+        if let Some(b) = &backend {
+            let bp = join_key(&ep, "backend");
+            let known = match b.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    sim.ever.contains(&PodRef::new(ns, name))
+                        || sim
+                            .ever_services
+                            .contains_key(&(ns.to_string(), name.to_string()))
+                }
+                _ => {
+                    return Err(src.at_value(
+                        &bp,
+                        format!("{b:?} is not a backend; write ns/pod or ns/service"),
+                    ));
+                }
+            };
+            if !known {
+                return Err(src.at_value(&bp, format!("no pod or Service {b} exists at any step")));
+            }
+        }
+        out.push(crate::ingress::HttpCheckSpec {
+            from,
+            url: h.url.clone(),
+            scheme,
+            host,
+            path,
+            steps: h.steps.clone(),
+            status,
+            backend,
+        });
+    }
+    Ok(out)
+}
+
 /// Reads one of `manifestFiles` (relative to the scenario) as multi-document YAML.
 fn manifest_file(src: &Source, path: &str, name: &str) -> Result<Vec<Pending>, ScenarioError> {
     let dir = src.file.parent().unwrap_or(Path::new("."));
@@ -492,6 +758,11 @@ impl Declared {
 struct Sim<'a> {
     cluster: &'a ClusterConfig,
     objects: ClusterObjects,
+    /// The address plan so far (grows as nodes join), for stand-in addresses and to
+    /// check that a joining node fits.
+    plan: Option<Plan>,
+    /// Nodes a later step adds, with where (for messages).
+    joins_later: BTreeMap<String, String>,
     /// Stand-in addresses: the next host number in each node's pod subnet.
     subnets: BTreeMap<String, (Ipv4Addr, u32)>,
     /// Every pod that exists at some point of the scenario.
@@ -499,34 +770,88 @@ struct Sim<'a> {
     /// Every Service that exists at some point, with every port number it ever has and
     /// whether some version of it is headless.
     ever_services: BTreeMap<(String, String), (BTreeSet<u16>, bool)>,
+    /// Every `nodeport/`, `lb/` and `extip/` target some Service offers at some point.
+    ever_external: BTreeSet<Peer>,
     /// Where Services get their addresses.
     ranges: ServiceRanges,
     /// Some pod has a bandwidth annotation / a hostPort (the CNI list needs the plugin).
     wants_bandwidth: bool,
     wants_host_ports: bool,
+    /// The nodes on which some pod has a hostPort at some point (`node/NAME` targets).
+    host_port_nodes: BTreeSet<String>,
 }
 
 impl<'a> Sim<'a> {
     fn new(cluster: &'a ClusterConfig) -> Self {
         // `header::cluster` checked that the plan works out.
-        let subnets = Plan::new(&plan::prefix_from_seed(0), cluster)
-            .map(|p| {
-                p.nodes
-                    .into_iter()
-                    .map(|n| (n.name, (n.pod_subnet.network(), 2)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let plan = Plan::new(&plan::prefix_from_seed(0), cluster).ok();
+        let subnets = plan
+            .iter()
+            .flat_map(|p| &p.nodes)
+            .map(|n| (n.name.clone(), (n.pod_subnet.network(), 2)))
+            .collect();
         Self {
+            plan,
+            joins_later: BTreeMap::new(),
             cluster,
             objects: ClusterObjects::new(cluster.nodes.clone()),
             subnets,
             ever: BTreeSet::new(),
             ever_services: BTreeMap::new(),
+            ever_external: BTreeSet::new(),
             ranges: ServiceRanges::new(cluster, None),
             wants_bandwidth: false,
             wants_host_ports: false,
+            host_port_nodes: BTreeSet::new(),
         }
+    }
+
+    /// The nodes of the cluster at this point, for messages.
+    fn nodes_here(&self) -> String {
+        format!("the nodes are {}", self.objects.nodes.join(", "))
+    }
+
+    /// Why `node` is not a node at this point: it does not exist at all, or joins later.
+    fn no_such_node(&self, node: &str) -> String {
+        match self.joins_later.get(node) {
+            Some(when) => format!(
+                "node {node} does not exist at this point ({when}); {}",
+                self.nodes_here()
+            ),
+            None => format!("node {node} does not exist; {}", self.nodes_here()),
+        }
+    }
+
+    /// A step's `nodeJoin` entry: a new node, with a valid name that no node or external
+    /// host has, that fits the address plan. From here on pods may be bound to it.
+    fn join_node(&mut self, src: &Source, path: &str, name: &str) -> Result<(), ScenarioError> {
+        names::dns_label(name).map_err(|e| src.at_value(path, format!("bad node name: {e}")))?;
+        if self.objects.nodes.iter().any(|n| n == name) {
+            return Err(src.at_value(
+                path,
+                format!(
+                    "node {name} is already part of the cluster at this point; {}",
+                    self.nodes_here()
+                ),
+            ));
+        }
+        if self.has_host(name) {
+            return Err(src.at_value(
+                path,
+                format!(
+                    "{name} is the name of an external host (cluster.externalHosts); pick another name for the node"
+                ),
+            ));
+        }
+        if let Some(plan) = self.plan.as_mut() {
+            let node = plan
+                .join_node(name)
+                .map_err(|e| src.at_value(path, format!("node {name} cannot join: {e}")))?;
+            self.subnets
+                .insert(name.to_string(), (node.pod_subnet.network(), 2));
+        }
+        self.objects.nodes.push(name.to_string());
+        Ok(())
     }
 
     fn pods_here(&self) -> String {
@@ -596,14 +921,11 @@ impl<'a> Sim<'a> {
         if let Object::Pod(pod) = &object {
             let key = PodRef::new(&ns, &name);
             if let Some(node) = objects::pod_node(pod)
-                && !self.cluster.nodes.iter().any(|n| n == node)
+                && !self.objects.nodes.iter().any(|n| n == node)
             {
                 return Err(src.at_value(
                     &join_key(&join_key(&p.path, "spec"), "nodeName"),
-                    format!(
-                        "node {node} does not exist; the nodes are {}",
-                        self.cluster.nodes.join(", ")
-                    ),
+                    self.no_such_node(node),
                 ));
             }
             if let Some(old) = self.objects.pods.get(&key) {
@@ -644,6 +966,8 @@ impl<'a> Sim<'a> {
                     .filter_map(|p| u16::try_from(p.port).ok()),
             );
             *headless |= services::is_headless(svc);
+            self.ever_external
+                .extend(crate::oracle::targets_of(svc, &self.cluster.nodes));
         }
         self.objects.apply(object);
         if kind == Kind::Pod {
@@ -704,6 +1028,9 @@ impl<'a> Sim<'a> {
         let ports = podnet::port_mappings(stored).map_err(at)?;
         self.wants_host_ports |= !ports.is_empty();
         let node = objects::pod_node(stored).unwrap_or_default();
+        if !ports.is_empty() {
+            self.host_port_nodes.insert(node.to_string());
+        }
         for (other, o) in &self.objects.pods {
             if other == pod || objects::pod_node(o).unwrap_or_default() != node {
                 continue;
@@ -769,14 +1096,11 @@ impl<'a> Sim<'a> {
             ] {
                 for (j, a) in list.iter().flatten().enumerate() {
                     if let Some(node) = &a.node_name
-                        && !self.cluster.nodes.contains(node)
+                        && !self.objects.nodes.contains(node)
                     {
                         return Err(src.at_value(
                             &format!("{path}.subsets[{i}].{field}[{j}].nodeName"),
-                            format!(
-                                "node {node} does not exist; the nodes are {}",
-                                self.cluster.nodes.join(", ")
-                            ),
+                            self.no_such_node(node),
                         ));
                     }
                 }
@@ -822,6 +1146,14 @@ impl<'a> Sim<'a> {
                 .objects
                 .endpoints
                 .contains_key(&(namespace.clone(), name.to_string())),
+            Kind::Ingress => self
+                .objects
+                .ingresses
+                .contains_key(&(namespace.clone(), name.to_string())),
+            Kind::Secret => self
+                .objects
+                .secrets
+                .contains_key(&(namespace.clone(), name.to_string())),
         };
         if !exists {
             let what = if namespace.is_empty() {
@@ -848,6 +1180,28 @@ impl<'a> Sim<'a> {
         for u in &parsed.peers {
             self.peer_now(src, u)?;
         }
+        // A node as a server answers only on its pods' hostPorts.
+        for (_, to, port) in parsed.expectation.cells.keys() {
+            let Peer::Node(n) = to else { continue };
+            let served = self.objects.pods.values().any(|pod| {
+                objects::pod_node(pod) == Some(n.as_str())
+                    && crate::podnet::port_mappings(pod)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|m| m.host_port == port.port && m.protocol == port.protocol)
+            });
+            if !served {
+                let at = parsed.peers.iter().find(|u| &u.peer == to);
+                return Err(ScenarioError::new(
+                    &src.file,
+                    at.and_then(|u| u.location),
+                    at.map_or(path, |u| u.path.as_str()),
+                    format!(
+                        "no pod on node {n} has hostPort {port} at this point: servers are pods (ns/pod) or external hosts (host/NAME), Services (svc/NS/NAME:PORT), or nodes on their pods' hostPorts (forwarded by portmap)"
+                    ),
+                ));
+            }
+        }
         Ok(parsed.expectation)
     }
 
@@ -856,12 +1210,7 @@ impl<'a> Sim<'a> {
             Peer::Pod(p) if !self.objects.pods.contains_key(p) => {
                 format!("pod {p} does not exist at this step ({})", self.pods_here())
             }
-            Peer::Node(n) if !self.cluster.nodes.contains(n) => {
-                format!(
-                    "node {n} does not exist; the nodes are {}",
-                    self.cluster.nodes.join(", ")
-                )
-            }
+            Peer::Node(n) if !self.objects.nodes.contains(n) => self.no_such_node(n),
             Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
             Peer::Service {
                 namespace,
@@ -888,6 +1237,12 @@ impl<'a> Sim<'a> {
                     no_such_port(namespace, name, *port, &ports, "at this step")
                 }
             },
+            peer if peer.is_external_service() => {
+                match crate::oracle::resolve_target(&self.objects, peer) {
+                    Ok(_) => return Ok(()),
+                    Err(why) => format!("{peer}: {why}"),
+                }
+            }
             _ => return Ok(()),
         };
         Err(ScenarioError::new(&src.file, u.location, &u.path, missing))
@@ -896,12 +1251,7 @@ impl<'a> Sim<'a> {
     fn peer_ever(&self, src: &Source, path: &str, peer: &Peer) -> Result<(), ScenarioError> {
         let missing = match peer {
             Peer::Pod(p) if !self.ever.contains(p) => format!("pod {p} does not exist at any step"),
-            Peer::Node(n) if !self.cluster.nodes.contains(n) => {
-                format!(
-                    "node {n} does not exist; the nodes are {}",
-                    self.cluster.nodes.join(", ")
-                )
-            }
+            Peer::Node(n) if !self.objects.nodes.contains(n) => self.no_such_node(n),
             Peer::Host(h) if !self.has_host(h) => self.no_such_host(h),
             Peer::Service {
                 namespace,
@@ -916,9 +1266,77 @@ impl<'a> Sim<'a> {
                 Some((ports, _)) if ports.contains(port) => return Ok(()),
                 Some((ports, _)) => no_such_port(namespace, name, *port, ports, "at any step"),
             },
+            peer if peer.is_external_service() => match self.external_ever(peer) {
+                None => return Ok(()),
+                Some(why) => why,
+            },
             _ => return Ok(()),
         };
         Err(src.at_value(path, missing))
+    }
+
+    /// A node as a probe target answers only on its pods' hostPorts (through portmap):
+    /// one without any at every step has nothing to probe.
+    fn node_target(&self, src: &Source, path: &str, peer: &Peer) -> Result<(), ScenarioError> {
+        match peer {
+            Peer::Node(n) if !self.host_port_nodes.contains(n) => Err(src.at_value(
+                path,
+                format!(
+                    "no pod on node {n} has a hostPort at any step: a node is a probe target only on its pods' hostPorts (spec.containers[].ports[].hostPort, forwarded by the portmap plugin)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why a `nodeport/`, `lb/` or `extip/` target names nothing at any step (or names
+    /// two Services), if it does.
+    fn external_ever(&self, peer: &Peer) -> Option<String> {
+        if let Peer::LoadBalancer {
+            namespace: None,
+            name,
+            ..
+        } = peer
+        {
+            let namespaces: BTreeSet<&str> = self
+                .ever_external
+                .iter()
+                .filter_map(|p| match p {
+                    Peer::LoadBalancer {
+                        namespace: Some(ns),
+                        name: n,
+                        ..
+                    } if n == name => Some(ns.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if namespaces.len() > 1 {
+                return Some(format!(
+                    "{peer} is ambiguous: load-balancer Services called {name} exist in {}; write lb/NAMESPACE/{name}:PORT",
+                    namespaces.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if self.ever_external.contains(peer) {
+            return None;
+        }
+        Some(match peer {
+            Peer::NodePort { node, .. } if !self.cluster.nodes.contains(node) => format!(
+                "node {node} does not exist; the nodes are {}",
+                self.cluster.nodes.join(", ")
+            ),
+            Peer::NodePort { port, .. } => format!(
+                "no Service has node port {port} at any step (nodeport/NODE:PORT takes the Service's nodePort, allocated from 30000 upwards when not written)"
+            ),
+            Peer::LoadBalancer { port, .. } => format!(
+                "{peer} names no Service of type LoadBalancer with an address and port {port} at any step ({})",
+                self.services_here()
+            ),
+            _ => format!(
+                "{peer} names no Service with externalIPs and that port at any step ({})",
+                self.services_here()
+            ),
+        })
     }
 
     fn services_here(&self) -> String {

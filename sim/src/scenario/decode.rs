@@ -20,8 +20,10 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use k8s_openapi::Resource;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{
+    Ingress, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -76,6 +78,8 @@ pub(crate) fn decode_value(
         Kind::NetworkPolicy => Object::NetworkPolicy(strict::<NetworkPolicy>(src, path, value)?),
         Kind::Service => Object::Service(strict::<Service>(src, path, value)?),
         Kind::Endpoints => Object::Endpoints(strict::<Endpoints>(src, path, value)?),
+        Kind::Ingress => Object::Ingress(ingress_any_version(src, path, value)?),
+        Kind::Secret => Object::Secret(strict::<Secret>(src, path, value)?),
     };
     let v = Check { src, base: path };
     match &object {
@@ -96,8 +100,27 @@ pub(crate) fn decode_value(
             v.metadata(&ep.metadata, Kind::Endpoints)?;
             services::validate::endpoints(ep).map_err(|e| v.field_err(e))?;
         }
+        Object::Ingress(ing) => {
+            v.metadata(&ing.metadata, Kind::Ingress)?;
+            v.ingress(ing)?;
+        }
+        Object::Secret(secret) => {
+            v.metadata(&secret.metadata, Kind::Secret)?;
+            v.secret(secret)?;
+        }
     }
     Ok(object)
+}
+
+/// A `networking.k8s.io/v1` Ingress strictly, or an old `v1beta1` one converted (see
+/// [`crate::ingress::v1beta1`]).
+fn ingress_any_version(src: &Source, path: &str, value: &Value) -> Result<Ingress, ScenarioError> {
+    let api_version = value.get("apiVersion").and_then(Value::as_str);
+    if api_version.is_some_and(|a| crate::ingress::v1beta1::OLD_API_VERSIONS.contains(&a)) {
+        let old: crate::ingress::v1beta1::OldIngress = src.deserialize(path, value)?;
+        return Ok(crate::ingress::v1beta1::to_v1(old));
+    }
+    strict::<Ingress>(src, path, value)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -122,7 +145,6 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
         core::PodTemplate,
         core::ReplicationController,
         core::ResourceQuota,
-        core::Secret,
         core::ServiceAccount,
         apps::DaemonSet,
         apps::Deployment,
@@ -132,7 +154,6 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
         batch::CronJob,
         batch::Job,
         discovery::EndpointSlice,
-        net::Ingress,
         net::IngressClass,
         net::IPAddress,
         net::ServiceCIDR,
@@ -144,7 +165,7 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn supported() -> [(&'static str, &'static str, Kind); 5] {
+fn supported() -> [(&'static str, &'static str, Kind); 9] {
     [
         (Namespace::API_VERSION, Namespace::KIND, Kind::Namespace),
         (Pod::API_VERSION, Pod::KIND, Kind::Pod),
@@ -155,12 +176,18 @@ fn supported() -> [(&'static str, &'static str, Kind); 5] {
         ),
         (Service::API_VERSION, Service::KIND, Kind::Service),
         (Endpoints::API_VERSION, Endpoints::KIND, Kind::Endpoints),
+        (Ingress::API_VERSION, Ingress::KIND, Kind::Ingress),
+        // The old forms of Ingress, converted when decoded.
+        ("extensions/v1beta1", Ingress::KIND, Kind::Ingress),
+        ("networking.k8s.io/v1beta1", Ingress::KIND, Kind::Ingress),
+        (Secret::API_VERSION, Secret::KIND, Kind::Secret),
     ]
 }
 
 /// "Namespace, Pod, NetworkPolicy, Service and Endpoints", for messages.
 fn supported_list() -> String {
-    let kinds: Vec<&str> = supported().iter().map(|(_, k, _)| *k).collect();
+    let mut kinds: Vec<&str> = supported().iter().map(|(_, k, _)| *k).collect();
+    kinds.dedup();
     match kinds.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
         _ => kinds.join(""),
@@ -445,6 +472,125 @@ impl Check<'_> {
                 .map(|_| ())
                 .map_err(|e| self.value_err(path, e)),
         }
+    }
+
+    /// The API server's checks on an Ingress that matter for routing: path types, paths,
+    /// backends naming a Service port by number or name, TLS hosts.
+    fn ingress(&self, ing: &Ingress) -> Res {
+        let Some(spec) = &ing.spec else {
+            return Err(self.key_err(
+                "spec",
+                "an Ingress needs a spec with rules or a defaultBackend",
+            ));
+        };
+        let converted = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(crate::ingress::CONVERTED_ANNOTATION));
+        let backend = |p: &str, b: &k8s_openapi::api::networking::v1::IngressBackend| -> Res {
+            match (&b.service, &b.resource) {
+                (Some(svc), None) => {
+                    names::dns1035_label(&svc.name).map_err(|e| {
+                        self.value_err(
+                            &format!("{p}.service.name"),
+                            format!("bad Service name: {e}"),
+                        )
+                    })?;
+                    let port = svc.port.as_ref();
+                    match port.map(|p| (p.number, p.name.as_deref())) {
+                        Some((Some(n), None)) if (1..=65535).contains(&n) => Ok(()),
+                        Some((Some(n), None)) => Err(self.value_err(
+                            &format!("{p}.service.port.number"),
+                            format!("{n} is not a port number (1-65535)"),
+                        )),
+                        Some((None, Some(name))) if !name.is_empty() => Ok(()),
+                        _ => Err(self.key_err(
+                            &format!("{p}.service"),
+                            "service.port needs exactly one of number or name",
+                        )),
+                    }
+                }
+                (None, Some(_)) => Ok(()),
+                _ => Err(self.key_err(p, "a backend names exactly one of service or resource")),
+            }
+        };
+        if let Some(b) = &spec.default_backend {
+            // A converted v1beta1 `backend` sits at spec.backend in the file.
+            backend(
+                if converted {
+                    "spec.backend"
+                } else {
+                    "spec.defaultBackend"
+                },
+                b,
+            )?;
+        }
+        let rules = spec.rules.as_deref().unwrap_or_default();
+        if rules.is_empty() && spec.default_backend.is_none() {
+            return Err(self.key_err("spec", "an Ingress needs rules or a defaultBackend"));
+        }
+        for (i, r) in rules.iter().enumerate() {
+            let rp = format!("spec.rules[{i}]");
+            if let Some(h) = r.host.as_deref() {
+                let plain = h.strip_prefix("*.").unwrap_or(h);
+                names::dns_subdomain(plain).map_err(|e| {
+                    self.value_err(&format!("{rp}.host"), format!("bad host {h:?}: {e}"))
+                })?;
+            }
+            for (j, p) in r.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let pp = format!("{rp}.http.paths[{j}]");
+                if !matches!(
+                    p.path_type.as_str(),
+                    "Exact" | "Prefix" | "ImplementationSpecific"
+                ) {
+                    return Err(self.value_err(
+                        &format!("{pp}.pathType"),
+                        format!("unknown pathType {:?} (expected Exact, Prefix or ImplementationSpecific)", p.path_type),
+                    ));
+                }
+                match p.path.as_deref() {
+                    Some(path) if !path.starts_with('/') => {
+                        return Err(self.value_err(
+                            &format!("{pp}.path"),
+                            format!("path {path:?} must be absolute (start with /)"),
+                        ));
+                    }
+                    None if p.path_type != "ImplementationSpecific" => {
+                        return Err(
+                            self.key_err(&pp, format!("a {} path needs `path`", p.path_type))
+                        );
+                    }
+                    _ => {}
+                }
+                backend(&format!("{pp}.backend"), &p.backend)?;
+            }
+        }
+        for (i, t) in spec.tls.iter().flatten().enumerate() {
+            for (j, h) in t.hosts.iter().flatten().enumerate() {
+                let plain = h.strip_prefix("*.").unwrap_or(h);
+                names::dns_subdomain(plain).map_err(|e| {
+                    self.value_err(
+                        &format!("spec.tls[{i}].hosts[{j}]"),
+                        format!("bad host {h:?}: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `kubernetes.io/tls` Secret must hold `tls.crt` and `tls.key`.
+    fn secret(&self, secret: &Secret) -> Res {
+        if secret.type_.as_deref() == Some("kubernetes.io/tls")
+            && crate::ingress::tls_pem(secret).is_none()
+        {
+            return Err(self.key_err(
+                "",
+                "a kubernetes.io/tls Secret needs tls.crt and tls.key (PEM) in data (base64) or stringData",
+            ));
+        }
+        Ok(())
     }
 
     fn policy(&self, np: &NetworkPolicy) -> Res {

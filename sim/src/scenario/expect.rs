@@ -169,18 +169,20 @@ pub(crate) fn client(s: &str) -> Result<Peer, String> {
         Peer::Service { .. } => Err(format!(
             "{s:?} is a Service: it can only be probed (a column, `to`), not probe"
         )),
+        Peer::Dns { .. } => Err(format!(
+            "{s:?} is a DNS name: it can only be probed (a column, `to`), not probe"
+        )),
+        p if p.is_external_service() => Err(format!(
+            "{s:?} is a Service's outside address: it can only be probed (a column, `to`), not probe"
+        )),
         other => Ok(other),
     }
 }
 
-/// A server (column) must be a pod, an external host or a Service.
+/// A server (column) is a pod, an external host, a Service, or a node (reached on its
+/// pods' hostPorts).
 fn server(s: &str) -> Result<Peer, String> {
-    match s.parse::<Peer>()? {
-        Peer::Node(_) => Err(format!(
-            "{s:?} is a node; servers are pods (ns/pod) or external hosts (host/NAME), or Services (svc/NS/NAME:PORT)"
-        )),
-        other => Ok(other),
-    }
+    s.parse::<Peer>()
 }
 
 /// The words of a line with their character columns (0-based).

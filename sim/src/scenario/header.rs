@@ -24,8 +24,8 @@ use super::names;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
 use super::{
-    ClusterConfig, DenyStyle, ExternalHost, Loopback, NetworkMode, Peer, PolicyEngineKind,
-    ProbeSpec, ProxyKind, Scenario,
+    ClusterConfig, DenyStyle, ExternalHost, IpvsConfig, IpvsFallback, Loopback, NetworkMode, Peer,
+    PolicyEngineKind, ProbeSpec, ProxyKind, Scenario,
 };
 
 pub(super) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -56,6 +56,25 @@ pub(crate) struct Document {
     pub expect: Option<Value>,
     pub steps: Option<Vec<StepHeader>>,
     pub throughput: Option<Vec<ThroughputHeader>>,
+    pub http: Option<Vec<HttpHeader>>,
+}
+
+/// One entry of `http:` (checked in `build.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpHeader {
+    pub from: String,
+    pub url: String,
+    pub steps: Option<Vec<String>>,
+    pub expect: Option<HttpExpectHeader>,
+}
+
+/// `expect: {status, backend}` of an `http:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpExpectHeader {
+    pub status: Option<u16>,
+    pub backend: Option<String>,
 }
 
 /// One entry of `throughput:` (checked in `build.rs`).
@@ -89,6 +108,8 @@ pub(crate) struct ClusterHeader {
     policy: Option<PolicyHeader>,
     deny: Option<DenyHeader>,
     proxy: Option<String>,
+    /// `cluster.ipvs: {scheduler, fallback}` (only with `proxy: ipvs`).
+    ipvs: Option<IpvsHeader>,
     #[serde(rename = "externalHosts")]
     external_hosts: Option<Vec<ExternalHostHeader>>,
     /// Where LoadBalancer services get their addresses (checked by [`load_balancer_pool`]).
@@ -96,6 +117,27 @@ pub(crate) struct ClusterHeader {
     load_balancer_pool: Option<String>,
     /// Checked by `cni.rs`.
     cni: Option<Value>,
+    /// `net.bridge.bridge-nf-call-iptables` in every node (default true; see
+    /// [`br_netfilter`]).
+    #[serde(rename = "brNetfilter")]
+    br_netfilter: Option<bool>,
+    /// `dns: true` or `dns: {clusterIP: A.B.C.D}` (checked by [`cluster_dns`]).
+    dns: Option<Value>,
+}
+
+/// `cluster.ipvs` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IpvsHeader {
+    scheduler: Option<String>,
+    fallback: Option<IpvsFallbackHeader>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IpvsFallbackHeader {
+    Fail,
+    Iptables,
 }
 
 /// One entry of `cluster.externalHosts`.
@@ -189,10 +231,12 @@ pub(crate) struct ProbeHeader {
     to: Option<Vec<String>>,
     ports: Option<Vec<String>>,
     timeout_ms: Option<u64>,
+    repeat: Option<u64>,
 }
 
-/// One entry of `steps:`. Its changes run in the order apply, delete, label; then its
-/// nodes go down (`nodeDown`) or come back (`nodeUp`).
+/// One entry of `steps:`. New nodes join first (`nodeJoin`); then its changes run in
+/// the order apply, delete, label; then its nodes go down (`nodeDown`) or come back
+/// (`nodeUp`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StepHeader {
@@ -206,6 +250,10 @@ pub(crate) struct StepHeader {
     /// Nodes whose underlay link comes back in this step.
     #[serde(rename = "nodeUp")]
     pub node_up: Option<Vec<String>>,
+    /// Nodes that join the cluster at the start of this step, before its changes (so
+    /// its pods may be bound to them).
+    #[serde(rename = "nodeJoin")]
+    pub node_join: Option<Vec<String>>,
     pub expect: Option<Value>,
 }
 
@@ -217,6 +265,8 @@ pub(crate) enum KindName {
     NetworkPolicy,
     Service,
     Endpoints,
+    Ingress,
+    Secret,
 }
 
 impl From<KindName> for crate::objects::Kind {
@@ -227,6 +277,8 @@ impl From<KindName> for crate::objects::Kind {
             KindName::NetworkPolicy => Self::NetworkPolicy,
             KindName::Service => Self::Service,
             KindName::Endpoints => Self::Endpoints,
+            KindName::Ingress => Self::Ingress,
+            KindName::Secret => Self::Secret,
         }
     }
 }
@@ -253,6 +305,8 @@ pub(crate) struct LabelChange {
 const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 const DEFAULT_NODES: u64 = 1;
+/// The most probes per Service cell `probe.repeat` may ask for (as `--repeat`).
+const MAX_REPEAT: u64 = 1000;
 
 /// A CIDR that must be a network address (no host bits set).
 fn network(src: &Source, path: &str, text: &str) -> Result<Ipv4Net, ScenarioError> {
@@ -351,6 +405,9 @@ pub(crate) fn cluster(
     };
     let proxy = match h.proxy.as_deref() {
         None | Some("iptables") => ProxyKind::Iptables,
+        Some("nftables") => ProxyKind::Nftables,
+        Some("ipvs") => ProxyKind::Ipvs(ipvs_config(src, h.ipvs.as_ref())?),
+        Some("userspace") => ProxyKind::Userspace,
         Some(other) => {
             return Err(src.at_value(
                 "cluster.proxy",
@@ -358,6 +415,9 @@ pub(crate) fn cluster(
             ));
         }
     };
+    if h.ipvs.is_some() && !matches!(proxy, ProxyKind::Ipvs(_)) {
+        return Err(src.at_key("cluster.ipvs", "cluster.ipvs only applies with proxy: ipvs"));
+    }
     let external_hosts = external_hosts(src, h, pod_cidr, service_cidr, &nodes)?;
     let config = ClusterConfig {
         external_hosts,
@@ -382,6 +442,33 @@ pub(crate) fn cluster(
         PlanError::TooManyNodes(_) => src.at_value(nodes_path, e.to_string()),
     })?;
     Ok(config)
+}
+
+/// Checks `cluster.ipvs` (defaults: scheduler rr, fallback fail).
+fn ipvs_config(src: &Source, h: Option<&IpvsHeader>) -> Result<IpvsConfig, ScenarioError> {
+    let Some(h) = h else {
+        return Ok(IpvsConfig::default());
+    };
+    let scheduler = match h.scheduler.as_deref() {
+        None => Default::default(),
+        Some(s) => s
+            .parse()
+            .map_err(|e: String| src.at_value("cluster.ipvs.scheduler", e))?,
+    };
+    Ok(IpvsConfig {
+        scheduler,
+        fallback: match h.fallback {
+            None | Some(IpvsFallbackHeader::Fail) => IpvsFallback::Fail,
+            Some(IpvsFallbackHeader::Iptables) => IpvsFallback::Iptables,
+        },
+    })
+}
+
+/// `cluster.brNetfilter`: whether the nodes' bridges hand the frames they switch to
+/// iptables (`net.bridge.bridge-nf-call-iptables`, 1 in every new namespace). `false`
+/// sets it to 0 in each node namespace, the classic misconfiguration.
+pub(crate) fn br_netfilter(header: Option<&ClusterHeader>) -> bool {
+    header.and_then(|h| h.br_netfilter).unwrap_or(true)
 }
 
 /// Checks `cluster.loadBalancerPool`: a network that overlaps nothing of the cluster
@@ -513,14 +600,8 @@ pub(crate) fn probe(
         .map(|items| {
             items
                 .into_iter()
-                .map(|(p, s)| match s.parse::<Peer>() {
-                    Ok(Peer::Node(_)) => Err(src.at_value(
-                        &p,
-                        format!("{s:?} is a node; probe.to lists pods (ns/pod) or external hosts (host/NAME), or Services (svc/NS/NAME:PORT)"),
-                    )),
-                    Ok(peer) => Ok(peer),
-                    Err(e) => Err(src.at_value(&p, e)),
-                })
+                // A node is a target on its pods' hostPorts (checked once the pods are known).
+                .map(|(p, s)| s.parse::<Peer>().map_err(|e| src.at_value(&p, e)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -538,10 +619,68 @@ pub(crate) fn probe(
             "a probe deadline of 0 ms leaves no time to answer",
         ));
     }
+    let repeat = match h.repeat {
+        None => None,
+        Some(n @ 1..=MAX_REPEAT) => Some(n as usize),
+        Some(n) => {
+            return Err(src.at_value(
+                "probe.repeat",
+                format!("probe.repeat {n} is out of range: between 1 and {MAX_REPEAT} probes per Service cell"),
+            ));
+        }
+    };
     Ok(ProbeSpec {
         from,
         to,
         ports,
         timeout_ms: h.timeout_ms,
+        repeat,
     })
+}
+
+/// Checks `cluster.dns`: `true` (the cluster DNS at 10.96.0.10), `false` (none, as when
+/// left out) or `{clusterIP: A.B.C.D}`, an address inside the service CIDR.
+pub(crate) fn cluster_dns(
+    src: &Source,
+    header: Option<&ClusterHeader>,
+    cluster: &ClusterConfig,
+) -> Result<Option<super::ClusterDns>, ScenarioError> {
+    let path = "cluster.dns";
+    let bad = || {
+        src.at_value(
+            path,
+            "write `dns: true` for the cluster DNS at 10.96.0.10, or `dns: {clusterIP: A.B.C.D}`",
+        )
+    };
+    let cluster_ip = match header.and_then(|h| h.dns.as_ref()) {
+        None | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => crate::dns::DEFAULT_CLUSTER_IP,
+        Some(Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| k.as_str() != "clusterIP") {
+                return Err(src.at_key(
+                    &join_key(path, k),
+                    format!("unknown field `{k}`; cluster.dns has only `clusterIP`"),
+                ));
+            }
+            let ip_path = join_key(path, "clusterIP");
+            match m.get("clusterIP") {
+                None => crate::dns::DEFAULT_CLUSTER_IP,
+                Some(Value::String(s)) => s
+                    .parse()
+                    .map_err(|_| src.at_value(&ip_path, format!("{s:?} is not an IPv4 address")))?,
+                Some(_) => return Err(src.at_value(&ip_path, "an IPv4 address, as a string")),
+            }
+        }
+        Some(_) => return Err(bad()),
+    };
+    if !cluster.service_cidr.contains(&cluster_ip) {
+        return Err(src.at_value(
+            path,
+            format!(
+                "the cluster DNS address {cluster_ip} is outside the service CIDR {}",
+                cluster.service_cidr
+            ),
+        ));
+    }
+    Ok(Some(super::ClusterDns { cluster_ip }))
 }

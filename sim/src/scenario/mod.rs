@@ -44,8 +44,17 @@ pub struct Scenario {
     /// rather than in it so code that builds a `ClusterConfig` field by field keeps
     /// compiling; see [`Scenario::service_ranges`].
     pub load_balancer_pool: Option<Ipv4Net>,
+    /// `cluster.brNetfilter` (default true): `false` sets
+    /// `net.bridge.bridge-nf-call-iptables` to 0 in every node namespace (never in the
+    /// root namespace), so the nodes' bridges switch pod frames without iptables. Kept
+    /// beside [`ClusterConfig`] for the same reason as `load_balancer_pool`.
+    pub br_netfilter: bool,
     pub probe: ProbeSpec,
     pub loopback: Loopback,
+    /// `cluster.dns`: the cluster DNS, when the scenario asks for one (the parser then
+    /// adds the `kube-system/kube-dns` pod and Service to the first step). Kept beside
+    /// [`ClusterConfig`] for the same reason as `load_balancer_pool`.
+    pub dns: Option<ClusterDns>,
     /// The steps in order. `steps[0]` is the initial state: its changes create every
     /// object of `model`, `manifests` and `manifestFiles` (namespaces first, then pods,
     /// then services, then the rest), and its expectation is the top-level `expect`.
@@ -53,6 +62,15 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// TCP rate checks (`throughput:`), measured in every step where both pods exist.
     pub throughput: Vec<ThroughputSpec>,
+    /// HTTP(S) checks through the ingress controller (`http:`).
+    pub http: Vec<crate::ingress::HttpCheckSpec>,
+}
+
+/// `cluster.dns`: a real DNS server in the `kube-system/kube-dns` pod behind the
+/// `kube-system/kube-dns` Service at `cluster_ip`, serving [`crate::dns::zone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterDns {
+    pub cluster_ip: Ipv4Addr,
 }
 
 /// One `throughput:` entry: the TCP rate from one pod to another, measured in every step
@@ -155,6 +173,35 @@ pub enum DenyStyle {
 pub enum ProxyKind {
     #[default]
     Iptables,
+    /// kube-proxy's nftables mode (`cluster.proxy: nftables`): one `ip kube-proxy` table.
+    Nftables,
+    /// kube-proxy's IPVS mode (`cluster.proxy: ipvs`, tuned by `cluster.ipvs`): what
+    /// happens on a kernel without IPVS is the scenario's choice.
+    Ipvs(IpvsConfig),
+    /// The historical userspace mode (`cluster.proxy: userspace`, removed in v1.26): a
+    /// proxy port per service port on the node, backends see the node's address.
+    Userspace,
+}
+
+/// `cluster.ipvs`: the scheduler of every virtual server and what a run does when the
+/// kernel has no IPVS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpvsConfig {
+    /// `scheduler: rr|lc|dh|sh` (default rr, kube-proxy's).
+    pub scheduler: crate::render::proxy_ipvs::IpvsScheduler,
+    pub fallback: IpvsFallback,
+}
+
+/// `cluster.ipvs.fallback`: what to do without IPVS in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpvsFallback {
+    /// Stop before building, as current kube-proxy refuses to start ("can't use the
+    /// IPVS proxier").
+    #[default]
+    Fail,
+    /// Run the iptables proxy instead, as kube-proxy before v1.x did when IPVS was
+    /// missing; the run's notes say so.
+    Iptables,
 }
 
 /// Whether self-to-self cells are asserted (`loopback: check`) or only shown.
@@ -166,10 +213,14 @@ pub enum Loopback {
 }
 
 /// One end of a probe: a pod (`x/a`), a node (`node/n1`) or an external host
-/// (`host/admin-pc`); as a server also a Service's ClusterIP (`svc/default/web:80`).
+/// (`host/admin-pc`); as a server also a Service's ClusterIP (`svc/default/web:80`), a
+/// node port (`nodeport/n1:30000`), a load-balancer address (`lb/web:80`,
+/// `lb/default/web:80`) or an external IP (`extip/default/web:80`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Peer {
     Pod(PodRef),
+    /// `node/NAME`: as a client, the node itself; as a server, its address on its pods'
+    /// hostPorts (forwarded by the portmap plugin to the pod).
     Node(String),
     Host(String),
     /// `svc/NS/NAME:PORT`: the Service's cluster IP and service port `port` (of the
@@ -179,12 +230,51 @@ pub enum Peer {
         name: String,
         port: u16,
     },
+    /// `nodeport/NODE:PORT`: node `node`'s underlay address and node port `port` (the
+    /// Service's `nodePort`, not its `port`), answered by whichever endpoint kube-proxy
+    /// on that node picks.
+    NodePort {
+        node: String,
+        port: u16,
+    },
+    /// `lb/NAME:PORT` or `lb/NS/NAME:PORT`: the Service's load-balancer address
+    /// (`status.loadBalancer.ingress[0].ip`) and service port `port`. Without a
+    /// namespace the name must be unambiguous across the scenario's Services.
+    LoadBalancer {
+        namespace: Option<String>,
+        name: String,
+        port: u16,
+    },
+    /// `extip/NS/NAME:PORT`: the Service's first `spec.externalIPs` address and service
+    /// port `port` (routed to every node by the router, as a load-balancer address is).
+    ExternalIp {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+    /// `dns/NAME:PORT`: whatever `NAME` resolves to from the client pod, through its
+    /// resolv.conf (search list, ndots) and the cluster DNS (`cluster.dns`), probed on
+    /// `port`. Only a probe target.
+    Dns {
+        name: String,
+        port: u16,
+    },
 }
 
 impl Peer {
     /// Whether this is a Service (`svc/NS/NAME:PORT`).
     pub fn is_service(&self) -> bool {
         matches!(self, Peer::Service { .. })
+    }
+
+    /// Whether this is a Service reached from outside its cluster IP: a node port, a
+    /// load-balancer address or an external IP (entered through a node's kube-proxy
+    /// KUBE-EXT chain; see `crate::oracle::predict_external`).
+    pub fn is_external_service(&self) -> bool {
+        matches!(
+            self,
+            Peer::NodePort { .. } | Peer::LoadBalancer { .. } | Peer::ExternalIp { .. }
+        )
     }
 }
 
@@ -205,6 +295,23 @@ impl std::fmt::Display for Peer {
                 name,
                 port,
             } => write!(f, "svc/{namespace}/{name}:{port}"),
+            Peer::NodePort { node, port } => write!(f, "nodeport/{node}:{port}"),
+            Peer::LoadBalancer {
+                namespace: Some(ns),
+                name,
+                port,
+            } => write!(f, "lb/{ns}/{name}:{port}"),
+            Peer::LoadBalancer {
+                namespace: None,
+                name,
+                port,
+            } => write!(f, "lb/{name}:{port}"),
+            Peer::ExternalIp {
+                namespace,
+                name,
+                port,
+            } => write!(f, "extip/{namespace}/{name}:{port}"),
+            Peer::Dns { name, port } => write!(f, "dns/{name}:{port}"),
         }
     }
 }
@@ -237,14 +344,94 @@ impl std::str::FromStr for Peer {
                     port,
                 })
             }
+            Some(("nodeport", rest)) => {
+                let (node, port) = rest
+                    .rsplit_once(':')
+                    .and_then(|(n, p)| Some((n, nonzero_port(p)?)))
+                    .filter(|(n, _)| !n.is_empty() && !n.contains('/'))
+                    .ok_or_else(|| {
+                        format!(
+                            "{s:?} is not a node port target (write nodeport/NODE:NODEPORT, for example nodeport/n1:30000)"
+                        )
+                    })?;
+                Ok(Peer::NodePort {
+                    node: node.to_string(),
+                    port,
+                })
+            }
+            Some(("lb", rest)) => {
+                let bad = || {
+                    format!(
+                        "{s:?} is not a load-balancer target (write lb/NAME:PORT or lb/NAMESPACE/NAME:PORT, for example lb/web:80)"
+                    )
+                };
+                let (path, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                let port = nonzero_port(port).ok_or_else(bad)?;
+                let (namespace, name) = match path.split_once('/') {
+                    Some((ns, name)) => (Some(ns.to_string()), name),
+                    None => (None, path),
+                };
+                if name.is_empty()
+                    || name.contains('/')
+                    || namespace.as_deref().is_some_and(str::is_empty)
+                {
+                    return Err(bad());
+                }
+                Ok(Peer::LoadBalancer {
+                    namespace,
+                    name: name.to_string(),
+                    port,
+                })
+            }
+            Some(("extip", rest)) => {
+                let bad = || {
+                    format!(
+                        "{s:?} is not an external-IP target (write extip/NAMESPACE/NAME:PORT, for example extip/default/web:80)"
+                    )
+                };
+                let (ns, rest) = rest.split_once('/').ok_or_else(bad)?;
+                let (name, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                let port = nonzero_port(port).ok_or_else(bad)?;
+                if ns.is_empty() || name.is_empty() || name.contains('/') {
+                    return Err(bad());
+                }
+                Ok(Peer::ExternalIp {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    port,
+                })
+            }
+            Some(("dns", rest)) => {
+                let bad = || {
+                    format!(
+                        "{s:?} is not a DNS target (write dns/NAME:PORT, for example dns/my-svc.my-ns:80)"
+                    )
+                };
+                let (name, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(bad)?;
+                crate::dns::resolv::check_name(name).map_err(|e| format!("{}: {e}", bad()))?;
+                Ok(Peer::Dns {
+                    name: name.to_string(),
+                    port,
+                })
+            }
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(Peer::Pod(PodRef::new(ns, name)))
             }
             _ => Err(format!(
-                "{s:?} is not a probe peer (write ns/pod, node/NAME for a node, host/NAME for an external host or svc/NS/NAME:PORT for a Service)"
+                "{s:?} is not a probe peer (write ns/pod, node/NAME for a node, host/NAME for an external host, svc/NS/NAME:PORT for a Service, nodeport/NODE:NODEPORT, lb/[NS/]NAME:PORT or extip/NS/NAME:PORT for a Service from outside, or dns/NAME:PORT for a name the cluster DNS resolves)"
             )),
         }
     }
+}
+
+/// A port number other than 0, as written in a probe target.
+fn nonzero_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
 /// The `probe:` section: which cells to measure. `None` means the default.
@@ -252,12 +439,17 @@ impl std::str::FromStr for Peer {
 pub struct ProbeSpec {
     /// Clients; default every pod.
     pub from: Option<Vec<Peer>>,
-    /// Servers (pods or external hosts); default every pod.
+    /// Servers (pods, external hosts, Services, nodes on their pods' hostPorts); default
+    /// every pod.
     pub to: Option<Vec<Peer>>,
     /// Ports; default every container port each server declares.
     pub ports: Option<Vec<PortProto>>,
     /// Per-probe deadline in milliseconds; default chosen by the harness.
     pub timeout_ms: Option<u64>,
+    /// `probe.repeat: N`: probes per Service cell, so that a scenario (and CI) shows how
+    /// kube-proxy spreads connections, or that ClientIP affinity pins them; the command
+    /// line's `--repeat` above 1 overrides it. `None` = one probe.
+    pub repeat: Option<usize>,
 }
 
 /// One expected cell value, keyed by client, server and port.
@@ -296,6 +488,11 @@ pub struct Step {
     /// `nodeUp`): their objects are untouched, but nothing crosses the fabric to or from
     /// them. Empty in the first step.
     pub down_nodes: std::collections::BTreeSet<String>,
+    /// The nodes that join the cluster in this step (`nodeJoin`), in order, before its
+    /// changes are made (so the step's pods may be bound to them). Each is planned as if
+    /// the scenario had listed it after the nodes before it
+    /// ([`crate::plan::Plan::join_node`]). Empty in the first step.
+    pub joined_nodes: Vec<String>,
 }
 
 /// A change a step makes to the cluster's objects.
@@ -368,6 +565,18 @@ impl Change {
 }
 
 impl Scenario {
+    /// Every node the cluster ever has: `cluster.nodes`, then the nodes later steps
+    /// add (`nodeJoin`), in the order they join.
+    pub fn nodes_ever(&self) -> Vec<String> {
+        let mut nodes = self.cluster.nodes.clone();
+        nodes.extend(
+            self.steps
+                .iter()
+                .flat_map(|s| s.joined_nodes.iter().cloned()),
+        );
+        nodes
+    }
+
     /// The address ranges Service allocation works with.
     pub fn service_ranges(&self) -> crate::services::alloc::ServiceRanges {
         crate::services::alloc::ServiceRanges::new(&self.cluster, self.load_balancer_pool)

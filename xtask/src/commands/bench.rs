@@ -3,7 +3,8 @@
 //! rejected) and once with `deny: drop`, and writes the medians, with the machine and
 //! date, to BENCHMARKS.md. A benchmark, not a timed test: nothing here can fail a build.
 //! With `--scale` it measures bring-up and teardown of big bare clusters instead (see
-//! [`super::bench_scale`]).
+//! [`super::bench_scale`]); with `--services`, kube-proxy's rule programming for
+//! thousands of Services in iptables and nftables mode (see [`super::bench_services`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -31,6 +32,14 @@ pub struct Args {
     /// The sizes for `--scale` (implies it), as NODESxPODS_PER_NODE, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub scale_sizes: Option<Vec<super::bench_scale::Size>>,
+    /// Measure kube-proxy's rule programming instead:
+    /// 1 000, 5 000 and 10 000 ClusterIP Services loaded into one node namespace, in
+    /// iptables and nftables mode, full sync and a one-endpoint partial sync.
+    #[arg(long)]
+    pub services: bool,
+    /// The Service counts for `--services` (implies it), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub service_counts: Option<Vec<usize>>,
 }
 
 /// The figures of one run.
@@ -47,6 +56,13 @@ struct Sample {
 }
 
 pub fn main(args: Args) -> u8 {
+    if args.services || args.service_counts.is_some() {
+        let counts = args
+            .service_counts
+            .clone()
+            .unwrap_or_else(|| super::bench_services::DEFAULT_COUNTS.to_vec());
+        return super::bench_services::main(&counts, args.no_write);
+    }
     if args.scale || args.scale_sizes.is_some() {
         let sizes = args
             .scale_sizes
@@ -159,7 +175,8 @@ fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result
         progress: false,
         deadline: None,
         capture: None,
-        repeat: 1,
+        repeat: 0,
+        ..Default::default()
     };
     let r: RunReport = match rt.block_on(harness::run::run(scenario, &opts)) {
         Ok(r) => r,

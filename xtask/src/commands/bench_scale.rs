@@ -3,7 +3,9 @@
 //! [`harness::cluster::Cluster`] (create, add_pods, verify, teardown) with the real CNI
 //! plugins, no policies, no ports and no probes: what issue 5's "Speed and scale" targets
 //! (under 15 ms a pod including the plugin execs, the harness under 200 MB at 5 000 pods,
-//! nothing left behind). Sizes run smallest first with progress on stderr, because the
+//! nothing left behind), and where the ADD time goes (namespace creation, a pod's ADD
+//! latency as its node fills, the CPU of the plugins, of the harness and of the whole
+//! machine). Sizes run smallest first with progress on stderr, because the
 //! big one takes minutes on two cores. The table becomes the `scale` section of
 //! BENCHMARKS.md (written by [`super::bench::write_benchmarks`]).
 
@@ -106,6 +108,26 @@ struct Sample {
     /// RSS when the run started (after handing freed heap back), in MB: the run's own
     /// growth is the peak minus this.
     start_mb: Option<f64>,
+    /// Where the ADD time goes (see [`AddProfile`]).
+    profile: AddProfile,
+}
+
+/// Where the time of the ADD phase went: namespace creation, one pod's ADD by its
+/// position in its node (does it grow as the node fills?), and the CPU time of the
+/// plugins (children) and of the harness itself over the phase, per pod.
+#[derive(Debug, Clone, Default)]
+struct AddProfile {
+    netns_create: Duration,
+    /// Per tenth of each node's pods (in ADD order): the mean ADD latency of one pod in
+    /// that tenth, median over the nodes, in ms.
+    by_tenth: Vec<f64>,
+    /// CPU time (user + system) per pod during the ADDs, in ms.
+    plugins_cpu_per_pod: f64,
+    harness_cpu_per_pod: f64,
+    /// Busy CPU time of the whole machine per pod during the ADDs (/proc/stat), in ms:
+    /// more than the two above when other work runs (or the kernel works in threads of
+    /// its own, e.g. freeing namespaces).
+    machine_cpu_per_pod: Option<f64>,
 }
 
 fn mode_name(mode: NetworkMode) -> &'static str {
@@ -133,6 +155,7 @@ pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
     sizes.sort_by_key(|s| (s.pods(), s.nodes));
     sizes.dedup();
     let mut rows = String::new();
+    let mut profile_rows = String::new();
     let mut verdicts = vec![];
     for size in &sizes {
         for mode in [NetworkMode::HostGw, NetworkMode::Vxlan] {
@@ -159,6 +182,7 @@ pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
             }
             let (row, verdict) = summarise(*size, mode, &samples);
             rows.push_str(&row);
+            profile_rows.push_str(&profile_row(*size, mode, &samples));
             verdicts.push(verdict);
         }
     }
@@ -194,6 +218,22 @@ pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
     );
     table.push_str(&rows);
     table.push('\n');
+    let _ = writeln!(
+        table,
+        "Where the ADD time goes (medians over the runs): creating the pods' namespaces (one \
+         thread, while the ADDs run); one pod's ADD latency in the first and the last tenth \
+         of each node's pods (median over the nodes: does a pod cost more as its node \
+         fills?); CPU time per pod during the ADDs of the plugin processes (`getrusage` of \
+         the children), of the harness itself, and of the whole machine (`/proc/stat`: more \
+         than the two when other work shares the two cores).\n"
+    );
+    let _ = writeln!(
+        table,
+        "| network | nodes x pods | namespaces created | ADD latency, first tenth | ADD latency, last tenth | plugins' CPU per pod | harness CPU per pod | whole machine CPU per pod |"
+    );
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|");
+    table.push_str(&profile_rows);
+    table.push('\n');
     for v in &verdicts {
         let _ = writeln!(table, "- {v}");
     }
@@ -209,6 +249,27 @@ pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
         return 1;
     }
     0
+}
+
+/// One row of the "where the ADD time goes" table.
+fn profile_row(size: Size, mode: NetworkMode, samples: &[Sample]) -> String {
+    let med = |f: &dyn Fn(&AddProfile) -> Option<f64>| {
+        median(samples.iter().filter_map(|s| f(&s.profile)).collect())
+    };
+    let ms = |v: Option<f64>, digits: usize| {
+        v.map(|v| format!("{v:.digits$} ms"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "| {} | {size} | {} | {} | {} | {} | {} | {} |\n",
+        mode_name(mode),
+        ms(med(&|p| Some(p.netns_create.as_secs_f64() * 1e3)), 0),
+        ms(med(&|p| p.by_tenth.first().copied()), 0),
+        ms(med(&|p| p.by_tenth.last().copied()), 0),
+        ms(med(&|p| Some(p.plugins_cpu_per_pod)), 2),
+        ms(med(&|p| Some(p.harness_cpu_per_pod)), 2),
+        ms(med(&|p| p.machine_cpu_per_pod), 2),
+    )
 }
 
 fn summarise(size: Size, mode: NetworkMode, samples: &[Sample]) -> (String, String) {
@@ -333,12 +394,26 @@ async fn run_once(size: Size, mode: NetworkMode) -> Result<Sample> {
         })
         .collect();
     let t = Instant::now();
+    let (children0, self0, machine0) = (
+        cpu_time(nix::libc::RUSAGE_CHILDREN),
+        cpu_time(nix::libc::RUSAGE_SELF),
+        machine_busy(),
+    );
     // On failure the cluster value drops here and its guard sweeps the prefix.
     let added = cluster
         .add_pods_with(&pods, AddOptions::default())
         .await
         .context("add the pods")?;
     let add = t.elapsed();
+    let n = size.pods() as f64;
+    let profile = AddProfile {
+        netns_create: added.netns_create,
+        by_tenth: by_tenth(&added.pod_adds),
+        plugins_cpu_per_pod: (cpu_time(nix::libc::RUSAGE_CHILDREN) - children0) * 1e3 / n,
+        harness_cpu_per_pod: (cpu_time(nix::libc::RUSAGE_SELF) - self0) * 1e3 / n,
+        machine_cpu_per_pod: machine0.zip(machine_busy()).map(|(a, b)| (b - a) * 1e3 / n),
+    };
+    eprintln!("  {}", profile_line(&profile));
     let node_add_per_pod: Vec<f64> = added
         .node_adds
         .iter()
@@ -397,7 +472,73 @@ async fn run_once(size: Size, mode: NetworkMode) -> Result<Sample> {
         leftovers,
         load,
         start_mb,
+        profile,
     })
+}
+
+/// One line: namespace creation, ADD latency by tenth, CPU per pod.
+fn profile_line(p: &AddProfile) -> String {
+    let tenths: Vec<String> = p.by_tenth.iter().map(|v| format!("{v:.0}")).collect();
+    format!(
+        "namespaces created in {:.0} ms; one pod's ADD by tenth of its node's pods: {} ms; CPU per pod: plugins {:.2} ms, harness {:.2} ms, whole machine {}",
+        p.netns_create.as_secs_f64() * 1e3,
+        tenths.join(" / "),
+        p.plugins_cpu_per_pod,
+        p.harness_cpu_per_pod,
+        p.machine_cpu_per_pod
+            .map(|v| format!("{v:.2} ms"))
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
+/// Per tenth of each node's pods (in ADD order), the mean ADD of one pod there, median
+/// over the nodes, in ms.
+fn by_tenth(per_node: &[Vec<Duration>]) -> Vec<f64> {
+    (0..10)
+        .filter_map(|t| {
+            let means: Vec<f64> = per_node
+                .iter()
+                .filter_map(|adds| {
+                    let (lo, hi) = (adds.len() * t / 10, adds.len() * (t + 1) / 10);
+                    let part = adds.get(lo..hi).filter(|p| !p.is_empty())?;
+                    Some(
+                        part.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3
+                            / part.len() as f64,
+                    )
+                })
+                .collect();
+            median(means)
+        })
+        .collect()
+}
+
+/// User + system CPU seconds of this process (`RUSAGE_SELF`) or of its waited-for
+/// children and their descendants (`RUSAGE_CHILDREN`: the plugin processes).
+fn cpu_time(who: nix::libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { nix::libc::getrusage(who, &mut u) } != 0 {
+        return 0.0;
+    }
+    let s = |t: nix::libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// Busy CPU seconds of the whole machine since boot (/proc/stat: everything but idle and
+/// iowait), all cores together.
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3)? + cpu.get(4)?;
+    // USER_HZ is 100 on Linux.
+    Some((total - idle) / 100.0)
 }
 
 /// The plan of a bare cluster of `size` in `mode`, through the scenario parser so the
@@ -476,6 +617,26 @@ fn peak_rss_mb() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_latency_by_tenth_is_the_median_over_the_nodes() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        // Ten pods a node: each tenth is one pod.
+        let a = ms(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 10]);
+        let b = ms(&[2, 2, 2, 2, 2, 2, 2, 2, 2, 20]);
+        let c = ms(&[3, 3, 3, 3, 3, 3, 3, 3, 3, 30]);
+        let t = by_tenth(&[a, b, c]);
+        assert_eq!(t.len(), 10);
+        assert_eq!((t[0], t[9]), (2.0, 20.0));
+        // Twenty pods: a tenth is the mean of two.
+        let d = ms(&[1, 3].repeat(10));
+        assert_eq!(by_tenth(&[d]), vec![2.0; 10]);
+        assert!(by_tenth(&[]).is_empty());
+    }
 
     #[test]
     fn sizes_parse_and_refuse_nonsense() {

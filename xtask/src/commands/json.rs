@@ -36,6 +36,19 @@ pub fn report(r: &RunReport) -> Value {
         "capture": r.capture_summary,
         "cni": r.cni,
         "notes": r.notes,
+        "ingress": r.ingress.iter().map(|s| {
+            let mut j = json!(s);
+            j["checks"] = json!(s.checks.iter().map(|c| {
+                let mut cj = json!(c);
+                cj["ok"] = json!(c.ok());
+                cj
+            }).collect::<Vec<_>>());
+            j
+        }).collect::<Vec<_>>(),
+        // Cluster DNS per step (scenarios with `cluster.dns`): the zone, every `dns/`
+        // cell's resolution, the pods' service environment variables.
+        "dns": r.dns,
+        "traces": r.traces.iter().map(|t| json!({"step": t.step, "story": t.text})).collect::<Vec<_>>(),
     })
 }
 

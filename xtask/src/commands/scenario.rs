@@ -18,6 +18,10 @@ pub struct Args {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print the service environment variables a kubelet gives pod NS/POD, after every
+    /// step (the Services that existed when it started), and exit: nothing is built.
+    #[arg(long, value_name = "NS/POD")]
+    pub env: Option<String>,
     /// Leave the cluster up afterwards and print how to enter it.
     #[arg(long)]
     pub keep: bool,
@@ -32,6 +36,11 @@ pub struct Args {
     /// Explain one cell in every step, in words: `--explain x/a y/b:80/TCP`.
     #[arg(long, num_args = 2, value_names = ["FROM", "TO:PORT/PROTO"])]
     pub explain: Option<Vec<String>>,
+    /// Follow one probe through the kernel, hop by hop, in every step: each netfilter
+    /// chain and rule it met with the verdict, the NAT applied, the device it left by
+    /// (bridge, underlay, VXLAN tunnel), where it was dropped: `--trace x/a y/b:80/TCP`.
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO:PORT/PROTO"])]
+    pub trace: Option<Vec<String>>,
     /// Capture every frame on the fabric (underlay) bridge into a pcap file for
     /// tcpdump/wireshark, and summarise the packets seen: `--capture fabric` writes
     /// `NAME-fabric.pcap` in the current directory, `--capture fabric=PATH` writes PATH.
@@ -39,8 +48,21 @@ pub struct Args {
     pub capture: Option<String>,
     /// Probe every Service cell (`svc/NS/NAME:PORT`) N times and show how the answers
     /// spread over its backends (pod and host cells are probed once).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub repeat: u16,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub repeat: Option<u16>,
+    /// Write a self-contained HTML report to DIR/index.html: the topology as a picture,
+    /// each step's matrix as a coloured grid whose cells explain themselves when clicked,
+    /// the step's policies and services, each node's installed rules.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
+    /// Print the topology (the cluster as built) as Graphviz instead of the matrices:
+    /// `cargo xtask scenario NAME --dot | dot -Tsvg > topology.svg`.
+    #[arg(long, conflicts_with_all = ["json", "explain"])]
+    pub dot: bool,
+    /// Stop before each step after the first, show the matrix so far and what the step
+    /// will change, and wait for Enter (for a room to predict the next matrix).
+    #[arg(long)]
+    pub pause: bool,
 }
 
 /// `fabric` or `fabric=PATH` into the pcap file's path.
@@ -63,10 +85,17 @@ fn parse_cell(args: &[String]) -> Result<(Peer, Peer, PortProto), String> {
     let (to, port) = to
         .rsplit_once(':')
         .ok_or_else(|| format!("{to:?}: write the server as ns/pod:PORT/PROTO, e.g. y/b:80/TCP"))?;
-    let to: Peer = to.parse()?;
     let port: PortProto = match port.split_once('/') {
         Some((a, b)) if a.chars().all(|c| c.is_ascii_digit()) => format!("{b}/{a}").parse()?,
         _ => port.parse()?,
+    };
+    // A Service-like target carries its port in its name (`svc/NS/NAME:80`): written
+    // `svc/NS/NAME:80/TCP`, the port is both the name's and the cell's.
+    let to: Peer = match to.parse() {
+        Ok(p) => p,
+        Err(e) => format!("{to}:{}", port.port)
+            .parse()
+            .map_err(|_: String| e)?,
     };
     Ok((from, to, port))
 }
@@ -86,6 +115,9 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
+    if let Some(pod) = &args.env {
+        return print_env(&scenario, pod);
+    }
     if args.cni_check {
         scenario.cluster.cni.check = Some(true);
     }
@@ -98,6 +130,13 @@ pub fn main(args: Args) -> u8 {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: --explain: {e}");
+            return 2;
+        }
+    };
+    let trace = match args.trace.as_deref().map(parse_cell).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: --trace: {}", e.replace("--explain", "--trace"));
             return 2;
         }
     };
@@ -116,9 +155,11 @@ pub fn main(args: Args) -> u8 {
     let opts = RunOptions {
         capture,
         explain,
-        repeat: usize::from(args.repeat),
+        trace,
+        repeat: args.repeat.map_or(0, usize::from),
         prefix: harness::run::new_prefix(),
         keep: args.keep,
+        before_step: args.pause.then(crate::commands::report::pause_hook),
         // Quiet in CI and when nobody watches; --json output stays clean on stdout anyway.
         progress: !args.json
             && std::env::var_os("CI").is_none()
@@ -142,10 +183,28 @@ pub fn main(args: Args) -> u8 {
             opts.prefix
         );
     }
-    match run_guarded(&scenario, &opts) {
+    let (guarded, kept_dns) = run_guarded(&scenario, &opts);
+    let code = match guarded {
         Guarded::Done(r) => match *r {
             Ok(report) => {
-                if opts.explain.is_some() && !args.json {
+                if let Some(dir) = &args.report {
+                    match crate::commands::report::write_html(dir, &scenario, &report) {
+                        Ok(path) => eprintln!("report: {}", path.display()),
+                        Err(e) => {
+                            eprintln!("error: --report: {e:#}");
+                            return 2;
+                        }
+                    }
+                }
+                if args.dot {
+                    match crate::commands::report::dot(&scenario, &report) {
+                        Ok(d) => print!("{d}"),
+                        Err(e) => {
+                            eprintln!("error: --dot: {e:#}");
+                            return 2;
+                        }
+                    }
+                } else if opts.explain.is_some() && !args.json {
                     print_explanations(&report);
                 } else if args.json {
                     println!(
@@ -155,6 +214,12 @@ pub fn main(args: Args) -> u8 {
                     );
                 } else {
                     print_text(&scenario, &report);
+                }
+                for (i, t) in report.traces.iter().enumerate() {
+                    // With --json the traces are in the document.
+                    if !args.json {
+                        println!("\n== trace, step {}: {} ==\n{}", i + 1, t.step, t.text);
+                    }
                 }
                 if let Some(summary) = &report.capture_summary {
                     // With --json, stdout holds only the JSON document.
@@ -181,7 +246,21 @@ pub fn main(args: Args) -> u8 {
             print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
             2
         }
+    };
+    if let Some((rt, server)) = kept_dns {
+        // With --keep the cluster DNS keeps answering, so that `ip netns exec POD
+        // getent hosts NAME` works, for as long as this process waits.
+        eprintln!(
+            "\nThe cluster DNS in {} keeps answering until Ctrl-C (the cluster stays up; `cargo xtask clean` removes it and the pods' /etc/netns/*/resolv.conf).",
+            server.netns_name
+        );
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = server.shutdown().await;
+        });
+        rt.shutdown_timeout(Duration::from_secs(2));
     }
+    code
 }
 
 enum Guarded {
@@ -190,15 +269,19 @@ enum Guarded {
     Panicked,
 }
 
-/// Runs the scenario so that a panic or Ctrl-C still leads to teardown.
-fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> Guarded {
+/// The runtime a `--keep` run's cluster DNS server lives on, with the server.
+type KeptDns = Option<(tokio::runtime::Runtime, harness::dns::DnsServer)>;
+
+/// Runs the scenario so that a panic or Ctrl-C still leads to teardown. With `--keep`
+/// and a cluster DNS, also returns the runtime its server answers on, still running.
+fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> (Guarded, KeptDns) {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return Guarded::Done(Box::new(Err(e.into()))),
+        Err(e) => return (Guarded::Done(Box::new(Err(e.into()))), None),
     };
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(async {
@@ -208,13 +291,26 @@ fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> Guarded {
             }
         })
     }));
+    let kept = match (&result, opts.keep) {
+        (Ok(Some(Ok(_))), true) => harness::dns::kept_server(),
+        _ => None,
+    };
+    if let Some(server) = kept {
+        return (
+            Guarded::Done(Box::new(result.ok().flatten().unwrap_or_else(|| {
+                Err(anyhow::anyhow!("the run ended without a report"))
+            }))),
+            Some((rt, server)),
+        );
+    }
     // Stop servers and in-flight work before any sweep.
     rt.shutdown_timeout(Duration::from_secs(2));
-    match result {
+    let guarded = match result {
         Ok(Some(r)) => Guarded::Done(Box::new(r)),
         Ok(None) => Guarded::Interrupted,
         Err(_) => Guarded::Panicked,
-    }
+    };
+    (guarded, None)
 }
 
 fn print_explanations(report: &RunReport) {
@@ -261,8 +357,13 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
                 t.probe_ms
             );
             if t.proxy_nodes_written > 0 {
+                // What the proxy feeds the kernel its rules with.
+                let tool = match scenario.cluster.proxy {
+                    sim::scenario::ProxyKind::Nftables => "nft -f",
+                    _ => "iptables-restore",
+                };
                 println!(
-                    "service proxy: {:.1} ms, {} node{} written, {} bytes of iptables-restore",
+                    "service proxy: {:.1} ms, {} node{} written, {} bytes of {tool}",
                     t.proxy_sync_ms,
                     t.proxy_nodes_written,
                     if t.proxy_nodes_written == 1 { "" } else { "s" },
@@ -272,6 +373,21 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
         }
         for c in report.throughput.get(i).into_iter().flatten() {
             println!("throughput: {}", c.line());
+        }
+        if let Some(d) = report.dns.iter().find(|d| d.step == step.name) {
+            for (client, target, r) in &d.resolutions {
+                println!("dns: {client} -> {target}: {}", r.summary());
+            }
+        }
+        if let Some(s) = report.ingress.iter().find(|s| s.step == step.name) {
+            println!(
+                "ingress controller: nginx {} in {:.1} ms",
+                s.controller, s.controller_ms
+            );
+            for c in &s.checks {
+                println!("http: {} took {:.1} ms", c.url, c.ms);
+            }
+            print!("{}", harness::ingress::checks::render_step(s));
         }
         println!();
     }
@@ -309,7 +425,8 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
             println!("  {what:w$}  sudo ip netns exec {ns} bash{note}");
         }
         println!(
-            "The probe servers stopped with this process. Remove the cluster with: sudo cargo xtask clean --force"
+            "Or: sudo cargo xtask shell NODE|NS/POD, sudo cargo xtask exec NS/POD -- CMD (add --prefix {} when several clusters are kept).\nThe probe servers stopped with this process. Remove the cluster with: sudo cargo xtask down --prefix {}",
+            report.prefix, report.prefix
         );
     }
     let verdict = if report.ok() { "PASS" } else { "FAIL" };
@@ -318,4 +435,68 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
         scenario.name,
         report.steps.len()
     );
+}
+
+/// `--env NS/POD`: the pod's service environment variables after every step, as
+/// [`sim::dns::env::timeline`] computes them from the scenario alone.
+fn print_env(scenario: &Scenario, pod: &str) -> u8 {
+    let pod = match pod.parse::<Peer>() {
+        Ok(Peer::Pod(p)) => p,
+        _ => {
+            eprintln!("error: --env {pod:?}: write the pod as NAMESPACE/NAME, e.g. app/web-1");
+            return 2;
+        }
+    };
+    let timeline = sim::dns::env::timeline(scenario);
+    if !timeline.iter().any(|(_, pods)| pods.contains_key(&pod)) {
+        eprintln!(
+            "error: --env: pod {pod} does not exist at any step of {}",
+            scenario.name
+        );
+        return 2;
+    }
+    for (i, (step, pods)) in timeline.iter().enumerate() {
+        println!("== step {}: {step} ==", i + 1);
+        match pods.get(&pod) {
+            None => println!("(pod {pod} does not exist at this step)"),
+            Some(vars) if vars.is_empty() => {
+                println!(
+                    "(no service variables: no Service with a cluster IP in namespace {} existed when {pod} started)",
+                    pod.namespace
+                )
+            }
+            Some(vars) => {
+                for v in vars {
+                    println!("{v}");
+                }
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(from: &str, to: &str) -> Result<(Peer, Peer, PortProto), String> {
+        parse_cell(&[from.to_string(), to.to_string()])
+    }
+
+    #[test]
+    fn cells_for_explain_and_trace() {
+        let (from, to, port) = cell("x/a", "y/b:80/TCP").unwrap();
+        assert_eq!(
+            (from.to_string(), to.to_string()),
+            ("x/a".into(), "y/b".into())
+        );
+        assert_eq!(port.to_string(), "TCP/80");
+        assert_eq!(cell("x/a", "y/b:UDP/81").unwrap().2.to_string(), "UDP/81");
+        // A Service's port is part of its name: written once, it serves both.
+        let (_, to, port) = cell("x/a", "svc/default/nginx:80/TCP").unwrap();
+        assert_eq!(to.to_string(), "svc/default/nginx:80");
+        assert_eq!(port.to_string(), "TCP/80");
+        assert!(cell("x/a", "y/b").is_err());
+        assert!(cell("x/a", "svc/default/nginx:eighty/TCP").is_err());
+    }
 }

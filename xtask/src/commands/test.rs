@@ -7,7 +7,11 @@ pub fn main(cargo_args: &[String]) -> u8 {
     let root = harness::netns::have_privileges();
     if root {
         let mut log = |m: &str| eprintln!("{m}");
-        if let Err(e) = harness::prereq::ensure(&mut log) {
+        // The Ingress scenarios' nginx and openssl too, up front: apt-get in the middle
+        // of the suite would race other test binaries for dpkg's lock.
+        if let Err(e) = harness::prereq::ensure(&mut log)
+            .and_then(|()| harness::prereq::ensure_ingress(&mut log))
+        {
             eprintln!("error: {e:#}");
             return 2;
         }
@@ -17,6 +21,7 @@ pub fn main(cargo_args: &[String]) -> u8 {
              run `sudo cargo xtask test` for the full suite"
         );
     }
+    harness::prereq::ensure_test_tools(&mut |m: &str| eprintln!("{m}"));
     let before = ours();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
