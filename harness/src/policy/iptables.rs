@@ -30,6 +30,9 @@ use crate::netns::Netns;
 #[derive(Debug)]
 pub struct IptablesEngine {
     deny: DenyStyle,
+    /// The scenario turned br_netfilter off on purpose (`cluster.brNetfilter: false`):
+    /// load the rules anyway, as kube-router would, instead of refusing.
+    bridges_unfiltered_on_purpose: bool,
     /// What each node holds, keyed by namespace name; absent = unknown (read it first).
     installed: BTreeMap<String, Ruleset>,
 }
@@ -38,8 +41,17 @@ impl IptablesEngine {
     pub fn new(deny: DenyStyle) -> Self {
         Self {
             deny,
+            bridges_unfiltered_on_purpose: false,
             installed: BTreeMap::new(),
         }
+    }
+
+    /// For a scenario that turns `bridge-nf-call-iptables` off to show what it costs:
+    /// nodes whose bridge does not call iptables get their rules all the same (they
+    /// still judge routed traffic), instead of the sync refusing them.
+    pub fn with_unfiltered_bridges(mut self) -> Self {
+        self.bridges_unfiltered_on_purpose = true;
+        self
     }
 }
 
@@ -73,7 +85,13 @@ impl PolicyEngine for IptablesEngine {
         let rendered = start.elapsed();
         let results: Vec<Result<NodeSync>> =
             crate::parallel::each(&work, "a node's policy sync", |(node, ns, rules, known)| {
-                apply_node(node, ns, rules, known.as_ref())
+                apply_node(
+                    node,
+                    ns,
+                    rules,
+                    known.as_ref(),
+                    self.bridges_unfiltered_on_purpose,
+                )
             });
 
         let mut report = SyncReport {
@@ -106,13 +124,16 @@ fn apply_node(
     ns: &Netns,
     rules: &NodeRules,
     known: Option<&Ruleset>,
+    bridges_unfiltered_on_purpose: bool,
 ) -> Result<NodeSync> {
     let start = Instant::now();
     let read;
     let installed = match known {
         Some(r) => r,
         None => {
-            check_bridge_netfilter(ns)?;
+            if !bridges_unfiltered_on_purpose {
+                check_bridge_netfilter(ns)?;
+            }
             read = read_installed(ns)
                 .with_context(|| format!("read the rules installed in namespace {}", ns.name()))?;
             &read

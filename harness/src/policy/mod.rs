@@ -60,6 +60,19 @@ pub fn engine_for(kind: PolicyEngineKind, deny: DenyStyle) -> Box<dyn PolicyEngi
     }
 }
 
+/// The engine a scenario asks for (`cluster.policy`, `cluster.deny`), told whether the
+/// scenario turns br_netfilter off on purpose (`cluster.brNetfilter: false`: then nodes
+/// whose bridge does not call iptables are synced rather than refused).
+pub fn engine_for_scenario(scenario: &sim::scenario::Scenario) -> Box<dyn PolicyEngine> {
+    let c = &scenario.cluster;
+    match (c.policy, scenario.br_netfilter) {
+        (PolicyEngineKind::Iptables, false) => {
+            Box::new(iptables::IptablesEngine::new(c.deny).with_unfiltered_bridges())
+        }
+        (kind, _) => engine_for(kind, c.deny),
+    }
+}
+
 /// What one sync did in one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSync {

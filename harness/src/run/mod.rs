@@ -171,7 +171,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         objects: ClusterObjects::new(scenario.cluster.nodes.clone()),
         servers: BTreeMap::new(),
         host_servers: None,
-        engine: policy::engine_for(scenario.cluster.policy, scenario.cluster.deny),
+        engine: policy::engine_for_scenario(scenario),
         // kube-proxy runs only when the scenario has Services: it would load nothing
         // but its empty chains otherwise, and every other scenario keeps its nodes (and
         // their snapshots) as they were.
