@@ -110,10 +110,19 @@ fn the_report_renders_in_chromium_and_a_clicked_cell_explains_itself() {
         "default-deny",
         "--report",
         dir.to_str().unwrap(),
+        "--trace",
+        "y/a",
+        "x/b:80/TCP",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let page = dir.join("index.html");
     let html = std::fs::read_to_string(&page).unwrap();
+    // The --trace story is part of each step's section.
+    assert_eq!(html.matches("Trace of one probe (--trace)").count(), 2);
+    assert!(
+        html.contains("rejected here"),
+        "the first step's trace ends at the REJECT"
+    );
     // Cell 1-2 of the first step: which cell it is, read from the page itself.
     let cell = html
         .find("id=\"c-1-2\"")

@@ -79,6 +79,7 @@ pub fn report_data(scenario: &Scenario, report: &RunReport) -> Result<ReportData
             rules: report.rules.get(i).cloned().unwrap_or_default(),
             proxy_rules: report.proxy_rules.get(i).cloned().unwrap_or_default(),
             timing,
+            extras: extras(report, i, &result.name),
         });
         down_before = step.down_nodes.clone();
     }
@@ -96,4 +97,26 @@ pub fn report_data(scenario: &Scenario, report: &RunReport) -> Result<ReportData
             .cloned()
             .collect(),
     })
+}
+
+/// The step's `--trace` story, cluster DNS and Ingress checks, for the report.
+fn extras(report: &RunReport, index: usize, step: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in report.traces.iter().filter(|t| t.step == step) {
+        out.push(("Trace of one probe (--trace)".to_string(), t.text.clone()));
+    }
+    if let Some(pos) = report.dns.iter().position(|d| d.step == step) {
+        let previous = pos.checked_sub(1).and_then(|p| report.dns.get(p));
+        out.push((
+            "Cluster DNS".to_string(),
+            report.dns[pos].render(index + 1, previous),
+        ));
+    }
+    for s in report.ingress.iter().filter(|s| s.step == step) {
+        out.push((
+            "Ingress checks".to_string(),
+            crate::ingress::checks::render_step(s),
+        ));
+    }
+    out
 }

@@ -313,6 +313,16 @@ fn step(o: &mut String, n: usize, s: &StepData) {
         cell_detail(o, n, k + 1, c);
     }
     o.push_str("</div>\n</div>\n");
+    for (title, text) in &s.extras {
+        let _ = writeln!(
+            o,
+            "<h3>{}</h3>\n<details class=\"rules\" open><summary>{} line{}</summary>\n<pre>{}</pre></details>",
+            esc(title),
+            text.lines().count(),
+            if text.lines().count() == 1 { "" } else { "s" },
+            esc(text)
+        );
+    }
     listing(o, "Policies", "no NetworkPolicy", &s.policies);
     listing(o, "Services", "no Service", &s.services);
     o.push_str("<h3>Rules installed in the nodes</h3>\n");
@@ -582,6 +592,7 @@ mod tests {
                 rules: vec![("n1".into(), "-A KNETLAB-INGRESS -j REJECT\n".into())],
                 proxy_rules: vec![],
                 timing: Some("enforced 3.2 ms after the change".into()),
+                extras: vec![("Trace of one probe".into(), "1. n1: TCP SYN <x/a>".into())],
             }],
             notes: vec!["a note with <angle> brackets".into()],
         }

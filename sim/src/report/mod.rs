@@ -45,6 +45,9 @@ pub struct StepData {
     pub proxy_rules: Vec<(String, String)>,
     /// One line on how long the step took to enforce, if known.
     pub timing: Option<String>,
+    /// More of the step, each a titled text shown as it is: the `--trace` story, the
+    /// cluster DNS's records and answers, the Ingress checks.
+    pub extras: Vec<(String, String)>,
 }
 
 /// `(title, text)` entries of a listing.

@@ -46,8 +46,9 @@ pub struct Args {
     /// `NAME-fabric.pcap` in the current directory, `--capture fabric=PATH` writes PATH.
     #[arg(long, value_name = "fabric[=PATH]")]
     pub capture: Option<String>,
-    /// Probe every Service cell (`svc/NS/NAME:PORT`) N times and show how the answers
-    /// spread over its backends (pod and host cells are probed once).
+    /// Probe every Service cell (`svc/`, `nodeport/`, `lb/`, `extip/`, `dns/`) N times and
+    /// show how the answers spread over its backends and paths (pod, node and host cells
+    /// are probed once); overrides the scenario's `probe.repeat`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub repeat: Option<u16>,
     /// Write a self-contained HTML report to DIR/index.html: the topology as a picture,
