@@ -38,6 +38,9 @@ pub enum ServiceFate {
         cluster_ip: Ipv4Addr,
         /// `ClientIP` affinity: a client keeps the backend it first got.
         affinity: bool,
+        /// kube-proxy's userspace mode: no DNAT, its proxy on the node accepts the
+        /// connection and opens its own to a backend (round-robin).
+        userspace: bool,
     },
     /// No usable endpoint: filter KUBE-SERVICES REJECTs (`has no endpoints`).
     /// `shadowed`: the client is a pod and the kube-router-style enforcer runs; its
@@ -128,7 +131,11 @@ impl ServicePrediction {
             ServiceFate::NoLocalEndpoints { node, cluster_ip } => format!(
                 "{head}: internalTrafficPolicy Local and no endpoint on {node}, so kube-proxy DROPs connections to {cluster_ip}"
             ),
-            ServiceFate::Balanced { affinity, .. } => {
+            ServiceFate::Balanced {
+                affinity,
+                userspace,
+                ..
+            } => {
                 let each: Vec<String> = self
                     .backends
                     .iter()
@@ -156,7 +163,12 @@ impl ServicePrediction {
                 } else {
                     ""
                 };
-                format!("{head}: DNAT to one of [{}]{pinned}{tail}", each.join(", "))
+                let how = if *userspace {
+                    "the node's userspace proxy dials one of"
+                } else {
+                    "DNAT to one of"
+                };
+                format!("{head}: {how} [{}]{pinned}{tail}", each.join(", "))
             }
         }
     }
@@ -234,7 +246,25 @@ impl fmt::Display for ServicePrediction {
             ServiceFate::Balanced {
                 node,
                 cluster_ip,
+                userspace: true,
+                ..
+            } => {
+                writeln!(
+                    f,
+                    "kube-proxy on {node} runs in userspace mode: KUBE-PORTALS-CONTAINER redirects \
+                     {cluster_ip}:{} to its proxy port on the node, which accepts the connection \
+                     and opens a new one to one of {} endpoints (round-robin, the next one if a \
+                     dial fails), from the node's own address. The policies then judge a \
+                     connection from {node} to that pod on its target port.",
+                    self.port.port,
+                    self.backends.len()
+                )?;
+            }
+            ServiceFate::Balanced {
+                node,
+                cluster_ip,
                 affinity,
+                ..
             } => {
                 let how = if *affinity {
                     "picks one at random for the client's first connection and then keeps it \
@@ -428,6 +458,7 @@ fn fate_and_backends(
         node,
         cluster_ip,
         affinity: matches!(sp.session_affinity, SessionAffinity::ClientIp { .. }),
+        userspace: ctx.userspace_proxy(),
     };
     (fate, backends)
 }
@@ -830,5 +861,13 @@ mod tests {
             userspace_source(&ctx, "n2", ip("x/a")),
             Some(Ipv4Addr::new(192, 168, 200, 12))
         );
+        // The story is the userspace proxy's, not a DNAT.
+        assert!(p.to_string().contains("runs in userspace mode"), "{p}");
+        assert!(
+            p.short().contains("userspace proxy dials one of"),
+            "{}",
+            p.short()
+        );
+        assert!(!p.short().contains("DNAT"), "{}", p.short());
     }
 }
