@@ -70,23 +70,48 @@ pub fn predict_check(
     model: &IngressModel,
     ctx: &OracleContext,
     deny: DenyStyle,
+    entry: Option<&Peer>,
 ) -> (Vec<u16>, Vec<String>, String) {
     let controller = Peer::Pod(controller::pod_ref());
     let ingress_port = match spec.scheme {
         sim::ingress::Scheme::Http => controller::HTTP_PORT,
         sim::ingress::Scheme::Https => controller::HTTPS_PORT,
     };
-    let hop = predict(
-        ctx,
-        &spec.from,
-        &controller,
-        PortProto::new(Protocol::Tcp, ingress_port),
-    );
-    if hop.verdict == Verdict::Deny {
+    // The client reaches the controller through its NodePort on `entry` (a
+    // `nodeport/NODE:PORT` peer): kube-proxy's DNAT and, entering another node than the
+    // controller's, its masquerade decide what the controller's policies see. Without an
+    // entry, the hop is judged as a direct connection to the pod.
+    let denied_hop = match entry {
+        Some(np) => {
+            let hop = sim::oracle::predict_external(
+                ctx,
+                &spec.from,
+                np,
+                PortProto::new(
+                    Protocol::Tcp,
+                    match np {
+                        Peer::NodePort { port, .. } => *port,
+                        _ => ingress_port,
+                    },
+                ),
+            );
+            (hop.verdict == Some(Verdict::Deny)).then(|| hop.short())
+        }
+        None => {
+            let hop = predict(
+                ctx,
+                &spec.from,
+                &controller,
+                PortProto::new(Protocol::Tcp, ingress_port),
+            );
+            (hop.verdict == Verdict::Deny).then(|| hop.short())
+        }
+    };
+    if let Some(why) = denied_hop {
         return (
             vec![],
             vec![],
-            format!("{} cannot reach the controller: {}", spec.from, hop.short()),
+            format!("{} cannot reach the controller: {why}", spec.from),
         );
     }
     let route = model.route(spec.scheme, &spec.host, &spec.path);
@@ -288,7 +313,7 @@ mod tests {
             let (s, o) = objects(steps);
             let ctx = OracleContext::new(&o, s.cluster.policy, &nodes).with_hosts(hosts.clone());
             let model = IngressModel::new(&o);
-            let (status, backends, why) = predict_check(&s.http[0], &model, &ctx, deny);
+            let (status, backends, why) = predict_check(&s.http[0], &model, &ctx, deny, None);
             assert_eq!(status, want, "{why}");
             if want == [200] {
                 assert_eq!(backends, vec!["shop/web".to_string()]);

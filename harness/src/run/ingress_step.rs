@@ -3,7 +3,6 @@
 //! get their `status.loadBalancer` address, and the scenario's `http:` checks for the step
 //! are measured and compared with the oracle (see [`crate::ingress`]).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, anyhow};
@@ -12,7 +11,6 @@ use k8s_openapi::api::networking::v1::{
 };
 use sim::ingress::{IngressModel, Scheme, controller};
 use sim::objects::{Kind, pod_node};
-use sim::oracle::OracleContext;
 use sim::scenario::{Change, Peer, Scenario, Step};
 
 use crate::ingress::Controller;
@@ -103,30 +101,14 @@ pub(super) async fn ingress_step(
     }
     // The NodePort answers on every node: the checks take the nodes whose link is up in
     // turn (check i goes to the i-th of them, round the list).
-    let up_nodes: Vec<Ipv4Addr> = plan
+    let up_nodes: Vec<(&str, Ipv4Addr)> = plan
         .nodes
         .iter()
         .filter(|n| !live.down_nodes.contains(&n.name))
-        .map(|n| n.underlay_ip)
+        .map(|n| (n.name.as_str(), n.underlay_ip))
         .collect();
-    let node_addresses: BTreeMap<String, Ipv4Addr> = plan
-        .nodes
-        .iter()
-        .map(|n| {
-            (
-                n.name.clone(),
-                plan.vtep(n).map_or(n.underlay_ip, |v| v.address),
-            )
-        })
-        .collect();
-    let hosts: BTreeMap<String, Ipv4Addr> = plan
-        .hosts
-        .iter()
-        .map(|h| (h.name.clone(), h.address))
-        .collect();
-    let oracle = OracleContext::new(&live.objects, scenario.cluster.policy, &node_addresses)
-        .with_hosts(hosts)
-        .with_down_nodes(live.down_nodes.clone());
+    let node_addresses = node_addresses(plan);
+    let oracle = oracle_context(scenario, live, &node_addresses);
     let mut results = Vec::new();
     for (i, spec) in scenario
         .http
@@ -134,10 +116,10 @@ pub(super) async fn ingress_step(
         .filter(|s| s.runs_in(&step.name))
         .enumerate()
     {
-        let via_node = up_nodes
+        let (via_name, via_node) = up_nodes
             .get(i % up_nodes.len().max(1))
             .copied()
-            .unwrap_or(node_ip);
+            .unwrap_or((node, node_ip));
         let netns = match &spec.from {
             Peer::Host(h) => live.cluster.host(h).map(|(ns, _)| ns),
             Peer::Pod(p) => live.cluster.pod(p).map(|h| h.netns.clone()),
@@ -160,7 +142,12 @@ pub(super) async fn ingress_step(
             addr,
         })
         .await;
-        let predicted = checks::predict_check(spec, &model, &oracle, scenario.cluster.deny);
+        let entry = Peer::NodePort {
+            node: via_name.to_string(),
+            port,
+        };
+        let predicted =
+            checks::predict_check(spec, &model, &oracle, scenario.cluster.deny, Some(&entry));
         results.push(checks::judge(
             spec,
             &live.objects,
