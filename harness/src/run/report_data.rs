@@ -99,9 +99,18 @@ pub fn report_data(scenario: &Scenario, report: &RunReport) -> Result<ReportData
     })
 }
 
-/// The step's `--trace` story, cluster DNS and Ingress checks, for the report.
+/// The step's Services and endpoints, `--trace` story, cluster DNS and Ingress checks,
+/// for the report.
 fn extras(report: &RunReport, index: usize, step: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    if let Some(objects) = report.objects.get(index)
+        && !objects.services.is_empty()
+    {
+        out.push((
+            "Services and endpoints (kubectl get services,endpoints; EndpointSlices)".to_string(),
+            sim::services::render::render(objects),
+        ));
+    }
     for t in report.traces.iter().filter(|t| t.step == step) {
         out.push(("Trace of one probe (--trace)".to_string(), t.text.clone()));
     }

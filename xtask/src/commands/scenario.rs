@@ -36,6 +36,11 @@ pub struct Args {
     /// Explain one cell in every step, in words: `--explain x/a y/b:80/TCP`.
     #[arg(long, num_args = 2, value_names = ["FROM", "TO:PORT/PROTO"])]
     pub explain: Option<Vec<String>>,
+    /// After every step, print the Services and their computed endpoints as kubectl shows
+    /// them (`get services -o wide`, `get endpoints`) and the EndpointSlices with each
+    /// endpoint's node and readiness.
+    #[arg(long)]
+    pub services: bool,
     /// Follow one probe through the kernel, hop by hop, in every step: each netfilter
     /// chain and rule it met with the verdict, the NAT applied, the device it left by
     /// (bridge, underlay, VXLAN tunnel), where it was dropped: `--trace x/a y/b:80/TCP`.
@@ -214,7 +219,7 @@ pub fn main(args: Args) -> u8 {
                             .unwrap_or_default()
                     );
                 } else {
-                    print_text(&scenario, &report);
+                    print_text(&scenario, &report, args.services);
                 }
                 for (i, t) in report.traces.iter().enumerate() {
                     // With --json the traces are in the document.
@@ -337,7 +342,7 @@ fn print_explanations(report: &RunReport) {
     }
 }
 
-fn print_text(scenario: &Scenario, report: &RunReport) {
+fn print_text(scenario: &Scenario, report: &RunReport, show_services: bool) {
     for (i, step) in report.steps.iter().enumerate() {
         println!("== step {}: {} ==", i + 1, step.name);
         println!();
@@ -374,6 +379,15 @@ fn print_text(scenario: &Scenario, report: &RunReport) {
         }
         for c in report.throughput.get(i).into_iter().flatten() {
             println!("throughput: {}", c.line());
+        }
+        if show_services
+            && let Some(objects) = report.objects.get(i)
+            && !objects.services.is_empty()
+        {
+            println!("services and endpoints:");
+            for line in sim::services::render::render(objects).lines() {
+                println!("  {line}");
+            }
         }
         if let Some(d) = report.dns.iter().find(|d| d.step == step.name) {
             for (client, target, r) in &d.resolutions {
