@@ -21,14 +21,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::render::proxy_iptables::{
     ProxyRules, Table, bootstrap_restore, is_kube_proxy_chain, kube_proxy_view, render,
 };
 use sim::render::proxy_names::KUBE_PROXY_CANARY;
-use sim::services::proxy_input::{node_input, service_ports};
 
 use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
 use crate::netns::Netns;
@@ -59,47 +58,17 @@ impl ServiceProxy for IptablesProxy {
         nodes: &[(String, Netns)],
         objects: &ClusterObjects,
     ) -> Result<ProxySyncReport> {
-        let start = Instant::now();
-        // Endpoints are computed once: every node's kube-proxy sees the same slices.
-        let ports = service_ports(objects);
-        let work = nodes
-            .iter()
-            .map(|(node, ns)| {
-                let input = node_input(plan, node, ports.clone())
-                    .with_context(|| format!("the service proxy input of node {node}"))?;
-                let rules = render(&input)
-                    .map_err(|e| anyhow!("render kube-proxy's rules for node {node}: {e}"))?;
-                let before = self.applied.remove(ns.name());
-                Ok((node, ns, rules, before))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rendered = start.elapsed();
-
-        let results: Vec<Result<ProxyNodeSync>> =
-            crate::parallel::each(&work, "a node's proxy sync", |(node, ns, rules, before)| {
-                apply_node(plan, node, ns, rules, before.as_ref())
-            });
-
-        let mut report = ProxySyncReport {
-            render: rendered,
-            ..ProxySyncReport::default()
-        };
-        let mut errors = Vec::new();
-        for ((node, ns, rules, _), result) in work.into_iter().zip(results) {
-            match result {
-                Ok(done) => {
-                    // A failed node stays unknown and is started up again next time.
-                    self.applied.insert(ns.name().to_string(), rules);
-                    report.nodes.push(done);
-                }
-                Err(e) => errors.push(format!("node {node}: {e:#}")),
-            }
-        }
-        report.elapsed = start.elapsed();
-        if !errors.is_empty() {
-            bail!("service proxy sync failed:\n  {}", errors.join("\n  "));
-        }
-        Ok(report)
+        super::sync_nodes(
+            plan,
+            nodes,
+            objects,
+            &mut self.applied,
+            |node, input| {
+                render(&input)
+                    .map_err(|e| anyhow!("render kube-proxy's rules for node {node}: {e}"))
+            },
+            |node, ns, rules, before| apply_node(plan, node, ns, rules, before),
+        )
     }
 
     fn installed(&self, node: &Netns) -> Result<String> {

@@ -20,9 +20,10 @@
 //! on top on a real node: a masqueraded (marked) hairpin connection must meet the
 //! policies before kube-proxy's KUBE-FORWARD accepts marked packets.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::scenario::ProxyKind;
@@ -127,4 +128,57 @@ pub fn route_service_cidr(plan: &Plan, ns: &Netns) -> Result<()> {
     )
     .with_context(|| format!("route the service CIDR {cidr} in namespace {}", ns.name()))?;
     Ok(())
+}
+
+/// The sync every rule-writing proxy shares (iptables, nftables): compute the endpoints
+/// once (every node's kube-proxy sees the same slices), render each node's rules with
+/// `render`, bring the nodes in line in parallel with `apply` (given what the node got
+/// last time, if it is known), and remember what each node now holds. A node whose apply
+/// failed is forgotten, so the next sync starts it up again; every failure is reported.
+pub(crate) fn sync_nodes<R: Send + Sync>(
+    plan: &Plan,
+    nodes: &[(String, Netns)],
+    objects: &ClusterObjects,
+    applied: &mut BTreeMap<String, R>,
+    render: impl Fn(&str, sim::render::proxy_iptables::ProxyInput) -> Result<R>,
+    apply: impl Fn(&str, &Netns, &R, Option<&R>) -> Result<ProxyNodeSync> + Sync,
+) -> Result<ProxySyncReport> {
+    let start = Instant::now();
+    let ports = sim::services::proxy_input::service_ports(objects);
+    let work = nodes
+        .iter()
+        .map(|(node, ns)| {
+            let input = sim::services::proxy_input::node_input(plan, node, ports.clone())
+                .with_context(|| format!("the service proxy input of node {node}"))?;
+            let rules = render(node, input)?;
+            let before = applied.remove(ns.name());
+            Ok((node, ns, rules, before))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rendered = start.elapsed();
+
+    let results: Vec<Result<ProxyNodeSync>> =
+        crate::parallel::each(&work, "a node's proxy sync", |(node, ns, rules, before)| {
+            apply(node, ns, rules, before.as_ref())
+        });
+
+    let mut report = ProxySyncReport {
+        render: rendered,
+        ..ProxySyncReport::default()
+    };
+    let mut errors = Vec::new();
+    for ((node, ns, rules, _), result) in work.into_iter().zip(results) {
+        match result {
+            Ok(done) => {
+                applied.insert(ns.name().to_string(), rules);
+                report.nodes.push(done);
+            }
+            Err(e) => errors.push(format!("node {node}: {e:#}")),
+        }
+    }
+    report.elapsed = start.elapsed();
+    if !errors.is_empty() {
+        bail!("service proxy sync failed:\n  {}", errors.join("\n  "));
+    }
+    Ok(report)
 }
