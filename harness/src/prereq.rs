@@ -110,15 +110,21 @@ pub fn ensure_ingress(log: &mut dyn FnMut(&str)) -> Result<()> {
         "installing missing packages for the ingress controller: {}",
         missing.join(" ")
     ));
+    apt_install(&missing, missing_ingress_packages)
+}
+
+/// Runs apt-get for `missing` (as root), then checks with `still_missing` that the
+/// files are really there now.
+fn apt_install(missing: &[&str], still_missing: fn() -> Vec<&'static str>) -> Result<()> {
     let status = Command::new("sh")
         .arg("-c")
-        .arg(install_command(&missing))
+        .arg(install_command(missing))
         .status()
         .context("run apt-get")?;
     if !status.success() {
         bail!("apt-get failed ({status}) installing {}", missing.join(" "));
     }
-    let still = missing_ingress_packages();
+    let still = still_missing();
     if !still.is_empty() {
         bail!("still missing after apt-get: {}", still.join(" "));
     }
@@ -162,18 +168,7 @@ pub fn ensure(log: &mut dyn FnMut(&str)) -> Result<()> {
             "installing missing packages: {}",
             missing.join(" ")
         ));
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(install_command(&missing))
-            .status()
-            .context("run apt-get")?;
-        if !status.success() {
-            bail!("apt-get failed ({status}) installing {}", missing.join(" "));
-        }
-        let still = missing_packages();
-        if !still.is_empty() {
-            bail!("still missing after apt-get: {}", still.join(" "));
-        }
+        apt_install(&missing, missing_packages)?;
     }
     if !root {
         bail!(

@@ -786,21 +786,7 @@ fn iptables_restore(
         "-A {KUBE_IPVS_FILTER} -m conntrack --ctstate NEW -m set --match-set {} dst -j REJECT",
         sets::IPVS_IPS
     );
-    let _ = writeln!(
-        nat,
-        "-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN"
-    );
-    let _ = writeln!(nat, "-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}");
-    let _ = writeln!(
-        nat,
-        "-A {KUBE_POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
-        if cfg.random_fully {
-            " --random-fully"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(nat, "-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}");
+    nat.push_str(&super::proxy_iptables::masquerade_rules(cfg, &mark));
 
     let mut out = String::new();
     for (table, rules) in [("filter", filter), ("nat", nat)] {

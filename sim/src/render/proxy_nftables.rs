@@ -62,7 +62,6 @@ use ipnet::Ipv4Net;
 use super::names::hash16;
 use super::proxy_iptables::{
     ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, categorize_endpoints,
-    masquerade_mark,
 };
 use crate::protocol::Protocol;
 
@@ -321,23 +320,8 @@ fn add_rule_commented(out: &mut String, chain: &str, rule: &str, comment: &str) 
 /// ServiceCIDRs.
 pub fn render(input: &ProxyInput, service_cidr: Option<Ipv4Net>) -> Result<NftRules, ProxyError> {
     let cfg = input.config;
-    if cfg.masquerade_bit > 31 {
-        return Err(ProxyError::MasqueradeBit(cfg.masquerade_bit));
-    }
-    let mark = masquerade_mark(cfg.masquerade_bit);
-    let mut ports: Vec<&ServicePort> = input
-        .services
-        .iter()
-        .filter(|s| s.cluster_ip.is_some())
-        .collect();
-    ports.sort_by(|a, b| {
-        (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
-            &b.namespace,
-            &b.name,
-            &b.port_name,
-            b.protocol,
-        ))
-    });
+    let mark = super::proxy_iptables::checked_mark(&cfg)?;
+    let ports = super::proxy_iptables::proxied_ports(input);
     let mut seen: HashSet<(String, Protocol)> = HashSet::with_capacity(ports.len());
     let ctx = Ctx {
         cfg,

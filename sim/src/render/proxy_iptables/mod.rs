@@ -386,16 +386,19 @@ pub fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
-/// Renders one node's kube-proxy rules.
-pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
-    let cfg = input.config;
+/// The masquerade mark of `cfg`, or the error for a bit no mark can hold.
+pub fn checked_mark(cfg: &ProxyConfig) -> Result<String, ProxyError> {
     if cfg.masquerade_bit > 31 {
         return Err(ProxyError::MasqueradeBit(cfg.masquerade_bit));
     }
-    let mark = masquerade_mark(cfg.masquerade_bit);
+    Ok(masquerade_mark(cfg.masquerade_bit))
+}
 
-    // kube-proxy's service map holds only ports with a cluster IP; headless services
-    // and their endpoints get no rules and do not count towards the large-cluster limit.
+/// The service ports kube-proxy programs, in the order every renderer walks them: its
+/// service map holds only ports with a cluster IP (headless services and their
+/// endpoints get no rules and do not count towards the large-cluster limit), and they
+/// are sorted by namespace, name, port name and protocol (kube-proxy walks a Go map).
+pub fn proxied_ports(input: &ProxyInput) -> Vec<&ServicePort> {
     let mut ports: Vec<&ServicePort> = input
         .services
         .iter()
@@ -409,6 +412,36 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
             b.protocol,
         ))
     });
+    ports
+}
+
+/// KUBE-POSTROUTING's masquerade of marked traffic and KUBE-MARK-MASQ, as kube-proxy
+/// writes them in both iptables and IPVS mode.
+pub fn masquerade_rules(cfg: &ProxyConfig, mark: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"
+    );
+    let _ = writeln!(out, "-A KUBE-POSTROUTING -j MARK --xor-mark {mark}");
+    let _ = writeln!(
+        out,
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
+        if cfg.random_fully {
+            " --random-fully"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}");
+    out
+}
+
+/// Renders one node's kube-proxy rules.
+pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
+    let cfg = input.config;
+    let mark = checked_mark(&cfg)?;
+    let ports = proxied_ports(input);
     let mut prepared = Vec::with_capacity(ports.len());
     let mut seen: HashSet<(String, Protocol)> = HashSet::with_capacity(ports.len());
     for sp in ports {
@@ -465,22 +498,7 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
         "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n",
     );
 
-    let mut nat_head = String::new();
-    let _ = writeln!(
-        nat_head,
-        "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"
-    );
-    let _ = writeln!(nat_head, "-A KUBE-POSTROUTING -j MARK --xor-mark {mark}");
-    let _ = writeln!(
-        nat_head,
-        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
-        if cfg.random_fully {
-            " --random-fully"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(nat_head, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}");
+    let nat_head = masquerade_rules(&cfg, &mark);
 
     let nat_tail = format!(
         "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL{} -j KUBE-NODEPORTS\n",
