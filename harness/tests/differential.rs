@@ -1,5 +1,5 @@
 //! The differential test: random NetworkPolicies and label sets
-//! (`sim::policy::generate::random_case`) applied to one live standard-model cluster on
+//! (`sim::testgen::random_case`) applied to one live standard-model cluster on
 //! two nodes, enforced by the `iptables` engine and probed with real packets; every
 //! cell's measured verdict must equal the oracle's.
 //!
@@ -38,9 +38,9 @@ use sim::matrix::{Measurement, Outcome, Verdict};
 use sim::objects::{self, PodRef};
 use sim::oracle::{OracleContext, predict};
 use sim::plan::Plan;
-use sim::policy::generate::{self, Case, Model};
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{DenyStyle, Peer, PolicyEngineKind};
+use sim::testgen::{self as generate, Case, Model};
 
 const DEFAULT_CASES: u64 = 300;
 /// The deadline of the second look at a suspicious cell.

@@ -268,8 +268,9 @@ fn cluster_ipvs_is_checked_where_it_is_written() {
 /// admits the node fill the NodePort and load-balancer sets.
 #[test]
 fn rendered_ipvs_netfilter_state_loads_into_a_namespace() {
-    use sim::render::proxy_iptables::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
-    use sim::render::proxy_ipvs::{IpvsScheduler, render};
+    use sim::cluster::IpvsScheduler;
+    use sim::kube_proxy::iptables::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
+    use sim::kube_proxy::ipvs::render;
 
     if skip_unless_root("rendered_ipvs_netfilter_state_loads_into_a_namespace") {
         return;

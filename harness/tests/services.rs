@@ -20,14 +20,14 @@ use harness::probe::{self, ProbeOptions, ProbeTask, ServerSpec, Servers};
 use harness::proxy::{ProxySyncReport, ServiceProxy, proxy_for};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use serde_json::{Value, json};
+use sim::kube_proxy::input::proxy_input;
+use sim::kube_proxy::iptables::{ProxyRules, kube_proxy_view, render};
 use sim::matrix::Outcome;
 use sim::objects::{ClusterObjects, Object, PodRef};
 use sim::plan::{Plan, prefix_from_seed};
 use sim::protocol::{PortProto, Protocol};
-use sim::render::proxy_iptables::{ProxyRules, kube_proxy_view, render};
 use sim::scenario::{ClusterConfig, DenyStyle, PolicyEngineKind, ProxyKind};
 use sim::services::alloc::{ServiceRanges, allocate};
-use sim::services::proxy_input::proxy_input;
 
 const TARGET: u16 = 8080;
 

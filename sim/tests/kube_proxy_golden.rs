@@ -1,4 +1,4 @@
-//! Golden tests of the kube-proxy iptables renderer (`sim::render::proxy_iptables`):
+//! Golden tests of the kube-proxy iptables renderer (`sim::kube_proxy::iptables`):
 //! the reference's worked example reproduced byte for byte (restore input, §1.17(a), and
 //! what `iptables-save` prints, §1.17(b)), one reviewed snapshot per kind of service, a
 //! dump captured from a real `iptables-save` on this machine, the partial sync, and the
@@ -7,12 +7,12 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use sim::protocol::Protocol;
-use sim::render::proxy_iptables::{
+use sim::kube_proxy::iptables::{
     Endpoint, IptablesState, ProxyConfig, ProxyInput, ProxyRules, ServicePort, SessionAffinity,
     bootstrap_restore, kube_proxy_view, render,
 };
-use sim::render::proxy_names;
+use sim::kube_proxy::names;
+use sim::protocol::Protocol;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -579,7 +579,7 @@ fn removed_endpoints_and_services_are_deleted_as_stale_chains() {
     let before = render(&node_input(services.clone())).unwrap();
     let gone_ep_chain = {
         let sp = &services[4];
-        proxy_names::endpoint_chain(
+        names::endpoint_chain(
             &sp.port_name_string(),
             Protocol::Tcp,
             &format!("{}:{}", sp.endpoints[1].ip, sp.endpoints[1].port),
@@ -607,7 +607,7 @@ fn removed_endpoints_and_services_are_deleted_as_stale_chains() {
     // A full sync told which chains exist deletes the same ones.
     let existing = state_after(&[&before.full_restore()]);
     let replacing =
-        after.full_restore_replacing(existing.chains(sim::render::proxy_iptables::Table::Nat));
+        after.full_restore_replacing(existing.chains(sim::kube_proxy::iptables::Table::Nat));
     let via_replacing = state_after(&[&before.full_restore(), &replacing]);
     assert_eq!(via_replacing.save(), via_full.save());
 }

@@ -1,5 +1,5 @@
 //! The oracle against a second, deliberately naive reading of the NetworkPolicy spec,
-//! over thousands of random cases (`sim::policy::generate`). The differential test in
+//! over thousands of random cases (`sim::testgen`). The differential test in
 //! `harness` compares the kernel with the oracle, but the rules the kernel runs are
 //! rendered from the same `sim::policy` resolution the oracle reads, so a misreading of
 //! the spec there would pass it unseen. This reference shares nothing with `sim::policy`
@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sim::matrix::Verdict;
 use sim::objects::{ClusterObjects, PodRef};
 use sim::oracle::{OracleContext, predict};
-use sim::policy::generate;
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{Peer, PolicyEngineKind};
+use sim::testgen;
 
 type Labels = BTreeMap<String, String>;
 /// A rule's peers and ports, whichever direction it is.
@@ -251,10 +251,10 @@ fn reference(
 
 #[test]
 fn the_oracle_reads_the_spec_like_a_naive_reference() {
-    let model = generate::standard_model();
+    let model = testgen::standard_model();
     let ports: Vec<PortProto> = Protocol::ALL
         .iter()
-        .flat_map(|p| generate::PORTS.map(|n| PortProto::new(*p, n)))
+        .flat_map(|p| testgen::PORTS.map(|n| PortProto::new(*p, n)))
         .collect();
     let cases = std::env::var("KNETLAB_REFERENCE_CASES")
         .ok()
@@ -263,7 +263,7 @@ fn the_oracle_reads_the_spec_like_a_naive_reference() {
     let mut wrong = Vec::new();
     let mut cells = 0;
     for seed in 0..cases {
-        let case = generate::random_case(seed);
+        let case = testgen::random_case(seed);
         let objects = case.objects();
         let ctx = OracleContext::new(&objects, PolicyEngineKind::Iptables, &model.node_addresses);
         let clients: Vec<Peer> = objects

@@ -115,7 +115,7 @@ fn env_vars_are_those_of_the_services_when_the_pod_started() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/service-env-vars.yaml");
     let s = sim::scenario::load(&path).unwrap();
-    let t = sim::dns::env::timeline(&s);
+    let t = sim::scenario::env_timeline(&s);
     let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["initial", "create-service", "create-late-pod"]);
     let early = PodRef::new("app", "early");

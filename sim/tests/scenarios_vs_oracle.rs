@@ -191,7 +191,7 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         for from in &clients {
             let ports = match (to, &sc.dns) {
                 (Peer::Dns { name, port }, Some(dns)) => {
-                    sim::dns::predict::probe_ports(objects, dns, from, name, *port)
+                    sim::oracle::dns::probe_ports(objects, dns, from, name, *port)
                 }
                 _ => ports.clone(),
             };
@@ -261,7 +261,7 @@ fn check_step(
         };
         checked += 1;
         if let (Peer::Dns { name, .. }, Some(dns)) = (to, &sc.dns) {
-            let prediction = sim::dns::predict::predict_dns(ctx, dns, from, name, *port);
+            let prediction = sim::oracle::dns::predict_dns(ctx, dns, from, name, *port);
             if prediction.verdict != Some(Verdict::from_allowed(expected)) {
                 problems.push(format!(
                     "step {:?}: {from} -> {to} {port}: expect says {expected:?}, the oracle says {:?}\n{prediction}",

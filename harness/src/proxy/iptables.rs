@@ -1,5 +1,5 @@
 //! The `iptables` proxy: kube-proxy's iptables mode, rendered by
-//! `sim::render::proxy_iptables` from `sim::services::proxy_input` and loaded into each
+//! `sim::kube_proxy::iptables` from `sim::kube_proxy::input` and loaded into each
 //! node with one `iptables-nft-restore --noflush` per sync, nodes in parallel.
 //!
 //! As kube-proxy does:
@@ -22,12 +22,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use sim::objects::ClusterObjects;
-use sim::plan::Plan;
-use sim::render::proxy_iptables::{
+use sim::kube_proxy::iptables::{
     ProxyRules, Table, bootstrap_restore, is_kube_proxy_chain, kube_proxy_view, render,
 };
-use sim::render::proxy_names::KUBE_PROXY_CANARY;
+use sim::kube_proxy::names::KUBE_PROXY_CANARY;
+use sim::objects::ClusterObjects;
+use sim::plan::Plan;
 
 use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
 use crate::netns::Netns;

@@ -1,5 +1,5 @@
 //! The `ipvs` proxy: kube-proxy's IPVS mode. What a node holds in that mode is rendered
-//! by `sim::render::proxy_ipvs` (the IPVS table, the `kube-ipvs0` addresses, the ipsets
+//! by `sim::kube_proxy::ipvs` (the IPVS table, the `kube-ipvs0` addresses, the ipsets
 //! and the iptables rules IPVS mode still needs); this module decides whether the
 //! kernel can have it and, if so, puts it there.
 //!
@@ -34,12 +34,12 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
+use sim::kube_proxy::input::{node_input, service_ports};
+use sim::kube_proxy::ipvs::{self as proxy_ipvs, DUMMY_DEVICE, IpvsRules, JUMPS, VirtualServer};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::protocol::Protocol;
-use sim::render::proxy_ipvs::{self, DUMMY_DEVICE, IpvsRules, JUMPS, VirtualServer};
 use sim::scenario::{IpvsConfig, IpvsFallback};
-use sim::services::proxy_input::{node_input, service_ports};
 
 use super::iptables::IptablesProxy;
 use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};

@@ -1,8 +1,8 @@
 //! Service proxies: what turns Services into packet rewriting inside the node
 //! namespaces, as kube-proxy does on a real node. A proxy is told the current objects on
 //! every change and brings every node in line; what the rules are is decided in `sim`
-//! (`sim::services::proxy_input` gathers what a node's kube-proxy knows,
-//! `sim::render::proxy_iptables` renders it), so a proxy only applies text, remembers what
+//! (`sim::kube_proxy::input` gathers what a node's kube-proxy knows,
+//! `sim::kube_proxy::iptables` renders it), so a proxy only applies text, remembers what
 //! it applied, and reports how long it took and how much it wrote.
 //!
 //! One proxy per file: [`iptables`] (kube-proxy's iptables mode, the default),
@@ -55,8 +55,8 @@ pub trait ServiceProxy: Send {
 
     /// What the proxy's rules in a node are now, read from the kernel and normalised
     /// (for iptables: the kube-proxy part of `iptables-save`, as
-    /// `sim::render::proxy_iptables::kube_proxy_view` prints it; for nftables:
-    /// `nft list table ip kube-proxy`, as `sim::render::proxy_nftables::normalise_listing`
+    /// `sim::kube_proxy::iptables::kube_proxy_view` prints it; for nftables:
+    /// `nft list table ip kube-proxy`, as `sim::kube_proxy::nftables::normalise_listing`
     /// prints it).
     fn installed(&self, node: &Netns) -> Result<String>;
 }
@@ -140,15 +140,15 @@ pub(crate) fn sync_nodes<R: Send + Sync>(
     nodes: &[(String, Netns)],
     objects: &ClusterObjects,
     applied: &mut BTreeMap<String, R>,
-    render: impl Fn(&str, sim::render::proxy_iptables::ProxyInput) -> Result<R>,
+    render: impl Fn(&str, sim::kube_proxy::iptables::ProxyInput) -> Result<R>,
     apply: impl Fn(&str, &Netns, &R, Option<&R>) -> Result<ProxyNodeSync> + Sync,
 ) -> Result<ProxySyncReport> {
     let start = Instant::now();
-    let ports = sim::services::proxy_input::service_ports(objects);
+    let ports = sim::kube_proxy::input::service_ports(objects);
     let work = nodes
         .iter()
         .map(|(node, ns)| {
-            let input = sim::services::proxy_input::node_input(plan, node, ports.clone())
+            let input = sim::kube_proxy::input::node_input(plan, node, ports.clone())
                 .with_context(|| format!("the service proxy input of node {node}"))?;
             let rules = render(node, input)?;
             let before = applied.remove(ns.name());

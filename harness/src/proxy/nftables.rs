@@ -1,5 +1,5 @@
 //! The `nftables` proxy: kube-proxy's nftables mode, rendered by
-//! `sim::render::proxy_nftables` from `sim::services::proxy_input` (the same input as the
+//! `sim::kube_proxy::nftables` from `sim::kube_proxy::input` (the same input as the
 //! iptables proxy) and loaded into each node with one `nft -f -` transaction per sync,
 //! nodes in parallel.
 //!
@@ -29,9 +29,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
+use sim::kube_proxy::nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
-use sim::render::proxy_nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
 
 use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
 use crate::netns::Netns;
@@ -157,10 +157,10 @@ fn start_up(plan: &Plan, ns: &Netns, rules: &NftRules) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::protocol::Protocol;
-    use sim::render::proxy_iptables::{
+    use sim::kube_proxy::iptables::{
         Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity,
     };
+    use sim::protocol::Protocol;
 
     fn ip(s: &str) -> std::net::Ipv4Addr {
         s.parse().unwrap()

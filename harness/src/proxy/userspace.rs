@@ -34,11 +34,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use sim::kube_proxy::input::{cluster_ip_backends, service_ports};
+use sim::kube_proxy::iptables::{ServicePort, SessionAffinity, normalise_rule};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::protocol::Protocol;
-use sim::render::proxy_iptables::{ServicePort, SessionAffinity, normalise_rule};
-use sim::services::proxy_input::{cluster_ip_backends, service_ports};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use sim::dns::predict::{DnsPrediction, predict_dns};
 use sim::matrix::{Measurement, Outcome};
 use sim::objects::ClusterObjects;
 use sim::oracle::OracleContext;
+use sim::oracle::dns::{DnsPrediction, predict_dns};
 use sim::protocol::{PortProto, Protocol};
 use sim::scenario::{Peer, Scenario};
 
@@ -42,7 +42,7 @@ pub(super) async fn finish_dns(dns: Option<ClusterDns>, keep: bool) -> Vec<Strin
 }
 
 /// The ports a `dns/NAME:PORT` cell from `client` is probed on (see
-/// [`sim::dns::predict::probe_ports`]); TCP without `cluster.dns`.
+/// [`sim::oracle::dns::probe_ports`]); TCP without `cluster.dns`.
 pub(super) fn dns_ports(
     scenario: &Scenario,
     objects: &ClusterObjects,
@@ -51,7 +51,7 @@ pub(super) fn dns_ports(
     port: u16,
 ) -> Vec<PortProto> {
     match &scenario.dns {
-        Some(dns) => sim::dns::predict::probe_ports(objects, dns, client, name, port),
+        Some(dns) => sim::oracle::dns::probe_ports(objects, dns, client, name, port),
         None => vec![PortProto::new(Protocol::Tcp, port)],
     }
 }
@@ -197,7 +197,7 @@ pub(super) async fn run_probes_except(
 pub(super) fn dns_step_report(scenario: &Scenario, index: usize, live: &Live) -> Option<DnsStep> {
     let dns = live.dns.as_ref()?;
     let step = scenario.steps.get(index)?;
-    let env = sim::dns::env::timeline(scenario)
+    let env = sim::scenario::env_timeline(scenario)
         .into_iter()
         .nth(index)
         .map(|(_, e)| e)

@@ -22,7 +22,7 @@ pub(super) enum Said {
     Direct(sim::oracle::Prediction),
     Service(ServicePrediction),
     /// A `dns/NAME:PORT` cell (see [`dns_step`]).
-    Dns(Box<sim::dns::predict::DnsPrediction>),
+    Dns(Box<sim::oracle::dns::DnsPrediction>),
     /// A `nodeport/`, `lb/` or `extip/` cell: one prediction per path (entry node ×
     /// backend).
     External(sim::oracle::ExternalPrediction),

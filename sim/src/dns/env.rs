@@ -18,7 +18,6 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 
 use crate::objects::{ClusterObjects, PodRef};
-use crate::scenario::Scenario;
 use crate::services;
 
 /// One variable.
@@ -125,28 +124,25 @@ pub fn pod_vars(objects: &ClusterObjects, namespace: &str) -> Vec<EnvVar> {
     out
 }
 
-/// The pods' variables after each step of a scenario: `(step name, pod → variables)`,
-/// one entry per step, holding every pod that exists then with the variables it got when
-/// it was created (the step that created it, see the module doc). Replays the
-/// scenario's changes; pod addresses are stand-ins (the variables hold only cluster IPs,
-/// which the parser allocated).
-pub fn timeline(scenario: &Scenario) -> Vec<(String, BTreeMap<PodRef, Vec<EnvVar>>)> {
-    let mut objects = ClusterObjects::new(scenario.cluster.nodes.clone());
+/// The pods' variables after each step: `(step name, pod → variables)`, one entry per
+/// step, holding every pod that exists then with the variables it got when it was
+/// created (the step that created it, see the module doc). `steps` are the cluster's
+/// objects at the end of each step, in order.
+pub fn timeline<'a>(
+    steps: impl IntoIterator<Item = (&'a str, &'a ClusterObjects)>,
+) -> Vec<(String, BTreeMap<PodRef, Vec<EnvVar>>)> {
     let mut env: BTreeMap<PodRef, Vec<EnvVar>> = BTreeMap::new();
+    let mut seen: Vec<PodRef> = Vec::new();
     let mut out = Vec::new();
-    for step in &scenario.steps {
-        let before: Vec<PodRef> = objects.pods.keys().cloned().collect();
-        for change in &step.changes {
-            // A change that does not decode was refused by the parser already.
-            let _ = change.apply_to(&mut objects, &|_| Some(Ipv4Addr::UNSPECIFIED));
-        }
+    for (name, objects) in steps {
         env.retain(|p, _| objects.pods.contains_key(p));
         for p in objects.pods.keys() {
-            if !before.contains(p) || !env.contains_key(p) {
-                env.insert(p.clone(), pod_vars(&objects, &p.namespace));
+            if !seen.contains(p) || !env.contains_key(p) {
+                env.insert(p.clone(), pod_vars(objects, &p.namespace));
             }
         }
-        out.push((step.name.clone(), env.clone()));
+        seen = objects.pods.keys().cloned().collect();
+        out.push((name.to_string(), env.clone()));
     }
     out
 }

@@ -29,7 +29,6 @@ use crate::objects::{ClusterObjects, pod_ip};
 use crate::services::{self, endpoints};
 
 pub mod env;
-pub mod predict;
 pub mod resolv;
 
 #[cfg(test)]

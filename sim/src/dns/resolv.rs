@@ -60,27 +60,3 @@ impl ResolvConf {
         }
     }
 }
-
-/// Checks a name a probe asks the cluster DNS for: dot-separated labels of letters,
-/// digits, `-` and `_` (SRV owner names), 1-63 characters each, 253 in all, optionally
-/// absolute (a trailing dot).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let bare = name.strip_suffix('.').unwrap_or(name);
-    if bare.is_empty() || bare.len() > 253 {
-        return Err("a DNS name has 1 to 253 characters".into());
-    }
-    for label in bare.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(format!("label {label:?} must have 1 to 63 characters"));
-        }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "label {label:?} may only hold letters, digits, '-' and '_'"
-            ));
-        }
-    }
-    Ok(())
-}

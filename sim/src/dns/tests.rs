@@ -309,11 +309,12 @@ fn env_vars_cover_every_port_and_skip_headless_and_other_namespaces() {
 
 #[test]
 fn the_oracle_resolves_through_the_search_list_then_judges_the_target() {
-    use super::predict::{Resolved, predict_dns};
+    use crate::cluster::{ClusterDns, PolicyEngineKind};
     use crate::matrix::Verdict;
     use crate::oracle::OracleContext;
+    use crate::oracle::dns::{Resolved, predict_dns};
+    use crate::peers::Peer;
     use crate::protocol::{PortProto, Protocol};
-    use crate::scenario::{ClusterDns, Peer, PolicyEngineKind};
     let mut o = cluster();
     o.apply(pod("other", "c", json!({"app": "c"}), json!({})));
     o.set_pod_ip(&PodRef::new("other", "c"), Ipv4Addr::new(10, 244, 1, 9));

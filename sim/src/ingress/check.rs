@@ -4,7 +4,7 @@
 //! and [`super::IngressModel::route`] (with the NetworkPolicy oracle for the controller's
 //! hop to the backend) predicts it.
 
-use crate::scenario::Peer;
+use crate::peers::Peer;
 
 use super::Scheme;
 

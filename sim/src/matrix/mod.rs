@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::peers::Peer;
 use crate::protocol::PortProto;
-use crate::scenario::Peer;
 
 mod table;
 

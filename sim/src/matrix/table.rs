@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::peers::Peer;
 use crate::protocol::PortProto;
-use crate::scenario::Peer;
 
 use super::{Cell, Outcome, StepResult};
 

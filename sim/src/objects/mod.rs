@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 
+pub mod service;
+
+// Pods are named by the vocabulary's [`PodRef`]; re-exported because the objects are
+// keyed by it.
+pub use crate::peers::PodRef;
 use crate::protocol::{PortProto, Protocol};
 
 /// The label every namespace carries, set by the API server and immutable.
@@ -88,34 +93,6 @@ impl Object {
             _ => meta.namespace.clone().unwrap_or_else(|| "default".into()),
         };
         (ns, meta.name.clone().unwrap_or_default())
-    }
-}
-
-/// A pod's identity as the matrices print it: `ns/name`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl PodRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl serde::Serialize for PodRef {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl std::fmt::Display for PodRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 
@@ -197,9 +174,9 @@ impl ClusterObjects {
                 self.network_policies.insert((ns, name), np);
             }
             Object::Service(mut svc) => {
-                crate::services::alloc::defaults(&mut svc);
-                let key = crate::services::service_key(&svc);
-                if crate::services::selector(&svc).is_some() {
+                service::defaults(&mut svc);
+                let key = service::service_key(&svc);
+                if service::selector(&svc).is_some() {
                     // The endpoints controller owns the Endpoints of a Service with a
                     // selector and replaces whatever was written by hand.
                     self.endpoints.remove(&key);

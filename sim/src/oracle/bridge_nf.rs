@@ -28,7 +28,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::{Case, OracleContext, Side};
-use crate::scenario::Peer;
+use crate::peers::Peer;
 
 /// A pod's connection to a cluster IP, DNATed to a backend on the client's own bridge
 /// while `bridge-nf-call-iptables` is 0 there.
@@ -179,11 +179,11 @@ mod tests {
 
     use serde_json::{Value, json};
 
+    use crate::cluster::{ClusterConfig, PolicyEngineKind};
     use crate::matrix::Verdict;
     use crate::objects::{ClusterObjects, Object};
     use crate::oracle::{Case, OracleContext, predict, predict_service};
     use crate::policy::fixtures::*;
-    use crate::scenario::{ClusterConfig, PolicyEngineKind};
     use crate::services::alloc::{ServiceRanges, allocate};
 
     /// The standard model (x/a, x/c on n1; x/b on n2) with the policies given and a

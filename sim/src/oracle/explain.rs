@@ -7,12 +7,12 @@ use std::net::Ipv4Addr;
 
 use crate::matrix::Verdict;
 
+use crate::peers::Peer;
 use crate::policy::{
     Direction, Endpoint, PeerCheck, PeerKind, PodInfo, PolicyCheck, PortCheck, PortMatcher,
     ResolvedPeer, ResolvedRule, RuleCheck,
 };
 use crate::protocol::PortProto;
-use crate::scenario::Peer;
 use crate::selector;
 
 /// Why the oracle predicts what it predicts for one cell.

@@ -33,12 +33,13 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 
 use super::{Case, OracleContext, Path, Prediction, Side, SideOutcome, decide, prediction, side};
+use crate::cluster::PolicyEngineKind;
+use crate::kube_proxy::iptables::{Endpoint, ServicePort, SessionAffinity};
 use crate::matrix::Verdict;
 use crate::objects::ClusterObjects;
+use crate::peers::Peer;
 use crate::policy::{Direction, Endpoint as PolicyEndpoint};
 use crate::protocol::PortProto;
-use crate::render::proxy_iptables::{Endpoint, ServicePort, SessionAffinity};
-use crate::scenario::{Peer, PolicyEngineKind};
 use crate::services::{self, external_ips, load_balancer_ips, node_ports, port_protocol, ports};
 
 /// What an outside-facing target names at one step: the Service, the address and port
@@ -938,10 +939,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::cluster::ClusterConfig;
     use crate::objects::{ClusterObjects, Object};
     use crate::oracle::NodeAddresses;
     use crate::policy::fixtures::*;
-    use crate::scenario::ClusterConfig;
     use crate::services::alloc::{ServiceRanges, allocate};
 
     /// The standard model (x/a, x/c on n1; x/b on n2) with the policies given and a

@@ -33,12 +33,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::{Case, OracleContext, Side, SideOutcome, prediction, side};
+use crate::cluster::{CniConfig, PolicyEngineKind};
 use crate::matrix::Verdict;
 use crate::objects::{ClusterObjects, PodRef, pod_ip, pod_node};
+use crate::peers::Peer;
 use crate::podnet::{PortMapping, port_mappings};
 use crate::policy::{Direction, Endpoint};
 use crate::protocol::PortProto;
-use crate::scenario::{CniConfig, Peer, PolicyEngineKind};
 
 /// What the oracle knows about host ports: whether portmap runs, and the nodes'
 /// addresses (see [`OracleContext::with_host_ports`]).

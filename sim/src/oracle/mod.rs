@@ -22,13 +22,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use crate::cluster::PolicyEngineKind;
 use crate::matrix::Verdict;
 use crate::objects::ClusterObjects;
+use crate::peers::Peer;
 use crate::policy::{self, Direction, Endpoint, PodInfo, ResolvedPolicies, SideVerdict};
 use crate::protocol::PortProto;
-use crate::scenario::{Peer, PolicyEngineKind};
 
 mod bridge_nf;
+pub mod dns;
 mod explain;
 mod external;
 mod host_port;
@@ -73,10 +75,10 @@ pub struct OracleContext<'a> {
     /// backend from the client's node, so backends see (and policies judge) the node, not
     /// the client; nftables mode rejects a Service without endpoints in a chain of its
     /// own, which the policy engine's ACCEPT cannot shadow.
-    pub proxy: crate::scenario::ProxyKind,
+    pub proxy: crate::cluster::ProxyKind,
     resolved: ResolvedPolicies,
     /// Every service port with its endpoints, as kube-proxy sees them.
-    service_ports: Vec<crate::render::proxy_iptables::ServicePort>,
+    service_ports: Vec<crate::kube_proxy::iptables::ServicePort>,
 }
 
 impl<'a> OracleContext<'a> {
@@ -95,9 +97,9 @@ impl<'a> OracleContext<'a> {
             br_netfilter_off: BTreeSet::new(),
             host_ports: HostPorts::default(),
             node_fabric: NodeFabric::new(),
-            proxy: crate::scenario::ProxyKind::Iptables,
+            proxy: crate::cluster::ProxyKind::Iptables,
             resolved: policy::resolve(objects),
-            service_ports: crate::services::proxy_input::service_ports(objects),
+            service_ports: crate::kube_proxy::input::service_ports(objects),
         }
     }
 
@@ -118,14 +120,14 @@ impl<'a> OracleContext<'a> {
     /// backend is reached by the proxy on the client's node, from that node's address
     /// ([`service::userspace_source`]); in nftables mode a Service without endpoints is
     /// rejected even when the policy engine accepts the client's egress.
-    pub fn with_proxy(mut self, proxy: crate::scenario::ProxyKind) -> Self {
+    pub fn with_proxy(mut self, proxy: crate::cluster::ProxyKind) -> Self {
         self.proxy = proxy;
         self
     }
 
     /// Whether the proxy is kube-proxy's userspace mode.
     pub fn userspace_proxy(&self) -> bool {
-        self.proxy == crate::scenario::ProxyKind::Userspace
+        self.proxy == crate::cluster::ProxyKind::Userspace
     }
 
     /// Marks nodes whose bridge does not call iptables (`cluster.brNetfilter: false`):
@@ -229,7 +231,7 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         }
         Peer::Dns { .. } => {
             return Case::Unknown(format!(
-                "{to} is a DNS name: it is resolved first (see sim::dns::predict)"
+                "{to} is a DNS name: it is resolved first (see sim::oracle::dns)"
             ));
         }
     };

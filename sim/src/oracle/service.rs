@@ -20,12 +20,12 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::kube_proxy::input::{ClusterIpFate, cluster_ip_fate, find_port};
+use crate::kube_proxy::iptables::SessionAffinity;
 use crate::matrix::Verdict;
 use crate::objects::pod_ip;
+use crate::peers::Peer;
 use crate::protocol::PortProto;
-use crate::render::proxy_iptables::SessionAffinity;
-use crate::scenario::Peer;
-use crate::services::proxy_input::{ClusterIpFate, cluster_ip_fate, find_port};
 
 use super::{OracleContext, Path, Prediction, decide, prediction};
 
@@ -402,8 +402,8 @@ fn fate_and_backends(
             // engine's jump; nftables mode rejects in its own chain, which an ACCEPT in
             // another chain does not end (measured: refused, not a timeout).
             let shadowed = matches!(from, Peer::Pod(_))
-                && ctx.engine == crate::scenario::PolicyEngineKind::Iptables
-                && ctx.proxy != crate::scenario::ProxyKind::Nftables;
+                && ctx.engine == crate::cluster::PolicyEngineKind::Iptables
+                && ctx.proxy != crate::cluster::ProxyKind::Nftables;
             return (
                 ServiceFate::NoEndpoints {
                     node,
@@ -513,9 +513,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::cluster::{ClusterConfig, PolicyEngineKind};
     use crate::objects::{ClusterObjects, Kind, Object};
     use crate::policy::fixtures::*;
-    use crate::scenario::{ClusterConfig, PolicyEngineKind};
     use crate::services::alloc::{ServiceRanges, allocate};
 
     /// The standard model with x/a, x/b, x/c also labelled `app=web` (x/a and x/c on
@@ -840,7 +840,7 @@ mod tests {
         })
         .collect();
         let ctx = ctx
-            .with_proxy(crate::scenario::ProxyKind::Userspace)
+            .with_proxy(crate::cluster::ProxyKind::Userspace)
             .with_node_fabric(fabric);
         let p = cell(&ctx);
         assert_eq!(p.verdict, None, "{p}");

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::cluster::{ClusterConfig, NetworkMode};
 use crate::objects::PodRef;
-use crate::scenario::{ClusterConfig, NetworkMode};
 
 /// Every object a run creates starts with `kl` + six characters of `[0-9a-z]` + `-`.
 pub const PREFIX_TAG: &str = "kl";
@@ -155,7 +155,7 @@ pub struct Plan {
     pub router: Option<RouterPlan>,
     pub hosts: Vec<HostPlan>,
     /// The CNI chain (`cluster.cni`): the harness writes each node's list from it.
-    pub cni: crate::scenario::CniConfig,
+    pub cni: crate::cluster::CniConfig,
 }
 
 impl Plan {
@@ -337,7 +337,7 @@ pub const STATE_ROOT: &str = "/run/knetlab";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{DenyStyle, NetworkMode, PolicyEngineKind, ProxyKind};
+    use crate::cluster::{DenyStyle, NetworkMode, PolicyEngineKind, ProxyKind};
 
     fn cluster(nodes: usize, pod_cidr: &str) -> ClusterConfig {
         ClusterConfig {

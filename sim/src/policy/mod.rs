@@ -41,7 +41,6 @@ use crate::objects::{
 use crate::protocol::PortProto;
 use crate::selector;
 
-pub mod generate;
 mod peers;
 mod ports;
 

@@ -64,12 +64,12 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::cluster::DenyStyle;
 use crate::policy::{
     Direction, Endpoint, IpBlockMatch, PeerCheck, PeerKind, PodInfo, PortEntry, PortSpan,
     ResolvedPolicies, ResolvedPolicy, ResolvedRule,
 };
 use crate::protocol::Protocol;
-use crate::scenario::DenyStyle;
 
 use super::names::{self, save_quote};
 use super::ruleset::{self, ApplyScripts, Hook, IpSet, Ruleset, SetEntry, SetKind};

@@ -7,11 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
+use crate::cluster::DenyStyle;
 use crate::objects::{ClusterObjects, Object};
 use crate::policy::fixtures::{add_pod, namespace, pod, policy};
 use crate::policy::{self, IpBlockMatch, PeerKind};
 use crate::protocol::Protocol;
-use crate::scenario::DenyStyle;
 
 use super::policy_iptables::ip_block_entries;
 use super::*;

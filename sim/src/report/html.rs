@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::matrix::{Cell, Outcome, Verdict};
+use crate::peers::Peer;
 use crate::protocol::PortProto;
-use crate::scenario::Peer;
 
 use super::topology::svg;
 use super::{ReportData, StepData, esc};
@@ -465,10 +465,10 @@ fn cell_detail(o: &mut String, n: usize, k: usize, c: &Cell) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::NetworkMode;
     use crate::matrix::{Measurement, StepResult};
     use crate::objects::PodRef;
     use crate::report::topology::{HostView, NodeView, PodView, ServiceView, Topology};
-    use crate::scenario::NetworkMode;
 
     fn cell(
         from: &str,

@@ -11,9 +11,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::cluster::NetworkMode;
 use crate::objects::{ClusterObjects, PodRef, pod_ip, pod_labels, pod_node};
 use crate::plan::{Plan, UNDERLAY};
-use crate::scenario::NetworkMode;
 use crate::services;
 
 use super::esc;

@@ -27,10 +27,10 @@ use super::decode;
 use super::expect::{self, PeerUse};
 use super::header::{self, Document};
 use super::model_shorthand;
-use super::names;
 use super::source::Source;
 use super::yaml::{self, join_index, join_key};
 use super::{Change, ClusterConfig, Expectation, Peer, RawObject, Scenario, Step, ThroughputSpec};
+use crate::names;
 
 /// The name of the first step (the cluster as the scenario builds it).
 pub const INITIAL_STEP: &str = "initial";

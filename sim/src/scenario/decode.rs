@@ -36,10 +36,10 @@ use crate::protocol::Protocol;
 use crate::services::{self, FieldError};
 
 use super::fields::{self, Seg};
-use super::names;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
 use super::{Peer, RawObject};
+use crate::names;
 
 /// The pods whose addresses a manifest uses, sorted and without repeats. References
 /// that are not well formed are left out (the parser reports them).

@@ -20,13 +20,13 @@ use crate::plan::{self, Plan, PlanError};
 use crate::protocol::PortProto;
 
 use super::model_shorthand::Model;
-use super::names;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
 use super::{
     ClusterConfig, DenyStyle, ExternalHost, IpvsConfig, IpvsFallback, Loopback, NetworkMode, Peer,
     PolicyEngineKind, ProbeSpec, ProxyKind, Scenario,
 };
+use crate::names;
 
 pub(super) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| {

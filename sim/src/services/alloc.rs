@@ -32,23 +32,19 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServiceSpec, ServiceStatus,
-    SessionAffinityConfig,
+    LoadBalancerIngress, LoadBalancerStatus, Service, ServiceSpec, ServiceStatus,
 };
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::validate::{NODE_PORT_MAX, NODE_PORT_MIN};
 use super::{
-    FieldError, ServiceType, externally_accessible, load_balancer_ips, node_ports, port_protocol,
-    service_key, service_type, written_cluster_ip,
+    FieldError, ServiceType, load_balancer_ips, node_ports, port_protocol, service_key,
+    service_type, written_cluster_ip,
 };
+use crate::cluster::ClusterConfig;
+use crate::objects::service::defaults;
 use crate::plan;
 use crate::protocol::PortProto;
-use crate::scenario::ClusterConfig;
-
-/// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset: three hours.
-pub const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
 
 /// The host number (offset in `serviceCIDR`) of the `default/kubernetes` Service.
 pub const KUBERNETES_SERVICE_HOST: u32 = 1;
@@ -118,78 +114,6 @@ impl ServiceRanges {
             .iter()
             .find(|(r, _)| overlaps(r, &net))
             .map(|(_, what)| what.clone())
-    }
-}
-
-/// The API server's defaults, as `kubectl get svc -o yaml` shows them: type ClusterIP,
-/// protocol TCP, targetPort = port, sessionAffinity None (ClientIP: a 3-hour timeout),
-/// traffic policies Cluster, IPv4 single stack, `allocateLoadBalancerNodePorts: true`,
-/// ipMode VIP, namespace `default`, `clusterIPs` mirroring `clusterIP`. Idempotent.
-pub fn defaults(svc: &mut Service) {
-    svc.metadata
-        .namespace
-        .get_or_insert_with(|| "default".into());
-    let external = externally_accessible(svc);
-    let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
-    let ty = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
-    for p in spec.ports.iter_mut().flatten() {
-        p.protocol.get_or_insert_with(|| "TCP".into());
-        let unset = match &p.target_port {
-            None | Some(IntOrString::Int(0)) => true,
-            Some(IntOrString::String(s)) => s.is_empty(),
-            Some(IntOrString::Int(_)) => false,
-        };
-        if unset {
-            p.target_port = Some(IntOrString::Int(p.port));
-        }
-        if p.node_port == Some(0) {
-            p.node_port = None;
-        }
-    }
-    let affinity = spec.session_affinity.get_or_insert_with(|| "None".into());
-    if affinity == "ClientIP" {
-        let config = spec
-            .session_affinity_config
-            .get_or_insert_with(SessionAffinityConfig::default)
-            .client_ip
-            .get_or_insert_with(ClientIPConfig::default);
-        config
-            .timeout_seconds
-            .get_or_insert(DEFAULT_AFFINITY_TIMEOUT);
-    }
-    spec.internal_traffic_policy
-        .get_or_insert_with(|| "Cluster".into());
-    if external {
-        spec.external_traffic_policy
-            .get_or_insert_with(|| "Cluster".into());
-    }
-    if ty == "LoadBalancer" {
-        spec.allocate_load_balancer_node_ports.get_or_insert(true);
-    }
-    if spec.health_check_node_port == Some(0) {
-        spec.health_check_node_port = None;
-    }
-    if spec.cluster_ip.as_deref() == Some("") {
-        spec.cluster_ip = None;
-    }
-    match (&spec.cluster_ip, &spec.cluster_ips) {
-        (Some(ip), None) => spec.cluster_ips = Some(vec![ip.clone()]),
-        (None, Some(ips)) if !ips.is_empty() => spec.cluster_ip = Some(ips[0].clone()),
-        _ => {}
-    }
-    spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
-    spec.ip_family_policy
-        .get_or_insert_with(|| "SingleStack".into());
-    for ing in svc
-        .status
-        .iter_mut()
-        .filter_map(|s| s.load_balancer.as_mut())
-        .filter_map(|lb| lb.ingress.as_mut())
-        .flatten()
-    {
-        if ing.ip.is_some() {
-            ing.ip_mode.get_or_insert_with(|| "VIP".into());
-        }
     }
 }
 
@@ -682,7 +606,8 @@ pub fn record(value: &mut Value, allocated: &Service) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::{cluster_ip, load_balancer_ips};
+    use crate::services::{DEFAULT_AFFINITY_TIMEOUT, cluster_ip, load_balancer_ips};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn ranges(service_cidr: &str, pool: Option<&str>) -> ServiceRanges {
         ServiceRanges {

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{FieldError, ServiceType};
+use crate::names;
 use crate::protocol::Protocol;
-use crate::scenario::names;
 
 /// The node-port range (the API server's `--service-node-port-range` default).
 pub const NODE_PORT_MIN: i32 = 30000;

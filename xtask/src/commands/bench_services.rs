@@ -22,11 +22,11 @@ use anyhow::{Context, Result, bail};
 use harness::netns::Netns;
 use harness::policy::{IPTABLES_RESTORE, run_in};
 use harness::proxy::nftables::{NFT, load};
-use sim::protocol::Protocol;
-use sim::render::proxy_iptables::{
+use sim::kube_proxy::iptables::{
     self as ipt, Endpoint, ProxyConfig, ProxyInput, ServicePort, bootstrap_restore,
 };
-use sim::render::proxy_nftables as nft;
+use sim::kube_proxy::nftables as nft;
+use sim::protocol::Protocol;
 
 /// The sizes measured when `--service-counts` is not given.
 pub const DEFAULT_COUNTS: [usize; 3] = [1_000, 5_000, 10_000];

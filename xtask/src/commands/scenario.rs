@@ -453,7 +453,7 @@ fn print_text(scenario: &Scenario, report: &RunReport, show_services: bool) {
 }
 
 /// `--env NS/POD`: the pod's service environment variables after every step, as
-/// [`sim::dns::env::timeline`] computes them from the scenario alone.
+/// [`sim::scenario::env_timeline`] computes them from the scenario alone.
 fn print_env(scenario: &Scenario, pod: &str) -> u8 {
     let pod = match pod.parse::<Peer>() {
         Ok(Peer::Pod(p)) => p,
@@ -462,7 +462,7 @@ fn print_env(scenario: &Scenario, pod: &str) -> u8 {
             return 2;
         }
     };
-    let timeline = sim::dns::env::timeline(scenario);
+    let timeline = sim::scenario::env_timeline(scenario);
     if !timeline.iter().any(|(_, pods)| pods.contains_key(&pod)) {
         eprintln!(
             "error: --env: pod {pod} does not exist at any step of {}",

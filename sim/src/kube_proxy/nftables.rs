@@ -59,11 +59,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 
-use super::names::hash16;
-use super::proxy_iptables::{
+use super::iptables::{
     ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, categorize_endpoints,
 };
 use crate::protocol::Protocol;
+use crate::render::names::hash16;
 
 /// The table, in the `ip` family.
 pub const TABLE: &str = "kube-proxy";
@@ -320,8 +320,8 @@ fn add_rule_commented(out: &mut String, chain: &str, rule: &str, comment: &str) 
 /// ServiceCIDRs.
 pub fn render(input: &ProxyInput, service_cidr: Option<Ipv4Net>) -> Result<NftRules, ProxyError> {
     let cfg = input.config;
-    let mark = super::proxy_iptables::checked_mark(&cfg)?;
-    let ports = super::proxy_iptables::proxied_ports(input);
+    let mark = super::iptables::checked_mark(&cfg)?;
+    let ports = super::iptables::proxied_ports(input);
     let mut seen: HashSet<(String, Protocol)> = HashSet::with_capacity(ports.len());
     let ctx = Ctx {
         cfg,
@@ -1088,7 +1088,7 @@ fn drop_expiry(item: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::proxy_iptables::Endpoint;
+    use crate::kube_proxy::iptables::Endpoint;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

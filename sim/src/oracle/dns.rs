@@ -1,21 +1,22 @@
 //! The oracle for a `dns/NAME:PORT` cell, in three questions: may the client's DNS
 //! query reach the cluster DNS (kube-proxy and the policies on UDP 53 to the `kube-dns`
 //! Service, [`crate::oracle::predict_service`])? Does the name exist, tried through the
-//! client's resolv.conf search list ([`super::resolv`]) against the records
-//! ([`super::zone`])? Then the verdict of whatever it resolves to: a Service's cluster IP
+//! client's resolv.conf search list ([`crate::dns::resolv`]) against the records
+//! ([`crate::dns::zone`])? Then the verdict of whatever it resolves to: a Service's cluster IP
 //! (`svc/...`, through kube-proxy) or a pod's own address.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use super::{OracleContext, Prediction, ServicePrediction, predict, predict_service};
+use crate::cluster::ClusterDns;
 use crate::matrix::Verdict;
 use crate::objects::pod_ip;
-use crate::oracle::{OracleContext, Prediction, ServicePrediction, predict, predict_service};
+use crate::peers::Peer;
 use crate::protocol::{PortProto, Protocol};
-use crate::scenario::{ClusterDns, Peer};
 
-use super::resolv::ResolvConf;
-use super::{CLUSTER_DOMAIN, Lookup, NAMESPACE, SERVICE_NAME, zone};
+use crate::dns::resolv::ResolvConf;
+use crate::dns::{CLUSTER_DOMAIN, Lookup, NAMESPACE, SERVICE_NAME, zone};
 
 /// What a DNS name stands for once resolved.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ impl fmt::Display for DnsPrediction {
 /// The zone's answer for `name` asked from a pod in `namespace`: the first candidate
 /// with A records, or the candidates tried.
 pub fn resolve(
-    z: &super::Zone,
+    z: &crate::dns::Zone,
     conf: &ResolvConf,
     name: &str,
 ) -> Result<(String, Vec<Ipv4Addr>), Vec<String>> {
@@ -142,7 +143,7 @@ pub fn resolve(
             let mut ips: Vec<Ipv4Addr> = rs
                 .iter()
                 .filter_map(|r| match r {
-                    super::RData::A(ip) => Some(*ip),
+                    crate::dns::RData::A(ip) => Some(*ip),
                     _ => None,
                 })
                 .collect();

@@ -26,10 +26,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
+use crate::cluster::ClusterConfig;
 use crate::objects::{self, ClusterObjects, Kind, PodRef};
 use crate::plan::{self, Plan};
 use crate::protocol::Protocol;
-use crate::scenario::{self, Change, ClusterConfig};
+use crate::scenario::{self, Change};
 
 /// The standard model's namespaces, pods and ports.
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -523,8 +524,9 @@ impl Gen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::PolicyEngineKind;
     use crate::oracle::{self, OracleContext};
-    use crate::scenario::{Peer, PolicyEngineKind};
+    use crate::peers::Peer;
 
     #[test]
     fn the_model_has_nine_pods_with_host_local_addresses() {

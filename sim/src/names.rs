@@ -1,7 +1,8 @@
 //! The name rules the Kubernetes API server enforces (apimachinery's `validation`
 //! package): DNS-1123 labels and subdomains for object names, qualified names and label
 //! values for labels, IANA service names for container ports. Each check returns why a
-//! name is wrong, so the error can say it.
+//! name is wrong, so the error can say it. Also the looser rule for a name a probe asks
+//! the cluster DNS for.
 
 const LABEL_MAX: usize = 63;
 const SUBDOMAIN_MAX: usize = 253;
@@ -17,7 +18,7 @@ fn dns_label_chars_ok(s: &str) -> bool {
 }
 
 /// A DNS-1123 label (namespace names, container names, node names).
-pub(crate) fn dns_label(s: &str) -> Result<(), String> {
+pub fn dns_label(s: &str) -> Result<(), String> {
     if s.len() > LABEL_MAX {
         return Err(format!("{s:?} is longer than {LABEL_MAX} characters"));
     }
@@ -31,7 +32,7 @@ pub(crate) fn dns_label(s: &str) -> Result<(), String> {
 
 /// A DNS-1035 label (Service names): a DNS-1123 label that starts with a letter, because
 /// a Service's name becomes part of environment variable and DNS names.
-pub(crate) fn dns1035_label(s: &str) -> Result<(), String> {
+pub fn dns1035_label(s: &str) -> Result<(), String> {
     dns_label(s)?;
     if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(format!(
@@ -42,7 +43,7 @@ pub(crate) fn dns1035_label(s: &str) -> Result<(), String> {
 }
 
 /// A DNS-1123 subdomain (pod and policy names; label-key prefixes).
-pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
     if s.len() > SUBDOMAIN_MAX {
         return Err(format!("{s:?} is longer than {SUBDOMAIN_MAX} characters"));
     }
@@ -74,7 +75,7 @@ fn name_part(s: &str, what: &str) -> Result<(), String> {
 }
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a name.
-pub(crate) fn label_key(s: &str) -> Result<(), String> {
+pub fn label_key(s: &str) -> Result<(), String> {
     let name = match s.split_once('/') {
         Some((prefix, name)) => {
             dns_subdomain(prefix).map_err(|e| format!("label key {s:?}: prefix {e}"))?;
@@ -86,7 +87,7 @@ pub(crate) fn label_key(s: &str) -> Result<(), String> {
 }
 
 /// A label value: empty, or a name.
-pub(crate) fn label_value(s: &str) -> Result<(), String> {
+pub fn label_value(s: &str) -> Result<(), String> {
     if s.is_empty() {
         Ok(())
     } else {
@@ -95,7 +96,7 @@ pub(crate) fn label_value(s: &str) -> Result<(), String> {
 }
 
 /// An IANA service name (container port names, named policy ports).
-pub(crate) fn iana_svc_name(s: &str) -> Result<(), String> {
+pub fn iana_svc_name(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     let err = |why: &str| Err(format!("port name {s:?} {why}"));
     if b.is_empty() || b.len() > SVC_NAME_MAX {
@@ -112,6 +113,30 @@ pub(crate) fn iana_svc_name(s: &str) -> Result<(), String> {
     }
     if b[0] == b'-' || b[b.len() - 1] == b'-' || s.contains("--") {
         return err("may not start or end with '-' or contain '--'");
+    }
+    Ok(())
+}
+
+/// Checks a name a probe asks the cluster DNS for: dot-separated labels of letters,
+/// digits, `-` and `_` (SRV owner names), 1-63 characters each, 253 in all, optionally
+/// absolute (a trailing dot).
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err("a DNS name has 1 to 253 characters".into());
+    }
+    for label in bare.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("label {label:?} must have 1 to 63 characters"));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "label {label:?} may only hold letters, digits, '-' and '_'"
+            ));
+        }
     }
     Ok(())
 }

@@ -8,12 +8,12 @@
 //! `ns/name` for an unnamed port), then the lower-case protocol, then for endpoint chains
 //! the endpoint as Go's `net.JoinHostPort` writes it (`10.0.0.1:80`, `[fd00::1]:80`), all
 //! concatenated without separators. It is the same hash function kube-router's names use,
-//! so [`super::names::hash16`] is shared.
+//! so [`crate::render::names::hash16`] is shared.
 
 use std::net::IpAddr;
 
-use super::names::hash16;
 use crate::protocol::Protocol;
+use crate::render::names::hash16;
 
 /// nat and filter: one rule per service IP, jumped to from PREROUTING/OUTPUT (nat) and
 /// FORWARD/OUTPUT for new connections (filter).

@@ -1,6 +1,6 @@
 //! What one node's kube-proxy knows, computed from the cluster's objects: the glue between
-//! the Services and their computed endpoints ([`super::endpoints`]) and the proxy
-//! renderers' input ([`crate::render::proxy_iptables::ProxyInput`]). kube-proxy builds the
+//! the Services and their computed endpoints ([`crate::services::endpoints`]) and the proxy
+//! renderers' input ([`crate::kube_proxy::iptables::ProxyInput`]). kube-proxy builds the
 //! same thing from its Service and EndpointSlice informers: one entry per service port
 //! (headless ones included, which the renderer skips as kube-proxy does), the port's
 //! endpoints with their node and EndpointSlice conditions, and the node's own name,
@@ -13,16 +13,16 @@
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 
-use super::alloc::DEFAULT_AFFINITY_TIMEOUT;
-use super::endpoints::{self, ServiceEndpoints};
-use super::{
-    cluster_ip, external_ips, external_policy_local, externally_accessible, internal_policy_local,
-    load_balancer_ips, port_name, port_protocol, ports,
+use crate::kube_proxy::iptables::{
+    Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity,
 };
 use crate::objects::ClusterObjects;
 use crate::plan::Plan;
-use crate::render::proxy_iptables::{
-    Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity,
+use crate::services::endpoints::{self, ServiceEndpoints};
+use crate::services::{
+    DEFAULT_AFFINITY_TIMEOUT, cluster_ip, external_ips, external_policy_local,
+    externally_accessible, internal_policy_local, load_balancer_ips, port_name, port_protocol,
+    ports,
 };
 
 /// Why no input can be built for a node.
@@ -217,9 +217,9 @@ pub fn find_port<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::ClusterConfig;
+    use crate::kube_proxy::iptables::render;
     use crate::objects::{Object, PodRef};
-    use crate::render::proxy_iptables::render;
-    use crate::scenario::ClusterConfig;
     use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod};
     use serde_json::{Value, json};
     use std::net::Ipv4Addr;

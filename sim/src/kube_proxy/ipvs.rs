@@ -10,7 +10,7 @@
 //! `iptablesJumpChain`, `ipsetInfo` and `ipsetWithIptablesChain` tables) and
 //! `pkg/proxy/ipvs/ipset.go` (set names and comments); the reference
 //! (`kube-proxy-and-policy-internals.md` §3) summarises them. Names shared with the
-//! iptables mode come from [`super::proxy_names`]; endpoint choice is
+//! iptables mode come from [`super::names`]; endpoint choice is
 //! [`categorize_endpoints`], the same function the other modes use.
 //!
 //! Choices where kube-proxy is not deterministic or depends on the machine:
@@ -28,17 +28,17 @@
 //! node would hold, shown so the lesson works without the kernel module.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use super::proxy_iptables::{
+use super::iptables::{
     ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, categorize_endpoints,
     masquerade_mark,
 };
-use super::proxy_names::{
+use super::names::{
     KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
+use crate::cluster::IpvsScheduler;
 use crate::protocol::Protocol;
 
 /// The dummy device every service address is bound to (`defaultDummyDevice`).
@@ -59,52 +59,6 @@ pub const KUBE_IPVS_OUT_FILTER: &str = "KUBE-IPVS-OUT-FILTER";
 const IPVSADM_HEADER: &str = "IP Virtual Server version 1.2.1 (size=4096)\n\
 Prot LocalAddress:Port Scheduler Flags\n  \
 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
-
-/// The IPVS scheduler (`--ipvs-scheduler`); the four the scenarios may pick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum IpvsScheduler {
-    /// Round robin, kube-proxy's default.
-    #[default]
-    Rr,
-    /// Least connections.
-    Lc,
-    /// Destination hashing.
-    Dh,
-    /// Source hashing.
-    Sh,
-}
-
-impl IpvsScheduler {
-    pub const ALL: [IpvsScheduler; 4] = [Self::Rr, Self::Lc, Self::Dh, Self::Sh];
-
-    /// The kernel's name (`rr`), as ipvsadm prints it and netlink carries it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rr => "rr",
-            Self::Lc => "lc",
-            Self::Dh => "dh",
-            Self::Sh => "sh",
-        }
-    }
-}
-
-impl fmt::Display for IpvsScheduler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IpvsScheduler {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("{s:?} is not an IPVS scheduler knetlab offers (rr, lc, dh or sh)")
-            })
-    }
-}
 
 /// One real server (`-> ip:port Masq 1`): kube-proxy uses NAT forwarding ("Masq") and
 /// weight 1 (0 only while a terminating endpoint drains, which knetlab never has).
@@ -786,7 +740,7 @@ fn iptables_restore(
         "-A {KUBE_IPVS_FILTER} -m conntrack --ctstate NEW -m set --match-set {} dst -j REJECT",
         sets::IPVS_IPS
     );
-    nat.push_str(&super::proxy_iptables::masquerade_rules(cfg, &mark));
+    nat.push_str(&super::iptables::masquerade_rules(cfg, &mark));
 
     let mut out = String::new();
     for (table, rules) in [("filter", filter), ("nat", nat)] {
@@ -894,7 +848,7 @@ impl IpvsRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::proxy_iptables::Endpoint;
+    use crate::kube_proxy::iptables::Endpoint;
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 11);
 

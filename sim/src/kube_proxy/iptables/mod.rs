@@ -58,7 +58,7 @@ use std::ops::Range;
 
 use ipnet::Ipv4Net;
 
-use super::proxy_names::{
+use super::names::{
     self as pn, KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ,
     KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };

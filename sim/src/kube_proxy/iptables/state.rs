@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::render::proxy_names::{self as pn, KUBE_FIREWALL, KUBE_PROXY_CANARY};
+use crate::kube_proxy::names::{self as pn, KUBE_FIREWALL, KUBE_PROXY_CANARY};
 
 use super::*;
 

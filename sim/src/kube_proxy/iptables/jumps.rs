@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::render::proxy_names::{
+use crate::kube_proxy::names::{
     KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING,
     KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
