@@ -269,8 +269,8 @@ fn cluster_ipvs_is_checked_where_it_is_written() {
 #[test]
 fn rendered_ipvs_netfilter_state_loads_into_a_namespace() {
     use sim::cluster::IpvsScheduler;
-    use sim::kube_proxy::iptables::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
     use sim::kube_proxy::ipvs::render;
+    use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
 
     if skip_unless_root("rendered_ipvs_netfilter_state_loads_into_a_namespace") {
         return;

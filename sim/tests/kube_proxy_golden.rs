@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use sim::kube_proxy::iptables::{
-    Endpoint, IptablesState, ProxyConfig, ProxyInput, ProxyRules, ServicePort, SessionAffinity,
-    bootstrap_restore, kube_proxy_view, render,
+    IptablesState, ProxyRules, bootstrap_restore, kube_proxy_view, render,
 };
+use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
 use sim::kube_proxy::names;
 use sim::protocol::Protocol;
 

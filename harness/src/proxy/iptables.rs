@@ -1,5 +1,5 @@
 //! The `iptables` proxy: kube-proxy's iptables mode, rendered by
-//! `sim::kube_proxy::iptables` from `sim::kube_proxy::input` and loaded into each
+//! `sim::kube_proxy::iptables` from `sim::kube_proxy::model::input` and loaded into each
 //! node with one `iptables-nft-restore --noflush` per sync, nodes in parallel.
 //!
 //! As kube-proxy does:

@@ -34,8 +34,8 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use sim::kube_proxy::input::{node_input, service_ports};
 use sim::kube_proxy::ipvs::{self as proxy_ipvs, DUMMY_DEVICE, IpvsRules, JUMPS, VirtualServer};
+use sim::kube_proxy::model::{node_input, service_ports};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::protocol::Protocol;

@@ -1,7 +1,7 @@
 //! Service proxies: what turns Services into packet rewriting inside the node
 //! namespaces, as kube-proxy does on a real node. A proxy is told the current objects on
 //! every change and brings every node in line; what the rules are is decided in `sim`
-//! (`sim::kube_proxy::input` gathers what a node's kube-proxy knows,
+//! (`sim::kube_proxy::model::input` gathers what a node's kube-proxy knows,
 //! `sim::kube_proxy::iptables` renders it), so a proxy only applies text, remembers what
 //! it applied, and reports how long it took and how much it wrote.
 //!
@@ -140,15 +140,15 @@ pub(crate) fn sync_nodes<R: Send + Sync>(
     nodes: &[(String, Netns)],
     objects: &ClusterObjects,
     applied: &mut BTreeMap<String, R>,
-    render: impl Fn(&str, sim::kube_proxy::iptables::ProxyInput) -> Result<R>,
+    render: impl Fn(&str, sim::kube_proxy::model::ProxyInput) -> Result<R>,
     apply: impl Fn(&str, &Netns, &R, Option<&R>) -> Result<ProxyNodeSync> + Sync,
 ) -> Result<ProxySyncReport> {
     let start = Instant::now();
-    let ports = sim::kube_proxy::input::service_ports(objects);
+    let ports = sim::kube_proxy::model::service_ports(objects);
     let work = nodes
         .iter()
         .map(|(node, ns)| {
-            let input = sim::kube_proxy::input::node_input(plan, node, ports.clone())
+            let input = sim::kube_proxy::model::node_input(plan, node, ports.clone())
                 .with_context(|| format!("the service proxy input of node {node}"))?;
             let rules = render(node, input)?;
             let before = applied.remove(ns.name());

@@ -1,5 +1,5 @@
 //! The `nftables` proxy: kube-proxy's nftables mode, rendered by
-//! `sim::kube_proxy::nftables` from `sim::kube_proxy::input` (the same input as the
+//! `sim::kube_proxy::nftables` from `sim::kube_proxy::model::input` (the same input as the
 //! iptables proxy) and loaded into each node with one `nft -f -` transaction per sync,
 //! nodes in parallel.
 //!
@@ -157,9 +157,7 @@ fn start_up(plan: &Plan, ns: &Netns, rules: &NftRules) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::kube_proxy::iptables::{
-        Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity,
-    };
+    use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
     use sim::protocol::Protocol;
 
     fn ip(s: &str) -> std::net::Ipv4Addr {

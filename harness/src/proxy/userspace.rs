@@ -34,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sim::kube_proxy::input::{cluster_ip_backends, service_ports};
-use sim::kube_proxy::iptables::{ServicePort, SessionAffinity, normalise_rule};
+use sim::kube_proxy::iptables::normalise_rule;
+use sim::kube_proxy::model::{ServicePort, SessionAffinity};
+use sim::kube_proxy::model::{cluster_ip_backends, service_ports};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::protocol::Protocol;

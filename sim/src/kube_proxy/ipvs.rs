@@ -31,9 +31,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::iptables::{
-    ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, categorize_endpoints,
-    masquerade_mark,
+use super::model::{
+    ProxyConfig, ProxyError, ProxyInput, SessionAffinity, categorize_endpoints, checked_mark,
+    proxied_ports,
 };
 use super::names::{
     KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
@@ -435,23 +435,9 @@ pub fn render(
     node_addresses: &[Ipv4Addr],
 ) -> Result<IpvsRules, ProxyError> {
     let cfg = input.config;
-    if cfg.masquerade_bit > 31 {
-        return Err(ProxyError::MasqueradeBit(cfg.masquerade_bit));
-    }
+    let mark = checked_mark(&cfg)?;
     let node_addresses: BTreeSet<Ipv4Addr> = node_addresses.iter().copied().collect();
-    let mut ports: Vec<&ServicePort> = input
-        .services
-        .iter()
-        .filter(|s| s.cluster_ip.is_some())
-        .collect();
-    ports.sort_by(|a, b| {
-        (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
-            &b.namespace,
-            &b.name,
-            &b.port_name,
-            b.protocol,
-        ))
-    });
+    let ports = proxied_ports(input);
 
     let mut entries: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     let mut add = |set: &'static str, entry: String| {
@@ -486,12 +472,12 @@ pub fn render(
             v.sort();
             v
         };
-        let internal = real(if sp.internal_policy_local {
+        let internal = real(if cat.policies.internal_local {
             &cat.local
         } else {
             &cat.cluster
         });
-        let external = real(if sp.external_policy_local {
+        let external = real(if cat.policies.external_local {
             &cat.local
         } else {
             &cat.cluster
@@ -611,7 +597,7 @@ pub fn render(
             entries: entries.remove(name).unwrap_or_default(),
         })
         .collect();
-    let restore = iptables_restore(input, &cfg, &sets, &no_node_access);
+    let restore = iptables_restore(input, &cfg, &mark, &sets, &no_node_access);
     Ok(IpvsRules {
         node: input.node.clone(),
         virtual_servers: servers.into_values().collect(),
@@ -626,10 +612,10 @@ pub fn render(
 fn iptables_restore(
     input: &ProxyInput,
     cfg: &ProxyConfig,
+    mark: &str,
     sets: &[IpvsSet],
     no_node_access: &[(Ipv4Addr, Protocol, u16)],
 ) -> String {
-    let mark = masquerade_mark(cfg.masquerade_bit);
     let set = |name: &str| sets.iter().find(|s| s.name == name);
     let nonempty = |name: &str| set(name).is_some_and(|s| !s.entries.is_empty());
     let comment = |name: &str| set(name).map(IpvsSet::rule_comment).unwrap_or_default();
@@ -848,7 +834,7 @@ impl IpvsRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_proxy::iptables::Endpoint;
+    use crate::kube_proxy::model::{Endpoint, ServicePort};
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 11);
 

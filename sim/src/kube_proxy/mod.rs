@@ -4,8 +4,8 @@
 //! ([`names`]). The oracle reads the same input, so what the rules do and what the
 //! oracle predicts come from one model.
 
-pub mod input;
 pub mod iptables;
 pub mod ipvs;
+pub mod model;
 pub mod names;
 pub mod nftables;

@@ -59,8 +59,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 
-use super::iptables::{
+use super::model::{
     ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, categorize_endpoints,
+    checked_mark, proxied_ports,
 };
 use crate::protocol::Protocol;
 use crate::render::names::hash16;
@@ -320,8 +321,8 @@ fn add_rule_commented(out: &mut String, chain: &str, rule: &str, comment: &str) 
 /// ServiceCIDRs.
 pub fn render(input: &ProxyInput, service_cidr: Option<Ipv4Net>) -> Result<NftRules, ProxyError> {
     let cfg = input.config;
-    let mark = super::iptables::checked_mark(&cfg)?;
-    let ports = super::iptables::proxied_ports(input);
+    let mark = checked_mark(&cfg)?;
+    let ports = proxied_ports(input);
     let mut seen: HashSet<(String, Protocol)> = HashSet::with_capacity(ports.len());
     let ctx = Ctx {
         cfg,
@@ -513,26 +514,25 @@ fn render_service(ctx: &Ctx<'_>, sp: &ServicePort, spn: String) -> ServiceBlock 
     let ep_chain = |i: usize| format!("{ENDPOINT_PREFIX}{}", ep_base[i]);
     let ep_set = |i: usize| format!("{AFFINITY_PREFIX}{}", ep_base[i]);
 
-    let externally_accessible = sp.externally_accessible();
-    let etp_local = sp.external_policy_local && externally_accessible;
-    let itp_local = sp.internal_policy_local;
-    let uses_cluster_eps = !itp_local || externally_accessible;
-    let uses_local_eps = itp_local || etp_local;
-    let has_endpoints = cat.has_endpoints;
-    let has_local = !cat.local.is_empty();
-    let uses_cluster_chain = !cat.cluster.is_empty() && uses_cluster_eps;
-    let uses_local_chain = has_local && uses_local_eps;
-    let (internal_chain, has_internal) = if itp_local {
-        (&local_chain, has_endpoints && has_local)
+    let chains = cat.chains();
+    let etp_local = chains.external_local;
+    let has_endpoints = chains.has_endpoints;
+    let (has_internal, has_external) = (chains.has_internal, chains.has_external);
+    let (uses_cluster_chain, uses_local_chain, uses_ext_chain) = (
+        chains.uses_cluster_chain,
+        chains.uses_local_chain,
+        chains.uses_ext_chain,
+    );
+    let internal_chain = if chains.internal_local {
+        &local_chain
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let (external_policy_chain, has_external) = if etp_local {
-        (&local_chain, has_endpoints && has_local)
+    let external_policy_chain = if etp_local {
+        &local_chain
     } else {
-        (&cluster_chain, has_endpoints)
+        &cluster_chain
     };
-    let uses_ext_chain = has_endpoints && externally_accessible;
     let uses_fw_chain =
         !sp.load_balancer_ips.is_empty() && !sp.load_balancer_source_ranges.is_empty();
     let (internal_verdict, external_verdict) = if !has_endpoints {
@@ -1088,7 +1088,7 @@ fn drop_expiry(item: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_proxy::iptables::Endpoint;
+    use crate::kube_proxy::model::Endpoint;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::{Case, OracleContext, Path, Prediction, Side, SideOutcome, decide, prediction, side};
 use crate::cluster::PolicyEngineKind;
-use crate::kube_proxy::iptables::{Endpoint, ServicePort, SessionAffinity};
+use crate::kube_proxy::model::{Endpoint, ServicePort, SessionAffinity, categorize_endpoints};
 use crate::matrix::Verdict;
 use crate::objects::ClusterObjects;
 use crate::peers::Peer;
@@ -680,27 +680,6 @@ fn fate_and_paths(
     (fate, paths)
 }
 
-/// Ready endpoints (else serving and terminating ones), as KUBE-SVC / KUBE-SVL use them.
-fn usable<'p>(sp: &'p ServicePort, on: Option<&str>) -> Vec<&'p Endpoint> {
-    let candidates: Vec<&Endpoint> = sp
-        .endpoints
-        .iter()
-        .filter(|e| on.is_none_or(|n| e.node.as_deref() == Some(n)))
-        .collect();
-    let ready: Vec<&Endpoint> = candidates.iter().copied().filter(|e| e.ready).collect();
-    let mut out = if ready.is_empty() {
-        candidates
-            .into_iter()
-            .filter(|e| e.serving && e.terminating)
-            .collect()
-    } else {
-        ready
-    };
-    out.sort_by_key(|e| (e.ip, e.port));
-    out.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
-    out
-}
-
 fn paths_via(
     ctx: &OracleContext,
     from: &Peer,
@@ -730,24 +709,26 @@ fn paths_via(
     {
         return vec![path(PathOutcome::SourceRange)];
     }
-    if usable(sp, None).is_empty() {
+    // kube-proxy on the entry node picks the endpoints.
+    let cat = categorize_endpoints(sp, entry);
+    let chains = cat.chains();
+    if !chains.has_endpoints {
         return vec![path(PathOutcome::NoEndpoints)];
     }
     // Which chain KUBE-EXT goes on to, and whether it masquerades.
     let from_pod = matches!(client, Client::Pod { .. });
     let from_entry_itself = matches!(client, Client::Node { node } if node == entry);
-    let (backends, masquerade) = if !sp.external_policy_local {
-        (usable(sp, None), true)
+    let (backends, masquerade) = if !chains.external_local {
+        (cat.cluster_endpoints(), true)
     } else if from_pod {
-        (usable(sp, None), false)
+        (cat.cluster_endpoints(), false)
     } else if from_entry_itself {
-        (usable(sp, None), true)
+        (cat.cluster_endpoints(), true)
     } else {
-        let local = usable(sp, Some(entry));
-        if local.is_empty() {
+        if !chains.has_external {
             return vec![path(PathOutcome::NoLocalEndpoints)];
         }
-        (local, false)
+        (cat.external_endpoints(), false)
     };
     backends
         .into_iter()

@@ -78,7 +78,7 @@ pub struct OracleContext<'a> {
     pub proxy: crate::cluster::ProxyKind,
     resolved: ResolvedPolicies,
     /// Every service port with its endpoints, as kube-proxy sees them.
-    service_ports: Vec<crate::kube_proxy::iptables::ServicePort>,
+    service_ports: Vec<crate::kube_proxy::model::ServicePort>,
 }
 
 impl<'a> OracleContext<'a> {
@@ -99,7 +99,7 @@ impl<'a> OracleContext<'a> {
             node_fabric: NodeFabric::new(),
             proxy: crate::cluster::ProxyKind::Iptables,
             resolved: policy::resolve(objects),
-            service_ports: crate::kube_proxy::input::service_ports(objects),
+            service_ports: crate::kube_proxy::model::service_ports(objects),
         }
     }
 

@@ -20,8 +20,8 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::kube_proxy::input::{ClusterIpFate, cluster_ip_fate, find_port};
-use crate::kube_proxy::iptables::SessionAffinity;
+use crate::kube_proxy::model::SessionAffinity;
+use crate::kube_proxy::model::{ClusterIpFate, cluster_ip_fate, find_port};
 use crate::matrix::Verdict;
 use crate::objects::pod_ip;
 use crate::peers::Peer;

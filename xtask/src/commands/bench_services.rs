@@ -22,9 +22,8 @@ use anyhow::{Context, Result, bail};
 use harness::netns::Netns;
 use harness::policy::{IPTABLES_RESTORE, run_in};
 use harness::proxy::nftables::{NFT, load};
-use sim::kube_proxy::iptables::{
-    self as ipt, Endpoint, ProxyConfig, ProxyInput, ServicePort, bootstrap_restore,
-};
+use sim::kube_proxy::iptables::{self as ipt, bootstrap_restore};
+use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
 use sim::kube_proxy::nftables as nft;
 use sim::protocol::Protocol;
 

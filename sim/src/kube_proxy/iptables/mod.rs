@@ -56,200 +56,20 @@ use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use ipnet::Ipv4Net;
-
+use super::model::endpoints::{Ep, Scratch, categorize, endpoint_list};
+use super::model::{
+    ProxyConfig, ProxyError, ProxyInput, ServicePort, SessionAffinity, TrafficPolicies,
+    checked_mark, proxied_ports,
+};
 use super::names::{
     self as pn, KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ,
     KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 use crate::protocol::Protocol;
 
-/// kube-proxy's default `--iptables-masquerade-bit`.
-pub const DEFAULT_MASQUERADE_BIT: u8 = 14;
-/// `DefaultClientIPServiceAffinitySeconds` (3 hours).
-pub const DEFAULT_CLIENT_IP_TIMEOUT_SECONDS: u32 = 10800;
-/// `MaxClientIPServiceAffinitySeconds` (1 day), the API's upper bound.
-pub const MAX_CLIENT_IP_TIMEOUT_SECONDS: u32 = 86400;
 /// Above this many endpoints in total, kube-proxy drops the comments of SVC→SEP and SEP
 /// rules ("large cluster mode").
 pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
-
-// ---------------------------------------------------------------------------------------
-// Input
-// ---------------------------------------------------------------------------------------
-
-/// kube-proxy's command-line knobs that change the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// `--iptables-masquerade-bit` (0-31): the mark is `1 << bit`.
-    pub masquerade_bit: u8,
-    /// `--masquerade-all`: masquerade every ClusterIP connection.
-    pub masquerade_all: bool,
-    /// `--iptables-localhost-nodeports` (default true): NodePorts answer on 127.0.0.1.
-    pub localhost_nodeports: bool,
-    /// Whether the iptables binary supports `--random-fully` (1.6.2 and later do).
-    pub random_fully: bool,
-    /// `net.netfilter.nf_conntrack_tcp_be_liberal` is non-zero: no INVALID drop rule.
-    pub conntrack_tcp_be_liberal: bool,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        Self {
-            masquerade_bit: DEFAULT_MASQUERADE_BIT,
-            masquerade_all: false,
-            localhost_nodeports: true,
-            random_fully: true,
-            conntrack_tcp_be_liberal: false,
-        }
-    }
-}
-
-/// Everything one node's kube-proxy knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyInput {
-    /// This node's name: endpoints whose `node` equals it are local.
-    pub node: String,
-    /// The node's address (kube-proxy `nodeIP`): a `loadBalancerSourceRanges` entry that
-    /// contains it also admits traffic from the load-balancer IPs themselves.
-    pub node_ip: Ipv4Addr,
-    /// The cluster-wide pod CIDR used to tell pod traffic from the rest
-    /// (`--cluster-cidr`, detect-local-mode ClusterCIDR). `None`: no local detector.
-    pub cluster_cidr: Option<Ipv4Net>,
-    pub config: ProxyConfig,
-    /// One entry per service port (a Service with two ports gives two entries).
-    pub services: Vec<ServicePort>,
-}
-
-/// `spec.sessionAffinity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SessionAffinity {
-    #[default]
-    None,
-    /// `ClientIP` with `sessionAffinityConfig.clientIP.timeoutSeconds`
-    /// ([`DEFAULT_CLIENT_IP_TIMEOUT_SECONDS`] when the Service does not say).
-    ClientIp { timeout_seconds: u32 },
-}
-
-/// One port of one Service, as kube-proxy's service map holds it (already filtered to
-/// IPv4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServicePort {
-    pub namespace: String,
-    pub name: String,
-    /// `ports[].name`; `None` (or empty) for an unnamed port.
-    pub port_name: Option<String>,
-    pub protocol: Protocol,
-    /// `None` for a headless Service (`clusterIP: None`): no rules at all.
-    pub cluster_ip: Option<Ipv4Addr>,
-    pub port: u16,
-    pub node_port: Option<u16>,
-    pub external_ips: Vec<Ipv4Addr>,
-    /// `status.loadBalancer.ingress[].ip` (VIP mode).
-    pub load_balancer_ips: Vec<Ipv4Addr>,
-    pub load_balancer_source_ranges: Vec<Ipv4Net>,
-    pub session_affinity: SessionAffinity,
-    /// `externalTrafficPolicy: Local` (only matters if the port is reachable from
-    /// outside: NodePort, external IPs or load-balancer IPs).
-    pub external_policy_local: bool,
-    /// `internalTrafficPolicy: Local`.
-    pub internal_policy_local: bool,
-    /// `spec.healthCheckNodePort` (LoadBalancer with `externalTrafficPolicy: Local`).
-    pub health_check_node_port: Option<u16>,
-    /// The endpoints of this port from the EndpointSlices, any order.
-    pub endpoints: Vec<Endpoint>,
-}
-
-impl ServicePort {
-    /// A plain ClusterIP service port with no endpoints yet.
-    pub fn cluster_ip(
-        namespace: &str,
-        name: &str,
-        port_name: Option<&str>,
-        protocol: Protocol,
-        cluster_ip: Ipv4Addr,
-        port: u16,
-    ) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            port_name: port_name.map(str::to_string),
-            protocol,
-            cluster_ip: Some(cluster_ip),
-            port,
-            node_port: None,
-            external_ips: Vec::new(),
-            load_balancer_ips: Vec::new(),
-            load_balancer_source_ranges: Vec::new(),
-            session_affinity: SessionAffinity::None,
-            external_policy_local: false,
-            internal_policy_local: false,
-            health_check_node_port: None,
-            endpoints: Vec::new(),
-        }
-    }
-
-    /// `ns/name:port` (or `ns/name`), the string in every comment and hash.
-    pub fn port_name_string(&self) -> String {
-        pn::service_port_name(&self.namespace, &self.name, self.port_name.as_deref())
-    }
-
-    /// Reachable through a NodePort, an external IP or a load-balancer IP
-    /// (`ExternallyAccessible`).
-    pub fn externally_accessible(&self) -> bool {
-        self.node_port.is_some_and(|p| p != 0)
-            || !self.load_balancer_ips.is_empty()
-            || !self.external_ips.is_empty()
-    }
-}
-
-/// One endpoint of a service port with its EndpointSlice conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    /// `nodeName`; `None` for hand-written endpoints outside the cluster (never local).
-    pub node: Option<String>,
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-}
-
-impl Endpoint {
-    /// A ready (and serving, not terminating) endpoint.
-    pub fn ready(ip: Ipv4Addr, port: u16, node: Option<&str>) -> Self {
-        Self {
-            ip,
-            port,
-            node: node.map(str::to_string),
-            ready: true,
-            serving: true,
-            terminating: false,
-        }
-    }
-
-    /// The endpoint of a pod that is being deleted: not ready, terminating, and serving
-    /// as long as its readiness probe still passes.
-    pub fn terminating(ip: Ipv4Addr, port: u16, node: Option<&str>, serving: bool) -> Self {
-        Self {
-            ip,
-            port,
-            node: node.map(str::to_string),
-            ready: false,
-            serving,
-            terminating: true,
-        }
-    }
-}
-
-/// Input kube-proxy itself would refuse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyError {
-    #[error("masquerade bit {0} is out of range (0-31)")]
-    MasqueradeBit(u8),
-    #[error("service port {0} ({1}) is listed twice")]
-    DuplicatePort(String, Protocol),
-}
 
 // ---------------------------------------------------------------------------------------
 // Output
@@ -376,43 +196,9 @@ pub struct ProxyRules {
     services: Vec<ServiceBlock>,
 }
 
-/// `fmt.Sprintf("%#08x", 1<<bit)`: Go pads the digits, not the prefix, to 8.
-pub fn masquerade_mark(bit: u8) -> String {
-    format!("{:#010x}", 1u32 << bit)
-}
-
 /// `computeProbability`: `1/n` with 10 decimals, as kube-proxy writes it.
 pub fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
-}
-
-/// The masquerade mark of `cfg`, or the error for a bit no mark can hold.
-pub fn checked_mark(cfg: &ProxyConfig) -> Result<String, ProxyError> {
-    if cfg.masquerade_bit > 31 {
-        return Err(ProxyError::MasqueradeBit(cfg.masquerade_bit));
-    }
-    Ok(masquerade_mark(cfg.masquerade_bit))
-}
-
-/// The service ports kube-proxy programs, in the order every renderer walks them: its
-/// service map holds only ports with a cluster IP (headless services and their
-/// endpoints get no rules and do not count towards the large-cluster limit), and they
-/// are sorted by namespace, name, port name and protocol (kube-proxy walks a Go map).
-pub fn proxied_ports(input: &ProxyInput) -> Vec<&ServicePort> {
-    let mut ports: Vec<&ServicePort> = input
-        .services
-        .iter()
-        .filter(|s| s.cluster_ip.is_some())
-        .collect();
-    ports.sort_by(|a, b| {
-        (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
-            &b.namespace,
-            &b.name,
-            &b.port_name,
-            b.protocol,
-        ))
-    });
-    ports
 }
 
 /// KUBE-POSTROUTING's masquerade of marked traffic and KUBE-MARK-MASQ, as kube-proxy
@@ -526,216 +312,6 @@ pub fn render(input: &ProxyInput) -> Result<ProxyRules, ProxyError> {
     })
 }
 
-/// `ip:port` as Go's `net.JoinHostPort` writes an IPv4 endpoint, kept on the stack
-/// (at most `255.255.255.255:65535`, 21 bytes).
-#[derive(Clone, Copy)]
-struct HostPort {
-    buf: [u8; 21],
-    len: u8,
-    /// Length of the address part.
-    ip_len: u8,
-}
-
-impl HostPort {
-    fn new(ip: Ipv4Addr, port: u16) -> Self {
-        let mut hp = HostPort {
-            buf: [0; 21],
-            len: 0,
-            ip_len: 0,
-        };
-        for (k, octet) in ip.octets().into_iter().enumerate() {
-            if k > 0 {
-                hp.push(b'.');
-            }
-            hp.push_decimal(u32::from(octet));
-        }
-        hp.ip_len = hp.len;
-        hp.push(b':');
-        hp.push_decimal(u32::from(port));
-        hp
-    }
-
-    fn push(&mut self, b: u8) {
-        self.buf[usize::from(self.len)] = b;
-        self.len += 1;
-    }
-
-    fn push_decimal(&mut self, n: u32) {
-        let mut digits = [0u8; 5];
-        let mut count = 0;
-        let mut n = n;
-        loop {
-            digits[count] = b'0' + (n % 10) as u8;
-            count += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for k in (0..count).rev() {
-            self.push(digits[k]);
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
-    }
-
-    fn ip(&self) -> &str {
-        std::str::from_utf8(&self.buf[..usize::from(self.ip_len)]).unwrap_or_default()
-    }
-}
-
-/// An endpoint as kube-proxy's endpoints map holds it.
-struct Ep<'a> {
-    src: &'a Endpoint,
-    /// `ip:port` (`BaseEndpointInfo.String()`).
-    text: HostPort,
-    local: bool,
-}
-
-impl Ep<'_> {
-    fn ready(&self) -> bool {
-        self.src.ready
-    }
-    fn serving_terminating(&self) -> bool {
-        self.src.serving && self.src.terminating
-    }
-}
-
-/// One entry per `ip:port` (a local copy wins, as in kube-proxy's slice cache), sorted
-/// by that string (kube-proxy's `byEndpoint`).
-fn endpoint_list<'a>(sp: &'a ServicePort, node: &str) -> Vec<Ep<'a>> {
-    let mut eps: Vec<Ep<'a>> = sp
-        .endpoints
-        .iter()
-        .map(|e| Ep {
-            src: e,
-            text: HostPort::new(e.ip, e.port),
-            local: e.node.as_deref() == Some(node),
-        })
-        .collect();
-    eps.sort_by(|a, b| {
-        a.text
-            .as_str()
-            .cmp(b.text.as_str())
-            .then(b.local.cmp(&a.local))
-    });
-    eps.dedup_by(|later, kept| later.text.as_str() == kept.text.as_str());
-    eps
-}
-
-/// Vectors reused from one service port to the next.
-#[derive(Default)]
-struct Scratch {
-    /// Indexes into the endpoint list: used with the Cluster policy, with the Local
-    /// policy, and reachable from this node (the union).
-    cluster: Vec<usize>,
-    local: Vec<usize>,
-    reachable: Vec<usize>,
-    /// SEP chain names, indexed like the endpoint list (empty when not reachable).
-    seps: Vec<String>,
-}
-
-/// `CategorizeEndpoints` (no topology hints): fills the cluster, local and reachable
-/// lists of `scratch` and says whether the service has usable endpoints anywhere.
-fn categorize(eps: &[Ep<'_>], uses_cluster: bool, uses_local: bool, scratch: &mut Scratch) -> bool {
-    let pick = |out: &mut Vec<usize>, f: &dyn Fn(&Ep<'_>) -> bool| {
-        out.clear();
-        out.extend(eps.iter().enumerate().filter(|(_, e)| f(e)).map(|(i, _)| i));
-    };
-    let Scratch {
-        cluster,
-        local,
-        reachable,
-        ..
-    } = scratch;
-    cluster.clear();
-    local.clear();
-    let mut has_any = false;
-    if uses_cluster {
-        pick(cluster, &|e| e.ready());
-        // No ready endpoint anywhere: fall back to serving, terminating ones so that
-        // connections drain during a rollout.
-        if cluster.is_empty() {
-            pick(cluster, &|e| e.serving_terminating());
-        }
-        has_any = !cluster.is_empty();
-    }
-    if !uses_local {
-        reachable.clone_from(cluster);
-        return has_any;
-    }
-    let mut local_ready = false;
-    let mut local_serving_terminating = false;
-    for e in eps {
-        if e.ready() {
-            has_any = true;
-            local_ready |= e.local;
-        } else if e.serving_terminating() {
-            has_any = true;
-            local_serving_terminating |= e.local;
-        }
-    }
-    let mut use_serving_terminating = false;
-    if local_ready {
-        pick(local, &|e| e.local && e.ready());
-    } else if local_serving_terminating {
-        use_serving_terminating = true;
-        pick(local, &|e| e.local && e.serving_terminating());
-    }
-    if !uses_cluster {
-        reachable.clone_from(local);
-    } else if !use_serving_terminating {
-        // Every ready endpoint is in `cluster`, so it contains all of `local`.
-        reachable.clone_from(cluster);
-    } else {
-        let set: BTreeSet<usize> = cluster.iter().chain(local.iter()).copied().collect();
-        reachable.clear();
-        reachable.extend(set);
-    }
-    has_any
-}
-
-/// [`categorize_endpoints`]'s answer: kube-proxy's `CategorizeEndpoints` for one
-/// service port, shared with the other proxy renderers (nftables) so that every mode
-/// picks the same endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CategorizedEndpoints<'a> {
-    /// One per `ip:port` (a local copy wins), sorted by that string: kube-proxy's order.
-    pub endpoints: Vec<&'a Endpoint>,
-    /// Indexes into `endpoints`: used with the Cluster policy, with the Local policy,
-    /// and reachable from this node (the union, what gets an endpoint chain).
-    pub cluster: Vec<usize>,
-    pub local: Vec<usize>,
-    pub reachable: Vec<usize>,
-    /// The service has usable endpoints somewhere (not necessarily on this node).
-    pub has_endpoints: bool,
-}
-
-/// `CategorizeEndpoints` for `sp` as node `node`'s kube-proxy sees it, with the
-/// traffic-policy flags worked out as `syncProxyRules` does.
-pub fn categorize_endpoints<'a>(sp: &'a ServicePort, node: &str) -> CategorizedEndpoints<'a> {
-    let eps = endpoint_list(sp, node);
-    let externally_accessible = sp.externally_accessible();
-    let etp_local = sp.external_policy_local && externally_accessible;
-    let itp_local = sp.internal_policy_local;
-    let mut scratch = Scratch::default();
-    let has_endpoints = categorize(
-        &eps,
-        !itp_local || externally_accessible,
-        itp_local || etp_local,
-        &mut scratch,
-    );
-    CategorizedEndpoints {
-        endpoints: eps.iter().map(|e| e.src).collect(),
-        cluster: scratch.cluster,
-        local: scratch.local,
-        reachable: scratch.reachable,
-        has_endpoints,
-    }
-}
-
 /// The chain names of `:NAME - [0:0]` lines.
 fn declared_names(decls: &str) -> impl Iterator<Item = &str> {
     decls
@@ -801,26 +377,31 @@ fn render_service(
     let ext_chain = format!("{}{hash}", pn::EXT_PREFIX);
     let fw_chain = format!("{}{hash}", pn::FW_PREFIX);
 
-    let externally_accessible = sp.externally_accessible();
-    let etp_local = sp.external_policy_local && externally_accessible;
-    let itp_local = sp.internal_policy_local;
-    let uses_cluster_eps = !itp_local || externally_accessible;
-    let uses_local_eps = itp_local || etp_local;
-    let has_endpoints = categorize(eps, uses_cluster_eps, uses_local_eps, scratch);
-    let has_local = !scratch.local.is_empty();
-    let uses_cluster_chain = !scratch.cluster.is_empty() && uses_cluster_eps;
-    let uses_local_chain = has_local && uses_local_eps;
-    let (internal_chain, has_internal) = if itp_local {
-        (&svl_chain, has_endpoints && has_local)
+    let policies = TrafficPolicies::of(sp);
+    let has_endpoints = categorize(
+        eps,
+        policies.uses_cluster_endpoints(),
+        policies.uses_local_endpoints(),
+        scratch,
+    );
+    let chains = policies.chains(
+        has_endpoints,
+        !scratch.cluster.is_empty(),
+        !scratch.local.is_empty(),
+    );
+    let etp_local = chains.external_local;
+    let (has_internal, has_external) = (chains.has_internal, chains.has_external);
+    let (uses_cluster_chain, uses_local_chain, uses_ext_chain) = (
+        chains.uses_cluster_chain,
+        chains.uses_local_chain,
+        chains.uses_ext_chain,
+    );
+    let internal_chain = if chains.internal_local {
+        &svl_chain
     } else {
-        (&svc_chain, has_endpoints)
+        &svc_chain
     };
-    let (external_policy_chain, has_external) = if etp_local {
-        (&svl_chain, has_endpoints && has_local)
-    } else {
-        (&svc_chain, has_endpoints)
-    };
-    let uses_ext_chain = has_endpoints && externally_accessible;
+    let external_policy_chain = if etp_local { &svl_chain } else { &svc_chain };
     let uses_fw_chain = has_endpoints
         && !sp.load_balancer_ips.is_empty()
         && !sp.load_balancer_source_ranges.is_empty();

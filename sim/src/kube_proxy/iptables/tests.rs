@@ -1,6 +1,7 @@
 //! The renderer against kube-proxy's own rules, one service type at a time.
 
 use super::*;
+use crate::kube_proxy::model::{Endpoint, masquerade_mark};
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

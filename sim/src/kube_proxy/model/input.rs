@@ -1,21 +1,17 @@
 //! What one node's kube-proxy knows, computed from the cluster's objects: the glue between
 //! the Services and their computed endpoints ([`crate::services::endpoints`]) and the proxy
-//! renderers' input ([`crate::kube_proxy::iptables::ProxyInput`]). kube-proxy builds the
+//! renderers' input ([`super::ProxyInput`]). kube-proxy builds the
 //! same thing from its Service and EndpointSlice informers: one entry per service port
 //! (headless ones included, which the renderer skips as kube-proxy does), the port's
 //! endpoints with their node and EndpointSlice conditions, and the node's own name,
 //! address and the cluster's pod CIDR (`--cluster-cidr`, the local-traffic detector).
 //!
-//! It also answers the question the oracle asks of a ClusterIP:
-//! [`cluster_ip_backends`] says which endpoints a connection from a given node can land
-//! on, following kube-proxy's `CategorizeEndpoints` for internal traffic.
+//! It also finds the port a probe cell means ([`find_port`]).
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 
-use crate::kube_proxy::iptables::{
-    Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity,
-};
+use super::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
 use crate::objects::ClusterObjects;
 use crate::plan::Plan;
 use crate::services::endpoints::{self, ServiceEndpoints};
@@ -143,63 +139,6 @@ pub fn service_ports_of(svc: &Service, computed: &ServiceEndpoints) -> Vec<Servi
         .collect()
 }
 
-/// The endpoints a connection to the port's ClusterIP, made on node `node` (by one of
-/// its pods or by the node itself), can be DNATed to: kube-proxy's `CategorizeEndpoints`
-/// for internal traffic. With `internalTrafficPolicy: Cluster`, the ready endpoints, or
-/// if none is ready anywhere the serving and terminating ones; with `Local`, the same
-/// choice among the endpoints on `node` only. Empty means the connection is refused
-/// (no endpoints: REJECT) or dropped (Local without local endpoints: DROP); see
-/// [`ClusterIpFate`]. Sorted by `ip:port` text, kube-proxy's order.
-pub fn cluster_ip_backends<'a>(port: &'a ServicePort, node: &str) -> Vec<&'a Endpoint> {
-    let candidates: Vec<&Endpoint> = port
-        .endpoints
-        .iter()
-        .filter(|e| !port.internal_policy_local || e.node.as_deref() == Some(node))
-        .collect();
-    let ready: Vec<&Endpoint> = candidates.iter().copied().filter(|e| e.ready).collect();
-    let mut out = if ready.is_empty() {
-        candidates
-            .into_iter()
-            .filter(|e| e.serving && e.terminating)
-            .collect()
-    } else {
-        ready
-    };
-    out.sort_by_key(|e| format!("{}:{}", e.ip, e.port));
-    out.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
-    out
-}
-
-/// What happens to a new connection to a ClusterIP port, seen from one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterIpFate<'a> {
-    /// DNATed to one of these, chosen at random (or pinned by ClientIP affinity).
-    Backends(Vec<&'a Endpoint>),
-    /// No usable endpoint anywhere: filter KUBE-SERVICES REJECTs it
-    /// (`icmp-port-unreachable`, sent by the node).
-    Rejected,
-    /// `internalTrafficPolicy: Local` and no usable endpoint on this node: filter
-    /// KUBE-SERVICES DROPs it (the client waits out its deadline).
-    DroppedNoLocal,
-}
-
-/// The fate of a connection to `port`'s ClusterIP made on `node`.
-pub fn cluster_ip_fate<'a>(port: &'a ServicePort, node: &str) -> ClusterIpFate<'a> {
-    let backends = cluster_ip_backends(port, node);
-    if !backends.is_empty() {
-        return ClusterIpFate::Backends(backends);
-    }
-    let anywhere = port
-        .endpoints
-        .iter()
-        .any(|e| e.ready || (e.serving && e.terminating));
-    if port.internal_policy_local && anywhere {
-        ClusterIpFate::DroppedNoLocal
-    } else {
-        ClusterIpFate::Rejected
-    }
-}
-
 /// Service `namespace/name`'s port numbered `port` with `protocol` (what a probe cell
 /// `svc/NS/NAME:PORT` on `PROTO/PORT` means), as the renderer sees it, if it has one.
 pub fn find_port<'a>(
@@ -219,6 +158,7 @@ mod tests {
     use super::*;
     use crate::cluster::ClusterConfig;
     use crate::kube_proxy::iptables::render;
+    use crate::kube_proxy::model::{ClusterIpFate, cluster_ip_backends, cluster_ip_fate};
     use crate::objects::{Object, PodRef};
     use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod};
     use serde_json::{Value, json};
