@@ -61,7 +61,8 @@ Prot LocalAddress:Port Scheduler Flags\n  \
 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
 
 /// One real server (`-> ip:port Masq 1`): kube-proxy uses NAT forwarding ("Masq") and
-/// weight 1 (0 only while a terminating endpoint drains, which knetlab never has).
+/// weight 1 (0 only while a removed real server drains its open connections, which a
+/// rendering of one sync never shows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RealServer {
     pub address: Ipv4Addr,

@@ -19,6 +19,13 @@
 //! (EndpointSlice: `ready: false, serving: false`) and proxies skip them, unless the
 //! Service sets `publishNotReadyAddresses`.
 //!
+//! **Terminating.** A pod with `metadata.deletionTimestamp` is being deleted within its
+//! grace period: EndpointSlices keep it with `terminating: true` and `ready: false`
+//! (`serving` still its readiness), so that kube-proxy can fall back to serving,
+//! terminating endpoints while none is ready; `v1/Endpoints` leaves it out. knetlab
+//! itself deletes pods at once, so only a manifest that carries the field (a pod caught
+//! mid-deletion) gives one.
+//!
 //! The result is kept as one [`Address`] per backend with the ports it serves, which
 //! gives the three shapes downstream code wants: per service port
 //! ([`ServiceEndpoints::for_port`], what kube-proxy programs), `v1/Endpoints`
@@ -105,6 +112,8 @@ pub struct Address {
     pub ready: bool,
     /// The pod's own readiness (EndpointSlice `serving`).
     pub serving: bool,
+    /// The pod is being deleted (`deletionTimestamp` set; EndpointSlice `terminating`).
+    pub terminating: bool,
     /// The node the pod runs on; hand-written endpoints have none unless they say so.
     pub node: Option<String>,
     /// The pod (hand-written endpoints: the `targetRef`, if it names a pod).
@@ -146,6 +155,7 @@ pub struct Endpoint {
     pub port: u16,
     pub ready: bool,
     pub serving: bool,
+    pub terminating: bool,
     pub node: Option<String>,
     pub pod: Option<PodRef>,
 }
@@ -211,6 +221,7 @@ fn from_pods(
         .filter_map(|(r, pod)| {
             let ip = pod_ip(pod)?;
             let serving = pod_ready(pod);
+            let terminating = pod.metadata.deletion_timestamp.is_some();
             let mut ports: Vec<EndpointPort> = service_ports
                 .iter()
                 .filter_map(|sp| {
@@ -228,8 +239,10 @@ fn from_pods(
                 .and_then(|s| s.hostname.clone());
             Some(Address {
                 ip,
-                ready: serving || publish_not_ready,
+                // A terminating pod is never ready, unless not-ready ones are published.
+                ready: publish_not_ready || (serving && !terminating),
                 serving,
+                terminating,
                 node: pod_node(pod).map(str::to_string),
                 pod: Some(r.clone()),
                 hostname,
@@ -267,6 +280,7 @@ fn from_endpoints(ep: &Endpoints) -> Vec<Address> {
                     ip,
                     ready,
                     serving: ready,
+                    terminating: false,
                     node: a.node_name.clone(),
                     pod: a
                         .target_ref
@@ -302,6 +316,7 @@ impl ServiceEndpoints {
                         port: p.port,
                         ready: a.ready,
                         serving: a.serving,
+                        terminating: a.terminating,
                         node: a.node.clone(),
                         pod: a.pod.clone(),
                     })
@@ -362,6 +377,9 @@ impl ServiceEndpoints {
                     let v: Vec<EndpointAddress> = addresses
                         .iter()
                         .filter(|a| a.ready == ready)
+                        // The endpoints controller leaves terminating pods out (unless
+                        // not-ready addresses are published, which makes them ready).
+                        .filter(|a| a.ready || !a.terminating)
                         .map(|a| EndpointAddress {
                             ip: a.ip.to_string(),
                             hostname: a.hostname.clone(),
@@ -441,7 +459,7 @@ impl ServiceEndpoints {
                         conditions: Some(EndpointConditions {
                             ready: Some(a.ready),
                             serving: Some(a.serving),
-                            terminating: Some(false),
+                            terminating: Some(a.terminating),
                         }),
                         hostname: a.hostname.clone(),
                         node_name: a.node.clone(),

@@ -16,9 +16,9 @@ use crate::objects::ClusterObjects;
 use crate::plan::Plan;
 use crate::services::endpoints::{self, ServiceEndpoints};
 use crate::services::{
-    DEFAULT_AFFINITY_TIMEOUT, cluster_ip, external_ips, external_policy_local,
+    DEFAULT_AFFINITY_TIMEOUT, ServiceType, cluster_ip, external_ips, external_policy_local,
     externally_accessible, internal_policy_local, load_balancer_ips, port_name, port_protocol,
-    ports,
+    ports, service_type,
 };
 
 /// Why no input can be built for a node.
@@ -95,7 +95,11 @@ pub fn service_ports_of(svc: &Service, computed: &ServiceEndpoints) -> Vec<Servi
         .collect();
     // `externalTrafficPolicy` only means something for a port reachable from outside.
     let etp_local = externally_accessible(svc) && external_policy_local(svc);
+    // kube-proxy keeps the health-check node port only of a Service that needs one
+    // (`NeedsHealthCheck`: LoadBalancer with `externalTrafficPolicy: Local`).
+    let needs_health_check = service_type(svc) == ServiceType::LoadBalancer && etp_local;
     let health = spec
+        .filter(|_| needs_health_check)
         .and_then(|s| s.health_check_node_port)
         .and_then(|n| u16::try_from(n).ok())
         .filter(|n| *n != 0);
@@ -130,8 +134,7 @@ pub fn service_ports_of(svc: &Service, computed: &ServiceEndpoints) -> Vec<Servi
                         node: e.node,
                         ready: e.ready,
                         serving: e.serving,
-                        // knetlab deletes pods at once: nothing is ever terminating.
-                        terminating: false,
+                        terminating: e.terminating,
                     })
                     .collect(),
             })
@@ -286,6 +289,87 @@ mod tests {
             .filter(|c| c.starts_with("KUBE-SEP-"))
             .count();
         assert_eq!(seps, backends.len());
+    }
+
+    #[test]
+    fn pods_being_deleted_are_terminating_endpoints_used_only_when_none_is_ready() {
+        let mut o = objects();
+        service(
+            &mut o,
+            json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        );
+        // web-1 and web-2 (the ready ones) are being deleted within their grace period.
+        for name in ["web-1", "web-2"] {
+            let key = PodRef::new("default", name);
+            let mut pod = o.pods[&key].clone();
+            pod.metadata.deletion_timestamp =
+                Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+            o.apply(Object::Pod(pod));
+        }
+        let input = proxy_input(&o, &plan(), "n1").unwrap();
+        let port = &input.services[0];
+        let conditions: Vec<(String, bool, bool, bool)> = port
+            .endpoints
+            .iter()
+            .map(|e| (e.ip.to_string(), e.ready, e.serving, e.terminating))
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                ("10.244.1.2".into(), false, true, true),
+                ("10.244.2.2".into(), false, true, true),
+                ("10.244.2.3".into(), false, false, false),
+            ]
+        );
+        // No ready endpoint anywhere: kube-proxy falls back to the serving, terminating ones.
+        let backends: Vec<String> = cluster_ip_backends(port, "n1")
+            .iter()
+            .map(|e| e.ip.to_string())
+            .collect();
+        assert_eq!(backends, ["10.244.1.2", "10.244.2.2"]);
+        // v1/Endpoints leaves terminating pods out; EndpointSlices keep them.
+        let svc = &o.services[&("default".to_string(), "web".to_string())];
+        let computed = crate::services::endpoints::compute(&o, svc);
+        let listed = computed.to_endpoints(svc).unwrap();
+        let listed: Vec<String> = listed
+            .subsets
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                s.not_ready_addresses
+                    .iter()
+                    .chain(s.addresses.iter())
+                    .flatten()
+            })
+            .map(|a| a.ip.clone())
+            .collect();
+        assert_eq!(listed, ["10.244.2.3"]);
+        let terminating = computed
+            .slices(svc)
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.terminating) == Some(true))
+            .count();
+        assert_eq!(terminating, 2);
+    }
+
+    #[test]
+    fn only_a_load_balancer_with_local_policy_keeps_its_health_check_port() {
+        let o = objects();
+        let health = |ty: &str, policy: &str| {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": "web"},
+                "spec": {"type": ty, "externalTrafficPolicy": policy, "clusterIP": "10.96.0.10",
+                    "healthCheckNodePort": 32000, "selector": {"app": "web"},
+                    "ports": [{"port": 80, "nodePort": 30080}]}}))
+            .unwrap();
+            let computed = crate::services::endpoints::compute(&o, &svc);
+            service_ports_of(&svc, &computed)[0].health_check_node_port
+        };
+        assert_eq!(health("LoadBalancer", "Local"), Some(32000));
+        assert_eq!(health("LoadBalancer", "Cluster"), None);
+        assert_eq!(health("NodePort", "Local"), None);
     }
 
     #[test]

@@ -106,7 +106,9 @@ pub struct ServicePort {
     pub external_policy_local: bool,
     /// `internalTrafficPolicy: Local`.
     pub internal_policy_local: bool,
-    /// `spec.healthCheckNodePort` (LoadBalancer with `externalTrafficPolicy: Local`).
+    /// `spec.healthCheckNodePort`, which kube-proxy keeps only for a LoadBalancer
+    /// Service with `externalTrafficPolicy: Local` (`NeedsHealthCheck`); every mode
+    /// opens it when set.
     pub health_check_node_port: Option<u16>,
     /// The endpoints of this port from the EndpointSlices, any order.
     pub endpoints: Vec<Endpoint>,
