@@ -110,3 +110,43 @@ pub fn run(global: &Global, command: Command, how: Invocation) -> u8 {
         Command::Down(args) => commands::down::main(args),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        global: Global,
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn the_commands_parse_with_the_global_options_anywhere() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "knetlab",
+            "scenario",
+            "default-deny",
+            "--json",
+            "-vv",
+            "--scenarios",
+            "/tmp",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.verbose, 2);
+        assert_eq!(
+            cli.global.scenarios.as_deref(),
+            Some(std::path::Path::new("/tmp"))
+        );
+        assert!(
+            matches!(cli.command, Command::Scenario(a) if a.json && a.scenario == "default-deny")
+        );
+        let cli =
+            Cli::try_parse_from(["knetlab", "exec", "x/a", "--", "ip", "-br", "addr"]).unwrap();
+        assert!(matches!(cli.command, Command::Exec(a) if a.command == ["ip", "-br", "addr"]));
+    }
+}

@@ -3,6 +3,8 @@
 //! default, `-v` adds debug events, `-vv` trace; `RUST_LOG` (env-filter syntax) wins
 //! over both.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; a second call (tests, xtask after knetlab) does nothing.
@@ -20,6 +22,8 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person watching, not in captured logs.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(verbose > 0)
         .without_time()
         .try_init();
