@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
-use pnet::datalink::{self, Channel};
+use pnet_datalink::{self as datalink, Channel};
 use pnet_packet::Packet;
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet_packet::ip::IpNextHeaderProtocols;

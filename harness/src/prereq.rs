@@ -1,5 +1,5 @@
 //! The system pieces knetlab needs (the CNI reference plugins, iproute2, iptables, ipset,
-//! nftables; nginx and openssl for scenarios with an Ingress), checked before anything is
+//! nftables; nginx for scenarios with an Ingress), checked before anything is
 //! built. As root, missing Debian packages are installed; otherwise the exact command to
 //! run is printed.
 
@@ -61,17 +61,12 @@ const NEEDS: &[Need] = &[
 ];
 
 /// What scenarios with an Ingress also need: the controller pod runs Debian's nginx
-/// (`openssl` generates the certificates a scenario does not give).
-const INGRESS_NEEDS: &[Need] = &[
-    Need {
-        path: "/usr/sbin/nginx",
-        package: "nginx",
-    },
-    Need {
-        path: "/usr/bin/openssl",
-        package: "openssl",
-    },
-];
+/// (the certificates a scenario does not give are made in-process, see
+/// `ingress::certificate`).
+const INGRESS_NEEDS: &[Need] = &[Need {
+    path: "/usr/sbin/nginx",
+    package: "nginx",
+}];
 
 /// The Debian packages the ingress controller needs that are missing.
 pub fn missing_ingress_packages() -> Vec<&'static str> {
@@ -85,7 +80,7 @@ pub fn missing_ingress_packages() -> Vec<&'static str> {
     pkgs
 }
 
-/// Makes sure nginx and openssl are there for a scenario with an Ingress: installs them
+/// Makes sure nginx is there for a scenario with an Ingress: installs it
 /// when root, otherwise fails with the command to run. Debian's nginx package would
 /// start its own service in the host's namespaces where services may start (not in
 /// containers with a `policy-rc.d` that forbids it, like this one); knetlab never uses

@@ -1,20 +1,23 @@
 //! HTTP(S) requests through the ingress controller from inside a client's namespace (an
 //! external host or a pod), to the controller's NodePort on a node address, with the
 //! scenario's Host header and, over HTTPS, its SNI name. Plain HTTP is a small HTTP/1.1
-//! exchange over a tokio socket created in the client's namespace. HTTPS uses Debian's
-//! `openssl s_client` run in that namespace (no Rust TLS crate is in the package list
-//! this project draws from); it accepts the self-signed certificate, which is the
-//! scenario's own. Either way the answer is parsed into a status code and the backend
-//! pod, named by the body our pod servers send (see `probe::server`).
+//! exchange over a tokio socket created in the client's namespace. HTTPS is the same
+//! exchange inside TLS (rustls, see [`super::tls`]) on such a socket, with the host as
+//! SNI; it accepts the self-signed certificate, which is the scenario's own, and notes
+//! whether it names the host. Either way the answer is parsed into a status code and the
+//! backend pod, named by the body our pod servers send (see `probe::server`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sim::ingress::Scheme;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
+use super::tls::{self, ServedCertificate};
 use crate::netns::Netns;
 
 /// How long one request may take: above nginx's upstream connect timeout (2 s), so a
@@ -42,6 +45,8 @@ pub struct Response {
     pub backend: Option<String>,
     /// The `Location` of a redirect.
     pub location: Option<String>,
+    /// Over HTTPS: what the certificate the controller served showed.
+    pub certificate: Option<ServedCertificate>,
     pub error: Option<String>,
     pub ms: f64,
 }
@@ -57,14 +62,17 @@ pub fn request_text(host: &str, path: &str) -> String {
 pub async fn get(req: &Request<'_>) -> Response {
     let t = Instant::now();
     let raw = match req.scheme {
-        Scheme::Http => tokio::time::timeout(REQUEST_TIMEOUT, plain(req)).await,
-        Scheme::Https => tokio::time::timeout(REQUEST_TIMEOUT, tls(req)).await,
+        Scheme::Http => tokio::time::timeout(REQUEST_TIMEOUT, plain(req))
+            .await
+            .map(|r| r.map(|bytes| (bytes, None))),
+        Scheme::Https => tokio::time::timeout(REQUEST_TIMEOUT, https(req)).await,
     };
     let ms = (t.elapsed().as_secs_f64() * 1e5).round() / 100.0;
     match raw {
-        Ok(Ok(bytes)) => {
+        Ok(Ok((bytes, certificate))) => {
             let mut r = parse(&bytes);
             r.ms = ms;
+            r.certificate = certificate;
             r
         }
         Ok(Err(e)) => Response {
@@ -80,68 +88,69 @@ pub async fn get(req: &Request<'_>) -> Response {
     }
 }
 
-async fn plain(req: &Request<'_>) -> Result<Vec<u8>, String> {
+/// A TCP connection to the request's address from a socket made in the client's
+/// namespace.
+async fn connect(req: &Request<'_>) -> Result<TcpStream, String> {
     let sock = req.client.enter(TcpSocket::new_v4).map_err(|e| {
         format!(
             "create a TCP socket in namespace {}: {e}",
             req.client.name()
         )
     })?;
-    let mut stream = sock
-        .connect(SocketAddr::V4(req.addr))
+    sock.connect(SocketAddr::V4(req.addr))
         .await
-        .map_err(|e| format!("connect to {}: {e}", req.addr))?;
+        .map_err(|e| format!("connect to {}: {e}", req.addr))
+}
+
+async fn plain(req: &Request<'_>) -> Result<Vec<u8>, String> {
+    let mut stream = connect(req).await?;
     stream
         .write_all(request_text(req.host, req.path).as_bytes())
         .await
         .map_err(|e| format!("send the request to {}: {e}", req.addr))?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("read the answer from {}: {e}", req.addr))?;
-    Ok(buf)
+    read_answer(&mut stream, req).await
 }
 
-async fn tls(req: &Request<'_>) -> Result<Vec<u8>, String> {
-    let mut child = req
-        .client
-        .tokio_command("openssl")
-        .args(["s_client", "-quiet", "-ign_eof", "-connect"])
-        .arg(req.addr.to_string())
-        .arg("-servername")
-        .arg(req.host)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "start openssl s_client in namespace {}: {e}",
-                req.client.name()
-            )
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(request_text(req.host, req.path).as_bytes())
-            .await
-            .map_err(|e| format!("send the request to openssl s_client: {e}"))?;
-        // Closing stdin is fine with -ign_eof: s_client waits for the server to close.
-    }
-    let out = child
-        .wait_with_output()
+/// The request over TLS with the host as SNI, and what the served certificate showed.
+async fn https(req: &Request<'_>) -> Result<(Vec<u8>, Option<ServedCertificate>), String> {
+    let (config, check) = tls::client_config()?;
+    let name = ServerName::try_from(req.host.to_string())
+        .map_err(|e| format!("{:?} cannot be sent as a TLS server name: {e}", req.host))?;
+    let tcp = connect(req).await?;
+    let mut stream = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
         .await
-        .map_err(|e| format!("wait for openssl s_client: {e}"))?;
-    if out.stdout.is_empty() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").trim().to_string();
-        return Err(format!(
-            "TLS to {} (SNI {}) gave no answer ({}): {last}",
-            req.addr, req.host, out.status
-        ));
+        .map_err(|e| format!("TLS to {} (SNI {}): {e}", req.addr, req.host))?;
+    stream
+        .write_all(request_text(req.host, req.path).as_bytes())
+        .await
+        .map_err(|e| format!("send the request to {} over TLS: {e}", req.addr))?;
+    let answer = read_answer(&mut stream, req).await?;
+    let served = check.served();
+    if let Some(s) = served.as_ref().filter(|s| !s.matches_host) {
+        tracing::debug!(
+            "{} served a certificate for SNI {} that does not name it: {}",
+            req.addr,
+            req.host,
+            s.problems.join("; ")
+        );
     }
-    Ok(out.stdout)
+    Ok((answer, served))
+}
+
+/// Reads until the server closes. A peer that closes without TLS's close_notify (which
+/// rustls reports as an unexpected end) still gave its whole answer with
+/// `Connection: close`.
+async fn read_answer(
+    stream: &mut (impl AsyncRead + Unpin),
+    req: &Request<'_>,
+) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    match stream.read_to_end(&mut buf).await {
+        Ok(_) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Ok(buf),
+        Err(e) => Err(format!("read the answer from {}: {e}", req.addr)),
+    }
 }
 
 /// Parses an HTTP/1.x answer: status line, headers, body.
@@ -183,6 +192,7 @@ pub fn parse(bytes: &[u8]) -> Response {
         status,
         backend,
         location,
+        certificate: None,
         ms: 0.0,
     }
 }

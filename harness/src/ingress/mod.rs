@@ -11,10 +11,14 @@
 //! [`Controller::stop`] ends the master by its pid (TERM, then KILL), which takes the
 //! workers with it; dropping a controller stops it too.
 //!
-//! The HTTP(S) probes through it are in [`client`].
+//! The HTTP(S) probes through it are in [`client`] (TLS settings in [`tls`]); the
+//! self-signed certificates it serves for Secrets a scenario does not give are made by
+//! [`certificate`].
 
+pub mod certificate;
 pub mod checks;
 pub mod client;
+pub mod tls;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -247,7 +251,7 @@ impl Controller {
     }
 
     /// Writes each certificate the model needs: the Secret's own, or a self-signed one
-    /// made with `openssl req` for the hosts (once; again only if the hosts change), and
+    /// made with rcgen for the hosts (once; again only if the hosts change), and
     /// the default certificate when some host is served over TLS. Returns what it
     /// generated in this call.
     fn write_certificates(&mut self, model: &IngressModel) -> Result<Vec<String>> {
@@ -341,43 +345,26 @@ impl Drop for Controller {
     }
 }
 
+/// Writes a certificate or key readable by root only (nginx's master reads them).
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("write {}", path.display()))
 }
 
-/// A self-signed certificate and key (EC P-256, fast to make) in `dir/NAME.crt|key`.
+/// A self-signed certificate and key ([`certificate::self_signed`]) in `dir/NAME.crt|key`.
 fn self_signed(dir: &Path, name: &str, cn: &str, hosts: &[String]) -> Result<()> {
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-    ])
-    .args(["-nodes", "-days", "3650", "-subj"])
-    .arg(format!("/O=knetlab/CN={cn}"))
-    .arg("-keyout")
-    .arg(dir.join(format!("{name}.key")))
-    .arg("-out")
-    .arg(dir.join(format!("{name}.crt")));
-    if !hosts.is_empty() {
-        let san: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
-        cmd.arg("-addext")
-            .arg(format!("subjectAltName={}", san.join(",")));
-    }
-    let out = cmd
-        .output()
-        .with_context(|| format!("run openssl req for the certificate {name}"))?;
-    if !out.status.success() {
-        bail!(
-            "openssl req for {name} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let (crt, key) = certificate::self_signed(cn, hosts)
+        .with_context(|| format!("make the self-signed certificate {name} (CN {cn})"))?;
+    write_private(&dir.join(format!("{name}.key")), &key)?;
+    write_private(&dir.join(format!("{name}.crt")), &crt)
 }
 
 /// The children of a process (nginx's workers), from /proc.

@@ -96,7 +96,7 @@ pub(super) async fn ingress_step(
     let mut notes = model.notes.clone();
     for g in &sync.generated_certificates {
         notes.push(format!(
-            "generated a self-signed certificate for Secret {g} with openssl"
+            "generated a self-signed certificate for Secret {g} with rcgen"
         ));
     }
     // The NodePort answers on every node: the checks take the nodes whose link is up in

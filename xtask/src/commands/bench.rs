@@ -12,7 +12,7 @@ use std::time::Duration;
 use harness::run::{RunOptions, RunReport};
 use sim::scenario::{DenyStyle, Scenario};
 
-use crate::scenario_files;
+use knetlab::scenarios::Catalog;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,7 +71,7 @@ pub fn main(args: Args) -> u8 {
         return super::bench_scale::main(&sizes, args.runs.unwrap_or(1), args.no_write);
     }
     let runs = args.runs.unwrap_or(7);
-    let path = match scenario_files::resolve(&args.scenario) {
+    let path = match Catalog::locate(None, true).and_then(|c| c.resolve(&args.scenario)) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

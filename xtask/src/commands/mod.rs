@@ -1,14 +1,6 @@
-//! One file per subcommand.
+//! One file per developer task (the user commands are knetlab's, see `knetlab::cli`).
 
 pub mod bench;
 pub mod bench_scale;
 pub mod bench_services;
-pub mod clean;
-pub mod down;
-pub mod exec;
-pub mod json;
-pub mod list;
-pub mod report;
-pub mod scenario;
-pub mod shell;
 pub mod test;

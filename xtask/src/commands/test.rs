@@ -7,7 +7,7 @@ pub fn main(cargo_args: &[String]) -> u8 {
     let root = harness::netns::have_privileges();
     if root {
         let mut log = |m: &str| eprintln!("{m}");
-        // The Ingress scenarios' nginx and openssl too, up front: apt-get in the middle
+        // The Ingress scenarios' nginx too, up front: apt-get in the middle
         // of the suite would race other test binaries for dpkg's lock.
         if let Err(e) = harness::prereq::ensure(&mut log)
             .and_then(|()| harness::prereq::ensure_ingress(&mut log))

@@ -1,4 +1,4 @@
-//! `cargo xtask down [--prefix P]`: removes a cluster left up with `--keep`: its cached
+//! `knetlab down [--prefix P]`: removes a cluster left up with `--keep`: its cached
 //! CNI attachments are DELeted through the plugins (inside their node namespaces), then
 //! its namespaces and state directory go (`harness::netns::sweep::clean_prefix`, the
 //! same sweep `clean` and a crashed run use). With several kept runs, `--prefix` says

@@ -1,4 +1,4 @@
-//! `cargo xtask shell NODE|NS/POD [--prefix P]`: an interactive shell inside one
+//! `knetlab shell NODE|NS/POD [--prefix P]`: an interactive shell inside one
 //! namespace of a cluster left up with `--keep`, with a prompt that names where it is.
 //! Kept runs are found by the file they leave in their state directory
 //! (`harness::netns::sweep::KEPT_FILE`); with several, `--prefix` picks one.
@@ -48,7 +48,10 @@ fn pick(runs: Vec<KeptRun>, prefix: Option<&str>) -> Result<KeptRun, String> {
             })
         }
         None => match runs.len() {
-            0 => Err("no kept cluster is up: run `cargo xtask scenario NAME --keep` first".into()),
+            0 => Err(format!(
+                "no kept cluster is up: run `{} scenario NAME --keep` first",
+                crate::cli::program()
+            )),
             1 => Ok(runs.into_iter().next().expect("one")),
             _ => Err(format!(
                 "{} kept clusters are up; say which with --prefix:\n{}",

@@ -1,4 +1,4 @@
-//! `cargo xtask exec NODE|NS/POD [--prefix P] -- CMD...`: runs one command inside a
+//! `knetlab exec NODE|NS/POD [--prefix P] -- CMD...`: runs one command inside a
 //! namespace of a kept cluster (see [`super::shell`] for how the run is found) and exits
 //! with the command's exit code (128 + the signal when a signal ended it).
 

@@ -1,4 +1,4 @@
-//! `cargo xtask clean`: sweep what earlier runs left, found by knetlab's prefix only.
+//! `knetlab clean`: sweep what earlier runs left, found by knetlab's prefix only.
 
 pub fn main(force: bool) -> u8 {
     if !harness::netns::have_privileges() {

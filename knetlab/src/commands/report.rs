@@ -1,4 +1,4 @@
-//! What `cargo xtask scenario` does with `--report DIR` (a static HTML page), `--dot`
+//! What `knetlab scenario` does with `--report DIR` (a static HTML page), `--dot`
 //! (Graphviz on stdout) and `--pause` (say what the next step changes, wait for Enter).
 //! The rendering is in `sim::report`; the data comes from `harness::run::report_data`.
 

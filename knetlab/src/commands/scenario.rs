@@ -1,4 +1,4 @@
-//! `cargo xtask scenario NAME|PATH`: build the scenario's cluster, probe every step,
+//! `knetlab scenario NAME|PATH`: build the scenario's cluster, probe every step,
 //! print the matrices (or one JSON document with `--json`), tear down. Teardown also
 //! happens on error, on panic (the run's prefix is swept) and on Ctrl-C.
 
@@ -9,11 +9,12 @@ use harness::run::{RunOptions, RunReport};
 use sim::protocol::PortProto;
 use sim::scenario::{Peer, Scenario};
 
-use crate::scenario_files;
+use crate::cli::program;
+use crate::scenarios::Catalog;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A scenario name (`scenarios/NAME.yaml`) or a path to a scenario file.
+    /// A scenario name (see `list`) or a path to a scenario file.
     pub scenario: String,
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -62,7 +63,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub report: Option<std::path::PathBuf>,
     /// Print the topology (the cluster as built) as Graphviz instead of the matrices:
-    /// `cargo xtask scenario NAME --dot | dot -Tsvg > topology.svg`.
+    /// `knetlab scenario NAME --dot | dot -Tsvg > topology.svg`.
     #[arg(long, conflicts_with_all = ["json", "explain"])]
     pub dot: bool,
     /// Stop before each step after the first, show the matrix so far and what the step
@@ -106,8 +107,8 @@ fn parse_cell(args: &[String]) -> Result<(Peer, Peer, PortProto), String> {
     Ok((from, to, port))
 }
 
-pub fn main(args: Args) -> u8 {
-    let path = match scenario_files::resolve(&args.scenario) {
+pub fn main(catalog: &Catalog, args: Args) -> u8 {
+    let path = match catalog.resolve(&args.scenario) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -257,8 +258,9 @@ pub fn main(args: Args) -> u8 {
         // With --keep the cluster DNS keeps answering, so that `ip netns exec POD
         // getent hosts NAME` works, for as long as this process waits.
         eprintln!(
-            "\nThe cluster DNS in {} keeps answering until Ctrl-C (the cluster stays up; `cargo xtask clean` removes it and the pods' /etc/netns/*/resolv.conf).",
-            server.netns_name
+            "\nThe cluster DNS in {} keeps answering until Ctrl-C (the cluster stays up; `{} clean` removes it and the pods' /etc/netns/*/resolv.conf).",
+            server.netns_name,
+            program()
         );
         rt.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -440,8 +442,10 @@ fn print_text(scenario: &Scenario, report: &RunReport, show_services: bool) {
             println!("  {what:w$}  sudo ip netns exec {ns} bash{note}");
         }
         println!(
-            "Or: sudo cargo xtask shell NODE|NS/POD, sudo cargo xtask exec NS/POD -- CMD (add --prefix {} when several clusters are kept).\nThe probe servers stopped with this process. Remove the cluster with: sudo cargo xtask down --prefix {}",
-            report.prefix, report.prefix
+            "Or: sudo {p} shell NODE|NS/POD, sudo {p} exec NS/POD -- CMD (add --prefix {} when several clusters are kept).\nThe probe servers stopped with this process. Remove the cluster with: sudo {p} down --prefix {}",
+            report.prefix,
+            report.prefix,
+            p = program()
         );
     }
     let verdict = if report.ok() { "PASS" } else { "FAIL" };
