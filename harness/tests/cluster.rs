@@ -1,9 +1,11 @@
 //! The virtual cluster against the real kernel and the real CNI plugins: bring-up,
-//! verification, cross-node pings, deterministic addresses, a stable description,
-//! teardown without a trace, the sweep after a killed run, and the router with external
-//! hosts behind it (pods and hosts reach each other without NAT). Needs root; skips with a
-//! reason otherwise. Also checks that the root namespace's links, addresses and routes
-//! are exactly what they were before.
+//! verification, cross-node pings, deterministic addresses, a stable description, teardown
+//! without a trace, the sweep after a killed run, and the router with external hosts behind
+//! it (pods and hosts reach each other without NAT). Needs root: ignored unless run with
+//! `--include-ignored` (see `common`). Also checks that the root namespace's links,
+//! addresses and routes are exactly what they were before.
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -20,18 +22,6 @@ use sim::scenario::{ClusterConfig, ExternalHost, Peer};
 /// another test's half-built cluster (nothing should show there anyway, but the tests
 /// also time things).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins)");
-        return true;
-    }
-    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
-        eprintln!("skipping {test}: the CNI plugins are not installed in /usr/lib/cni");
-        return true;
-    }
-    false
-}
 
 fn plan(nodes: usize) -> Plan {
     let cluster = ClusterConfig {
@@ -100,10 +90,9 @@ fn assert_no_run_specifics(text: &str, plan: &Plan) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn two_nodes_five_pods_build_verify_ping_teardown() {
-    if skip_unless_root("two_nodes_five_pods_build_verify_ping_teardown") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     netns::init();
     let root_before = root_snapshot();
@@ -219,10 +208,9 @@ async fn two_nodes_five_pods_build_verify_ping_teardown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn verify_reports_every_missing_piece() {
-    if skip_unless_root("verify_reports_every_missing_piece") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let root_before = root_snapshot();
     let mut c = Cluster::create(plan(2)).await.expect("create");
@@ -276,10 +264,9 @@ async fn verify_reports_every_missing_piece() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn a_killed_run_is_swept_by_its_prefix() {
-    if skip_unless_root("a_killed_run_is_swept_by_its_prefix") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let root_before = root_snapshot();
     let mut c = Cluster::create(plan(2)).await.expect("create");
@@ -322,10 +309,9 @@ async fn a_killed_run_is_swept_by_its_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn bad_requests_create_nothing() {
-    if skip_unless_root("bad_requests_create_nothing") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::create(plan(1)).await.expect("create");
     let prefix = c.plan().prefix.clone();
@@ -357,10 +343,9 @@ async fn bad_requests_create_nothing() {
 /// The standard model (x, y, z × a, b, c) on two nodes: prints bring-up and teardown
 /// times (median of 5). Checks correctness, not speed: the machine is shared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn nine_pods_timing() {
-    if skip_unless_root("nine_pods_timing") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let pods: Vec<(PodRef, String)> = ["x", "y", "z"]
         .iter()
@@ -400,10 +385,9 @@ async fn nine_pods_timing() {
 /// A plugin failure names the plugin, pod, node and the plugin's own error, and every
 /// pod of the failed call is removed again; the pods of other calls stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn a_failed_add_is_rolled_back_and_explained() {
-    if skip_unless_root("a_failed_add_is_rolled_back_and_explained") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let root_before = root_snapshot();
     let mut c = Cluster::create(plan(2)).await.expect("create");
@@ -509,10 +493,9 @@ fn seen_source(server: &Netns, client: &Netns, addr: Ipv4Addr, port: u16) -> Ipv
 /// (one inside 172.17.0.0/16, one in its `except` range 172.17.1.0/24), reached from pods
 /// on both nodes and reaching them, with no NAT in either direction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn router_and_external_hosts_build_verify_ping_teardown() {
-    if skip_unless_root("router_and_external_hosts_build_verify_ping_teardown") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     netns::init();
     let root_before = root_snapshot();
@@ -685,10 +668,9 @@ steps:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn a_scenario_measures_host_and_pod_cells() {
-    if skip_unless_root("a_scenario_measures_host_and_pod_cells") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     netns::init();
     let root_before = root_snapshot();

@@ -1,10 +1,12 @@
 //! The CNI chain against the real kernel and Debian's plugins: a scenario's own network
 //! configuration (the docs' 10-mynet.conf) honoured on every node with its own subnet;
 //! bandwidth annotations turned into tbf qdiscs and a measured rate near the limit;
-//! portmap's DNAT rules and a host port reached from a host outside the cluster; CHECK
-//! for every pod with the two known bugs of 1.1.1 named, not hidden; DEL removing the
-//! ifb, the qdiscs and the chains; teardown leaving nothing. Needs root and the plugins;
-//! skips with a reason otherwise.
+//! portmap's DNAT rules and a host port reached from a host outside the cluster; CHECK for
+//! every pod with the two known bugs of 1.1.1 named, not hidden; DEL removing the ifb, the
+//! qdiscs and the chains; teardown leaving nothing. Needs root and the plugins: ignored
+//! unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -25,20 +27,6 @@ use sim::scenario::{ClusterConfig, CniConfig, ExternalHost};
 
 /// Throughput numbers mean nothing while another test of this file floods the CPU.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins)");
-        return true;
-    }
-    for plugin in ["bridge", "host-local", "loopback", "portmap", "bandwidth"] {
-        if !Path::new("/usr/lib/cni").join(plugin).exists() {
-            eprintln!("skipping {test}: the CNI plugin {plugin} is not in /usr/lib/cni");
-            return true;
-        }
-    }
-    false
-}
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -95,10 +83,9 @@ async fn teardown_clean(cluster: Cluster, prefix: &str) {
 /// The seed lesson: the bridge plugin's documented 10-mynet.conf (bridge mynet0,
 /// host-local over 10.10.0.0/16, cniVersion 0.3.1) through the real scenario file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: calls the CNI plugins in network namespaces"]
 async fn a_scenario_conflist_is_honoured_per_node() {
-    if skip_unless_root("a_scenario_conflist_is_honoured_per_node") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let scenario = sim::scenario::load(&workspace_root().join("scenarios/cni-mynet.yaml"))
         .expect("cni-mynet.yaml parses");
@@ -174,10 +161,9 @@ async fn a_scenario_conflist_is_honoured_per_node() {
 
 /// bridge -> portmap -> bandwidth, run the way a runtime runs it, from ADD to teardown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: calls the CNI plugins in network namespaces"]
 async fn bandwidth_portmap_check_del_and_teardown() {
-    if skip_unless_root("bandwidth_portmap_check_del_and_teardown") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let burst = Some(4_000_000);
     let config = ClusterConfig {

@@ -24,14 +24,16 @@
 //! uses the drop style (every denied probe then waits out its deadline);
 //! `KNETLAB_DIFF_NO_FLUSH=1` keeps conntrack between cases.
 //!
-//! Needs root; skips with a printed reason otherwise.
+//! Needs root: ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use harness::cluster::Cluster;
-use harness::netns::{self, Netns};
+use harness::netns::Netns;
 use harness::policy::engine_for;
 use harness::probe::{ProbeOptions, ProbeTask, ServerSpec, run_probes, start_servers};
 use sim::matrix::{Measurement, Outcome, Verdict};
@@ -47,23 +49,6 @@ const DEFAULT_CASES: u64 = 300;
 const RECHECK_DEADLINE: Duration = Duration::from_secs(1);
 /// Cells printed per failing case (the rest are counted).
 const PRINT_CELLS: usize = 12;
-
-fn skip_reason() -> Option<String> {
-    if !netns::have_privileges() {
-        return Some("needs root (network namespaces, CNI plugins, iptables)".into());
-    }
-    for tool in [
-        "/usr/lib/cni/bridge",
-        "/usr/sbin/iptables-nft-restore",
-        "/usr/sbin/ipset",
-        "/usr/sbin/conntrack",
-    ] {
-        if !std::path::Path::new(tool).exists() {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
 
 fn env_u64(name: &str) -> Result<Option<u64>> {
     match std::env::var(name) {
@@ -143,12 +128,9 @@ struct Findings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: enforces policies in a live cluster"]
 async fn random_policies_agree_with_the_oracle() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping random_policies_agree_with_the_oracle: {why}");
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     let settings = Settings::from_env().expect("settings");
     let model = generate::standard_model();
     let plan =

@@ -1,10 +1,12 @@
 //! The cluster DNS against the real kernel: the hickory server bound inside a namespace
 //! answers A, SRV, NXDOMAIN and REFUSED over UDP and TCP, swaps its records at once, and
 //! its answer time is measured; then whole runs of a `cluster.dns` scenario check that
-//! nothing DNS-related is left running or on disk after teardown, after a failed run,
-//! and after `--keep` followed by the sweep `cargo xtask clean` does. One test function,
-//! so that its counts of this process's sockets are not disturbed by another test.
-//! Needs root; skips with a reason otherwise.
+//! nothing DNS-related is left running or on disk after teardown, after a failed run, and
+//! after `--keep` followed by the sweep `cargo xtask clean` does. One test function, so
+//! that its counts of this process's sockets are not disturbed by another test. Needs root:
+//! ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -325,12 +327,9 @@ async fn runs_leave_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: serves cluster DNS in network namespaces"]
 async fn cluster_dns_answers_and_leaves_nothing_behind() {
-    if !netns::have_privileges() {
-        eprintln!("skipping: the cluster DNS tests need root (network namespaces, CNI)");
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     let prefix = new_prefix();
     server_in_a_namespace(&prefix).await;
     runs_leave_nothing_behind().await;

@@ -1,7 +1,10 @@
-//! The ingress controller's processes: every nginx a run starts inside the controller
-//! pod's namespace is ended by its pid at teardown, after a run whose checks fail too,
-//! and `clean` ends the nginx of a run that died without tearing down (found by the pid
-//! file in the run's state directory). Needs root; skips with a reason otherwise.
+//! The ingress controller's processes: every nginx a run starts inside the controller pod's
+//! namespace is ended by its pid at teardown, after a run whose checks fail too, and
+//! `clean` ends the nginx of a run that died without tearing down (found by the pid file in
+//! the run's state directory). Needs root: ignored unless run with `--include-ignored` (see
+//! `common`).
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,14 +18,6 @@ use harness::netns::sweep;
 
 /// One test at a time: each watches the machine's processes.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn root() -> bool {
-    if !harness::netns::have_privileges() {
-        eprintln!("skipped: starting nginx in namespaces needs root");
-        return false;
-    }
-    true
-}
 
 fn fanout() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/ingress-fanout.yaml")
@@ -94,10 +89,9 @@ fn run_watched(scenario: &sim::scenario::Scenario) -> (bool, BTreeSet<u32>) {
 }
 
 #[test]
+#[ignore = "needs root: starts nginx in network namespaces"]
 fn nginx_is_ended_at_teardown() {
-    if !root() {
-        return;
-    }
+    common::require_root(&[]);
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scenario = sim::scenario::load(&fanout()).unwrap();
     let (ok, seen) = run_watched(&scenario);
@@ -108,10 +102,9 @@ fn nginx_is_ended_at_teardown() {
 }
 
 #[test]
+#[ignore = "needs root: starts nginx in network namespaces"]
 fn nginx_is_ended_after_a_failed_run() {
-    if !root() {
-        return;
-    }
+    common::require_root(&[]);
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The same scenario with an expectation no backend meets: the run reports failure.
     let text = std::fs::read_to_string(fanout())
@@ -129,10 +122,9 @@ fn nginx_is_ended_after_a_failed_run() {
 /// the pid file, ends it, and can then remove the namespace (nginx no longer counts as
 /// a live user of it).
 #[test]
+#[ignore = "needs root: starts nginx in network namespaces"]
 fn clean_ends_a_dead_runs_nginx() {
-    if !root() {
-        return;
-    }
+    common::require_root(&[]);
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = harness::run::new_prefix();
     // Whatever happens below, nothing of this run outlives the test.

@@ -1,10 +1,12 @@
 //! What the session-affinity, br-netfilter-off and hostport scenarios claim beyond their
 //! matrices, checked against the real kernel: ClientIP affinity pins each client to one
-//! backend while the Service without it spreads; every source address a hostPort's pod
-//! saw is the one the oracle names (masqueraded to cni0's address for the node's own
-//! pods, the client's own otherwise); and `cluster.brNetfilter: false` sets
-//! bridge-nf-call-iptables to 0 in the node namespaces and nowhere else. Needs root;
-//! skips with a reason otherwise.
+//! backend while the Service without it spreads; every source address a hostPort's pod saw
+//! is the one the oracle names (masqueraded to cni0's address for the node's own pods, the
+//! client's own otherwise); and `cluster.brNetfilter: false` sets bridge-nf-call-iptables
+//! to 0 in the node namespaces and nowhere else. Needs root: ignored unless run with
+//! `--include-ignored` (see `common`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -23,15 +25,6 @@ fn scenario(name: &str) -> Scenario {
         .join("../scenarios")
         .join(format!("{name}.yaml"));
     sim::scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn skip(test: &str) -> bool {
-    if !netns::have_privileges() || !Path::new("/usr/lib/cni/bridge").exists() {
-        eprintln!("skipping {test}: needs root and the CNI plugins");
-        return true;
-    }
-    netns::init();
-    false
 }
 
 /// Runs a scenario as the scenario tests do (no `--repeat`: the scenario's own
@@ -54,10 +47,9 @@ async fn run(sc: &Scenario) -> RunReport {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: runs scenarios in network namespaces"]
 async fn client_ip_affinity_pins_and_the_other_service_spreads() {
-    if skip("client_ip_affinity_pins_and_the_other_service_spreads") {
-        return;
-    }
+    common::require_root(&[]);
     let sc = scenario("session-affinity");
     let repeat = sc.probe.repeat.expect("the scenario sets probe.repeat");
     let report = run(&sc).await;
@@ -101,10 +93,9 @@ async fn client_ip_affinity_pins_and_the_other_service_spreads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: runs scenarios in network namespaces"]
 async fn host_port_sources_are_what_the_oracle_says() {
-    if skip("host_port_sources_are_what_the_oracle_says") {
-        return;
-    }
+    common::require_root(&[]);
     let report = run(&scenario("hostport")).await;
     let mut masqueraded = 0;
     let mut kept = 0;
@@ -161,10 +152,9 @@ async fn host_port_sources_are_what_the_oracle_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: runs scenarios in network namespaces"]
 async fn br_netfilter_off_is_set_in_the_node_namespaces_only() {
-    if skip("br_netfilter_off_is_set_in_the_node_namespaces_only") {
-        return;
-    }
+    common::require_root(&[]);
     let sc = scenario("br-netfilter-off");
     assert!(!sc.br_netfilter);
     let root_path = format!("/proc/sys/{BRIDGE_NF_CALL_IPTABLES}");

@@ -1,10 +1,12 @@
 //! Nodes joining a running cluster ([`Cluster::join_node`]) against the real kernel, in
-//! both network modes: after the join `verify` finds on every node (and on the router)
-//! the entries towards the new node and on the new node those towards all the others,
-//! pods on it reach and are reached from pods on the old nodes and an external host,
-//! and teardown leaves nothing of it behind. Then `scenarios/node-join.yaml` (a vxlan
-//! scenario, run by the scenario suite) once more in host-gw mode. Needs root and the
-//! CNI plugins; skips with a reason otherwise.
+//! both network modes: after the join `verify` finds on every node (and on the router) the
+//! entries towards the new node and on the new node those towards all the others, pods on
+//! it reach and are reached from pods on the old nodes and an external host, and teardown
+//! leaves nothing of it behind. Then `scenarios/node-join.yaml` (a vxlan scenario, run by
+//! the scenario suite) once more in host-gw mode. Needs root and the CNI plugins: ignored
+//! unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -15,15 +17,6 @@ use harness::netns;
 use sim::objects::PodRef;
 use sim::plan::Plan;
 use sim::scenario::NetworkMode;
-
-fn can_run(test: &str) -> bool {
-    if !netns::have_privileges() || !Path::new("/usr/lib/cni/bridge").exists() {
-        eprintln!("skipping {test}: needs root and the CNI plugins");
-        return false;
-    }
-    netns::init();
-    true
-}
 
 /// Two nodes and an external host, planned through the scenario parser (so the
 /// defaults are a scenario's).
@@ -101,26 +94,25 @@ async fn join_and_reach(network: &str) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn a_joined_node_is_wired_everywhere_host_gw() {
-    if can_run("a_joined_node_is_wired_everywhere_host_gw") {
-        join_and_reach("host-gw").await.unwrap();
-    }
+    common::require_root(&[]);
+    join_and_reach("host-gw").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn a_joined_node_is_wired_everywhere_vxlan() {
-    if can_run("a_joined_node_is_wired_everywhere_vxlan") {
-        join_and_reach("vxlan").await.unwrap();
-    }
+    common::require_root(&[]);
+    join_and_reach("vxlan").await.unwrap();
 }
 
 /// `scenarios/node-join.yaml` is a vxlan lesson; the same steps must hold in host-gw
 /// mode, where the join adds plain routes instead of tunnel entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn the_node_join_scenario_in_host_gw_mode() {
-    if !can_run("the_node_join_scenario_in_host_gw_mode") {
-        return;
-    }
+    common::require_root(&[]);
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/node-join.yaml");
     let mut scenario = sim::scenario::load(&file).unwrap();
     scenario.cluster.network = NetworkMode::HostGw;

@@ -1,15 +1,16 @@
 //! A node's underlay link taken down and brought back ([`Cluster::set_node_underlay`])
-//! against the real kernel: pods across the cut stop reaching each other, pods inside
-//! the cut-off node still do, `verify` reports the downed port unless told it is
-//! intended (and then reports it if it is up after all), and the link comes back with
-//! everything working. Needs root; skips with a reason otherwise.
+//! against the real kernel: pods across the cut stop reaching each other, pods inside the
+//! cut-off node still do, `verify` reports the downed port unless told it is intended (and
+//! then reports it if it is up after all), and the link comes back with everything working.
+//! Needs root: ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use harness::cluster::Cluster;
-use harness::netns;
 use sim::objects::PodRef;
 use sim::plan::{Plan, prefix_from_seed};
 use sim::scenario::ClusterConfig;
@@ -47,12 +48,9 @@ fn ping(c: &Cluster, from: &PodRef, to: Ipv4Addr, wait_s: u32) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn node_underlay_down_and_up() {
-    if !netns::have_privileges() || !std::path::Path::new("/usr/lib/cni/bridge").exists() {
-        eprintln!("skipping node_underlay_down_and_up: needs root and the CNI plugins");
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     let mut c = Cluster::create(plan()).await.expect("create");
     let result = async {
         let (a, b, c2) = (

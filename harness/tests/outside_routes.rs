@@ -1,25 +1,19 @@
 //! The router's Service routes against the real kernel: every load-balancer address and
-//! external IP as a /32 via every node (ECMP, layer-4 hash), the same /32 via the router
-//! in each node, both rewritten and withdrawn as the Services change. Needs root; skips
-//! with a reason otherwise.
+//! external IP as a /32 via every node (ECMP, layer-4 hash), the same /32 via the router in
+//! each node, both rewritten and withdrawn as the Services change. Needs root: ignored
+//! unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::process::Command;
 
 use harness::cluster::Cluster;
 use harness::cluster::outside::sync_service_routes;
-use harness::netns::{self, Netns};
+use harness::netns::Netns;
 use k8s_openapi::api::core::v1::Service;
 use sim::objects::{ClusterObjects, Object};
 use sim::plan::Plan;
 use sim::scenario::{ClusterConfig, ExternalHost};
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins)");
-        return true;
-    }
-    false
-}
 
 fn plan() -> Plan {
     let cluster = ClusterConfig {
@@ -65,11 +59,9 @@ fn routes(ns: &Netns) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn service_addresses_are_routed_via_every_node_and_withdrawn() {
-    if skip_unless_root("service_addresses_are_routed_via_every_node_and_withdrawn") {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     let plan = plan();
     let c = Cluster::create(plan.clone()).await.expect("create");
     let result = async {

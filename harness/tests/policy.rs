@@ -1,10 +1,12 @@
-//! The NetworkPolicy engines against the real kernel: the standard model (x, y, z × a, b,
-//! c on two nodes, TCP servers on 80 and 81) built with the real CNI plugins, policies
-//! synced by the `iptables` engine, and every cell (pods and nodes as clients) probed
-//! with real TCP connections and compared with the oracle. Also: the rules read back from
-//! the kernel equal the rendering, a sync with nothing changed touches nothing, deleting
-//! a policy opens traffic again, `drop` makes denied probes time out, and the `none`
-//! engine enforces nothing. Needs root; skips with a reason otherwise.
+//! The NetworkPolicy engines against the real kernel: the standard model (x, y, z × a, b, c
+//! on two nodes, TCP servers on 80 and 81) built with the real CNI plugins, policies synced
+//! by the `iptables` engine, and every cell (pods and nodes as clients) probed with real
+//! TCP connections and compared with the oracle. Also: the rules read back from the kernel
+//! equal the rendering, a sync with nothing changed touches nothing, deleting a policy
+//! opens traffic again, `drop` makes denied probes time out, and the `none` engine enforces
+//! nothing. Needs root: ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -29,24 +31,6 @@ use sim::render::render_node;
 use sim::scenario::{ClusterConfig, DenyStyle, Peer, PolicyEngineKind};
 
 const PORTS: [u16; 2] = [80, 81];
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins, iptables)");
-        return true;
-    }
-    for tool in [
-        "/usr/lib/cni/bridge",
-        "/usr/sbin/iptables-nft-restore",
-        "/usr/sbin/ipset",
-    ] {
-        if !std::path::Path::new(tool).exists() {
-            eprintln!("skipping {test}: {tool} is not installed");
-            return true;
-        }
-    }
-    false
-}
 
 fn plan() -> Plan {
     let seed = SystemTime::now()
@@ -306,11 +290,9 @@ fn timing(step: &str, r: &SyncReport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: loads iptables rules in network namespaces"]
 async fn iptables_engine_enforces_what_the_oracle_predicts() {
-    if skip_unless_root("iptables_engine_enforces_what_the_oracle_predicts") {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     let plan = plan();
     let prefix = plan.prefix.clone();
     let mut c = Cluster::create(plan).await.expect("create the cluster");

@@ -4,8 +4,10 @@
 //! The timing test runs the standard model's 486-probe round and prints the measured
 //! answer-time tail that `ProbeOptions::default()`'s deadline is based on.
 //!
-//! Needs root (skips with a message otherwise). Every namespace is named with a fresh
-//! run prefix and removed at the end, also when a test fails.
+//! Needs root: ignored unless run with `--include-ignored` (see `common`). Every namespace
+//! is named with a fresh run prefix and removed at the end, also when a test fails.
+
+mod common;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -189,14 +191,6 @@ impl Topology {
     }
 }
 
-fn am_root() -> bool {
-    if netns::have_privileges() {
-        return true;
-    }
-    eprintln!("skipped: needs root (creates network namespaces and iptables rules in them)");
-    false
-}
-
 fn all_ports(ports: &[u16]) -> Vec<PortProto> {
     Protocol::ALL
         .iter()
@@ -235,10 +229,9 @@ async fn expect_each_protocol(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: probes between network namespaces"]
 async fn each_outcome_is_measured_for_tcp_udp_and_sctp() -> Result<()> {
-    if !am_root() {
-        return Ok(());
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let topo = Topology::build(&[("x", "a"), ("x", "b"), ("x", "c")])?;
     let servers = topo.serve(&all_ports(&[80, 81])).await?;
@@ -369,10 +362,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: probes between network namespaces"]
 async fn standard_model_round_of_486_probes() -> Result<()> {
-    if !am_root() {
-        return Ok(());
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     let pods: Vec<(&str, &str)> = ["x", "y", "z"]
         .iter()

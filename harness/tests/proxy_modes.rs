@@ -1,12 +1,14 @@
 //! The `proxy-modes` lesson against the real kernel: the four `scenarios/proxy-modes-*`
 //! scenarios (one Service, the same objects through `manifestFiles`) run under the
 //! iptables, nftables, ipvs (falling back to iptables: this kernel has no IPVS) and
-//! userspace proxies. Their matrices must be equal cell for cell, the rules installed
-//! in the nodes must differ from mode to mode (ipvs's installed part is iptables mode's,
-//! plus the rendered IPVS table), and the backends must see the client under kube-proxy's
-//! NAT modes but the node under the userspace proxy. Also: `fallback: fail` stops the
-//! run before anything is built, and `cluster.ipvs` is checked at parse time. Needs root;
-//! skips with a reason otherwise.
+//! userspace proxies. Their matrices must be equal cell for cell, the rules installed in
+//! the nodes must differ from mode to mode (ipvs's installed part is iptables mode's, plus
+//! the rendered IPVS table), and the backends must see the client under kube-proxy's NAT
+//! modes but the node under the userspace proxy. Also: `fallback: fail` stops the run
+//! before anything is built, and `cluster.ipvs` is checked at parse time. Needs root:
+//! ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -24,15 +26,6 @@ fn scenarios_dir() -> PathBuf {
         .parent()
         .unwrap()
         .join("scenarios")
-}
-
-fn skip_unless_root(test: &str) -> bool {
-    harness::netns::init();
-    if !harness::netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins, iptables)");
-        return true;
-    }
-    false
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -99,10 +92,9 @@ fn sources(report: &RunReport) -> Vec<(Peer, Ipv4Addr, Ipv4Addr)> {
 }
 
 #[test]
+#[ignore = "needs root: runs service proxies in network namespaces"]
 fn four_proxy_modes_one_matrix_different_rules() {
-    if skip_unless_root("four_proxy_modes_one_matrix_different_rules") {
-        return;
-    }
+    common::require_root(&[]);
     let rt = runtime();
     let mut reports: BTreeMap<&str, RunReport> = BTreeMap::new();
     for mode in MODES {
@@ -187,10 +179,9 @@ fn four_proxy_modes_one_matrix_different_rules() {
 }
 
 #[test]
+#[ignore = "needs root: runs service proxies in network namespaces"]
 fn ipvs_without_the_kernel_module_fails_before_building_unless_told_to_fall_back() {
-    if skip_unless_root("ipvs_without_the_kernel_module_fails_before_building") {
-        return;
-    }
+    common::require_root(&[]);
     let ipvs = scenarios_dir().join("proxy-modes-ipvs.yaml");
     let text = std::fs::read_to_string(&ipvs).unwrap();
     let parse = |t: &str| sim::scenario::parse_str(&ipvs, t);
@@ -267,14 +258,13 @@ fn cluster_ipvs_is_checked_where_it_is_written() {
 /// shows the set-matching rules. A NodePort and a load balancer whose source range
 /// admits the node fill the NodePort and load-balancer sets.
 #[test]
+#[ignore = "needs root: runs service proxies in network namespaces"]
 fn rendered_ipvs_netfilter_state_loads_into_a_namespace() {
     use sim::cluster::IpvsScheduler;
     use sim::kube_proxy::ipvs::render;
     use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort};
 
-    if skip_unless_root("rendered_ipvs_netfilter_state_loads_into_a_namespace") {
-        return;
-    }
+    common::require_root(&[]);
     let node_ip: Ipv4Addr = "192.168.200.11".parse().unwrap();
     let mut sp = ServicePort::cluster_ip(
         "default",

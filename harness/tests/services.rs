@@ -1,11 +1,13 @@
 //! The `iptables` service proxy against the real kernel: Services over pods wired by the
 //! real CNI plugins on two nodes, kube-proxy's rules loaded by the proxy, and real
 //! connections to the cluster IPs answered by the probe servers in the pods. Checks that
-//! the rules read back from every node are the rendering, that adding one endpoint
-//! rewrites only that Service's chains (and how big and how fast that partial sync is),
-//! that connections spread over every backend, that ClientIP affinity pins a client to
-//! one backend, and that the proxy and the NetworkPolicy engine share the tables.
-//! Needs root; skips with a reason otherwise.
+//! the rules read back from every node are the rendering, that adding one endpoint rewrites
+//! only that Service's chains (and how big and how fast that partial sync is), that
+//! connections spread over every backend, that ClientIP affinity pins a client to one
+//! backend, and that the proxy and the NetworkPolicy engine share the tables. Needs root:
+//! ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -14,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use harness::cluster::Cluster;
-use harness::netns::{self, Netns};
+use harness::netns::Netns;
 use harness::policy::engine_for;
 use harness::probe::{self, ProbeOptions, ProbeTask, ServerSpec, Servers};
 use harness::proxy::{ProxySyncReport, ServiceProxy, proxy_for};
@@ -30,20 +32,6 @@ use sim::scenario::{ClusterConfig, DenyStyle, PolicyEngineKind, ProxyKind};
 use sim::services::alloc::{ServiceRanges, allocate};
 
 const TARGET: u16 = 8080;
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins, iptables)");
-        return true;
-    }
-    for tool in ["/usr/lib/cni/bridge", "/usr/sbin/iptables-nft-restore"] {
-        if !std::path::Path::new(tool).exists() {
-            eprintln!("skipping {test}: {tool} is not installed");
-            return true;
-        }
-    }
-    false
-}
 
 fn cluster_config() -> ClusterConfig {
     ClusterConfig {
@@ -283,13 +271,9 @@ fn report_line(what: &str, r: &ProxySyncReport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: loads kube-proxy rules in network namespaces"]
 async fn installed_rules_are_the_rendering_and_share_the_tables_with_the_policy_engine() {
-    if skip_unless_root(
-        "installed_rules_are_the_rendering_and_share_the_tables_with_the_policy_engine",
-    ) {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     with_fixture(|f| {
         Box::pin(async move {
             apply_service(&mut f.objects, "web", web());
@@ -349,11 +333,9 @@ async fn installed_rules_are_the_rendering_and_share_the_tables_with_the_policy_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: loads kube-proxy rules in network namespaces"]
 async fn adding_one_endpoint_rewrites_only_that_services_chains() {
-    if skip_unless_root("adding_one_endpoint_rewrites_only_that_services_chains") {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     with_fixture(|f| {
         Box::pin(async move {
             apply_service(&mut f.objects, "web", web());
@@ -438,11 +420,9 @@ async fn adding_one_endpoint_rewrites_only_that_services_chains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: loads kube-proxy rules in network namespaces"]
 async fn connections_spread_over_every_backend() {
-    if skip_unless_root("connections_spread_over_every_backend") {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     with_fixture(|f| {
         Box::pin(async move {
             apply_service(&mut f.objects, "web", web());
@@ -468,11 +448,9 @@ async fn connections_spread_over_every_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: loads kube-proxy rules in network namespaces"]
 async fn client_ip_affinity_pins_a_client_to_one_backend() {
-    if skip_unless_root("client_ip_affinity_pins_a_client_to_one_backend") {
-        return;
-    }
-    netns::init();
+    common::require_root(&[]);
     with_fixture(|f| {
         Box::pin(async move {
             let mut sticky = web();

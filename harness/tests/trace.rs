@@ -1,7 +1,9 @@
-//! `--trace` against the real kernel: a probe into a default-deny namespace is followed
-//! to the rule that rejects it on the target's node, and a probe to a ClusterIP shows
+//! `--trace` against the real kernel: a probe into a default-deny namespace is followed to
+//! the rule that rejects it on the target's node, and a probe to a ClusterIP shows
 //! kube-proxy's DNAT to a backend and the chains it went through. Needs root (the TRACE
-//! target, xtables-monitor); skips with a reason otherwise.
+//! target) and xtables-monitor: ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::path::Path;
 
@@ -9,16 +11,6 @@ use harness::netns;
 use harness::run::{RunOptions, new_prefix, run};
 use sim::protocol::PortProto;
 use sim::scenario::Peer;
-
-fn can_run() -> bool {
-    let ok = netns::have_privileges()
-        && Path::new("/usr/lib/cni/bridge").exists()
-        && Path::new("/usr/sbin/xtables-monitor").exists();
-    if !ok {
-        eprintln!("skipping: needs root, the CNI plugins and xtables-monitor (package iptables)");
-    }
-    ok
-}
 
 fn scenario(name: &str) -> sim::scenario::Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,10 +45,9 @@ async fn traced(name: &str, from: &str, to: &str, port: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: traces packets in network namespaces"]
 async fn a_denied_probe_is_followed_to_the_rule_that_rejects_it() {
-    if !can_run() {
-        return;
-    }
+    common::require_root(&[common::XTABLES_MONITOR]);
     let stories = traced("default-deny", "y/a", "x/b", "TCP/80").await;
     // Step 1: the default deny in x rejects it in x/b's pod firewall chain.
     let s = &stories[0];
@@ -71,10 +62,9 @@ async fn a_denied_probe_is_followed_to_the_rule_that_rejects_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: traces packets in network namespaces"]
 async fn a_service_probe_shows_kube_proxys_dnat() {
-    if !can_run() {
-        return;
-    }
+    common::require_root(&[common::XTABLES_MONITOR]);
     let stories = traced(
         "service-clusterip",
         "default/client-1",
@@ -90,10 +80,9 @@ async fn a_service_probe_shows_kube_proxys_dnat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: traces packets in network namespaces"]
 async fn a_cross_node_probe_is_seen_entering_the_vxlan_tunnel() {
-    if !can_run() {
-        return;
-    }
+    common::require_root(&[common::XTABLES_MONITOR]);
     let stories = traced("overlay-vxlan", "demo/client-1", "demo/web-2", "TCP/80").await;
     let s = &stories[0];
     assert!(s.contains("encapsulated in VXLAN (VNI 1)"), "{s}");

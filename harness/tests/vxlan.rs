@@ -1,10 +1,12 @@
-//! The VXLAN overlay and the fabric capture against the real kernel: in vxlan mode a pod
-//! on n1 reaches a pod on n2 and the fabric carries UDP 4789 between the two underlay
-//! addresses with the pod addresses inside; in host-gw mode the same traffic shows the
-//! pod addresses on the wire and no UDP 4789. External hosts behind the router reach the
-//! pods in vxlan mode too. `verify()` notices a missing FDB entry (and the traffic it
-//! carried stops). Teardown leaves nothing, and the root namespace does not change. Needs
-//! root; skips with a reason otherwise.
+//! The VXLAN overlay and the fabric capture against the real kernel: in vxlan mode a pod on
+//! n1 reaches a pod on n2 and the fabric carries UDP 4789 between the two underlay
+//! addresses with the pod addresses inside; in host-gw mode the same traffic shows the pod
+//! addresses on the wire and no UDP 4789. External hosts behind the router reach the pods
+//! in vxlan mode too. `verify()` notices a missing FDB entry (and the traffic it carried
+//! stops). Teardown leaves nothing, and the root namespace does not change. Needs root:
+//! ignored unless run with `--include-ignored` (see `common`).
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,18 +22,6 @@ use sim::scenario::{ClusterConfig, ExternalHost, NetworkMode};
 
 /// Timings are printed; clusters are built one at a time so they mean something.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn skip_unless_root(test: &str) -> bool {
-    if !netns::have_privileges() {
-        eprintln!("skipping {test}: needs root (network namespaces, CNI plugins)");
-        return true;
-    }
-    if !Path::new("/usr/lib/cni/bridge").exists() {
-        eprintln!("skipping {test}: the CNI plugins are not installed in /usr/lib/cni");
-        return true;
-    }
-    false
-}
 
 fn plan(network: NetworkMode, hosts: &[(&str, &str)]) -> Plan {
     let cluster = ClusterConfig {
@@ -212,10 +202,9 @@ async fn teardown_leaves_nothing(c: Cluster) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn vxlan_tunnels_pod_traffic_as_udp_4789() {
-    if skip_unless_root("vxlan_tunnels_pod_traffic_as_udp_4789") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     netns::init();
     let root_before = root_snapshot();
@@ -372,10 +361,9 @@ async fn vxlan_tunnels_pod_traffic_as_udp_4789() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: builds clusters in network namespaces"]
 async fn host_gw_puts_pod_addresses_on_the_wire() {
-    if skip_unless_root("host_gw_puts_pod_addresses_on_the_wire") {
-        return;
-    }
+    common::require_root(&[]);
     let _serial = SERIAL.lock().await;
     netns::init();
     let root_before = root_snapshot();

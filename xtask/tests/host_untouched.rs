@@ -1,7 +1,11 @@
-//! The promise that knetlab never touches the host: after a whole run, and after a run
-//! that was killed and then swept with `cargo xtask clean`, the root network namespace's
-//! links, addresses, routes, rules, sysctls and netfilter tables are byte-for-byte what
-//! they were, and `ip netns list` shows nothing of ours. Needs root (skips otherwise).
+//! The promise that knetlab never touches the host: after a whole run, and after a run that
+//! was killed and then swept with `cargo xtask clean`, the root network namespace's links,
+//! addresses, routes, rules, sysctls and netfilter tables are byte-for-byte what they were,
+//! and `ip netns list` shows nothing of ours. Needs root: ignored unless run with
+//! `--include-ignored` (see `common`).
+
+#[path = "../../harness/tests/common/mod.rs"]
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,23 +14,6 @@ use std::time::{Duration, Instant};
 
 /// Both tests compare the whole host: run them one at a time.
 static HOST: Mutex<()> = Mutex::new(());
-
-fn root() -> bool {
-    nix_free_euid() == 0
-}
-
-fn nix_free_euid() -> u32 {
-    // The test avoids extra dependencies: read the effective uid from /proc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
-}
 
 fn out(cmd: &str, args: &[&str]) -> String {
     match Command::new(cmd).args(args).output() {
@@ -139,11 +126,9 @@ fn of_run(prefix: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: runs knetlab against the host"]
 fn a_whole_run_leaves_the_host_unchanged() {
-    if !root() {
-        eprintln!("skipped: needs root to build namespaces (run `sudo cargo xtask test`)");
-        return;
-    }
+    common::require_root(&[]);
     let _guard = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let before = host_state();
     let out = xtask()
@@ -170,11 +155,9 @@ fn a_whole_run_leaves_the_host_unchanged() {
 }
 
 #[test]
+#[ignore = "needs root: runs knetlab against the host"]
 fn a_killed_run_is_swept_by_clean() {
-    if !root() {
-        eprintln!("skipped: needs root to build namespaces (run `sudo cargo xtask test`)");
-        return;
-    }
+    common::require_root(&[]);
     let _guard = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let before = host_state();
     let mut child = xtask()

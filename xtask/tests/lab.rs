@@ -3,7 +3,11 @@
 //! picture and the grid have a size, and a scripted click on a cell shows that cell's
 //! explanation), a cluster kept with `--keep` entered with `exec` and `shell` and removed
 //! with `down`, and `--pause` waiting for Enter before each step. Needs root (the runs
-//! build clusters) and, for the browser test, Chromium; each test skips with its reason.
+//! build clusters) and, for the browser test, Chromium: ignored unless run with
+//! `--include-ignored` (see `common`).
+
+#[path = "../../harness/tests/common/mod.rs"]
+mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,10 +15,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
-
-fn root() -> bool {
-    harness::netns::have_privileges()
-}
 
 fn xtask(args: &[&str]) -> Output {
     Command::new(XTASK)
@@ -92,18 +92,9 @@ fn html_attr(dom: &str, attr: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root: builds clusters with the real binary"]
 fn the_report_renders_in_chromium_and_a_clicked_cell_explains_itself() {
-    if !root() {
-        eprintln!("skipped: building a cluster needs root");
-        return;
-    }
-    if !Path::new(harness::prereq::CHROMIUM).exists() {
-        eprintln!(
-            "skipped: no {} (install Debian's chromium, or run `sudo cargo xtask test`, which does)",
-            harness::prereq::CHROMIUM
-        );
-        return;
-    }
+    common::require_root(&[common::CHROMIUM]);
     let dir = scratch("report");
     let out = xtask(&[
         "scenario",
@@ -215,11 +206,9 @@ fn the_report_renders_in_chromium_and_a_clicked_cell_explains_itself() {
 }
 
 #[test]
+#[ignore = "needs root: builds clusters with the real binary"]
 fn a_kept_cluster_is_entered_with_exec_and_shell_and_removed_with_down() {
-    if !root() {
-        eprintln!("skipped: building a cluster needs root");
-        return;
-    }
+    common::require_root(&[]);
     let out = xtask(&["scenario", "pod-network", "--keep"]);
     let mut sweep = Sweep(prefix_of(&out));
     let prefix = sweep.0.clone();
@@ -311,11 +300,9 @@ fn a_kept_cluster_is_entered_with_exec_and_shell_and_removed_with_down() {
 }
 
 #[test]
+#[ignore = "needs root: builds clusters with the real binary"]
 fn pause_says_what_the_next_step_changes_and_waits_for_enter() {
-    if !root() {
-        eprintln!("skipped: building a cluster needs root");
-        return;
-    }
+    common::require_root(&[]);
     let mut child = Command::new(XTASK)
         .args(["scenario", "label-change", "--pause"])
         .env("CI", "true")

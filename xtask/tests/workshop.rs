@@ -1,7 +1,11 @@
 //! The workshop never goes stale: every `$ sudo cargo xtask ...` command in
 //! `assets/workshop/*.md` (inside a ```console block) is run with the real binary, must
 //! succeed, and every `<!-- expect: TEXT -->` note that follows the block must appear in
-//! its output. Needs root (the commands build clusters); skips with a reason otherwise.
+//! its output. Needs root (the commands build clusters): ignored unless run with
+//! `--include-ignored` (see `common`).
+
+#[path = "../../harness/tests/common/mod.rs"]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,13 +107,9 @@ fn every_lesson_has_a_command_with_expectations() {
 }
 
 #[test]
+#[ignore = "needs root: runs the workshop's commands, which build clusters"]
 fn every_workshop_command_runs_and_says_what_the_lesson_claims() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "skipped: the workshop's commands build clusters and need root (run `sudo cargo xtask test`)"
-        );
-        return;
-    }
+    common::require_root(&[]);
     let mut failures = Vec::new();
     let mut ran = 0;
     for (name, text) in lessons() {
