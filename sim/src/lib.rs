@@ -19,3 +19,4 @@ pub mod scenario;
 pub mod selector;
 pub mod services;
 pub mod trace;
+pub mod workloads;

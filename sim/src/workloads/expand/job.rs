@@ -1,0 +1,149 @@
+//! A Job runs `parallelism` pods at once (default 1), never more than `completions`
+//! when that is smaller, as the Job controller does; its pods are `<job>-<5 chars>`, or
+//! `<job>-<index>-<5 chars>` with hostname `<job>-<index>` for an Indexed Job, and carry
+//! the Job's labels with a deterministic controller uid. A suspended Job runs none. A
+//! CronJob creates no pods until its schedule fires, which knetlab does not run.
+
+use k8s_openapi::api::batch::v1::Job;
+
+use super::replicaset::replica_pods;
+use super::{Subject, required_spec};
+use crate::workloads::Expansion;
+use crate::workloads::error::WorkloadError;
+use crate::workloads::names::{suffix, uid};
+use crate::workloads::template::{
+    check_template, count, owner_reference, pod_from_template, selects_template,
+};
+
+pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The older, unprefixed spellings, still set.
+pub const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
+pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+/// An Indexed Job's pod's index (label and annotation).
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, WorkloadError> {
+    let spec = required_spec(&job.spec)?;
+    let parallelism = count(spec.parallelism.unwrap_or(1), "spec.parallelism")?;
+    let completions = spec
+        .completions
+        .map(|c| count(c, "spec.completions"))
+        .transpose()?;
+    let indexed = match spec.completion_mode.as_deref() {
+        None | Some("NonIndexed") => false,
+        Some("Indexed") if completions.is_some() => true,
+        Some("Indexed") => {
+            return Err(WorkloadError::invalid(
+                "spec.completions",
+                "an Indexed Job needs completions",
+            ));
+        }
+        Some(other) => {
+            return Err(WorkloadError::invalid(
+                "spec.completionMode",
+                format!("completionMode {other:?} is neither NonIndexed nor Indexed"),
+            ));
+        }
+    };
+    match (spec.manual_selector, &spec.selector) {
+        (Some(true), Some(sel)) => selects_template(sel, &spec.template)?,
+        (Some(true), None) => {
+            return Err(WorkloadError::Selector {
+                path: "spec.selector".into(),
+                message: "manualSelector needs a selector".into(),
+            });
+        }
+        (_, Some(_)) => {
+            return Err(WorkloadError::Selector {
+                path: "spec.selector".into(),
+                message: "the Job's selector is generated; set manualSelector: true to give one"
+                    .into(),
+            });
+        }
+        (_, None) => {}
+    }
+    check_template(
+        &spec.template,
+        "spec.template",
+        &["OnFailure", "Never"],
+        None,
+    )?;
+
+    let job_uid = uid("Job", &subject.namespace, &subject.name);
+    let labels: Vec<(String, String)> = [
+        (CONTROLLER_UID_LABEL, job_uid.as_str()),
+        (JOB_NAME_LABEL, subject.name.as_str()),
+        (LEGACY_CONTROLLER_UID_LABEL, job_uid.as_str()),
+        (LEGACY_JOB_NAME_LABEL, subject.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let owner = owner_reference("batch/v1", "Job", &subject.name, job_uid.clone());
+    let suspended = spec.suspend == Some(true);
+    let n = if suspended {
+        0
+    } else {
+        completions.map_or(parallelism, |c| c.min(parallelism))
+    };
+    let pods = if indexed {
+        let mut taken = Vec::new();
+        (0..n)
+            .map(|i| {
+                let s = suffix("Job", &subject.name, &i.to_string(), &taken);
+                let mut labels = labels.clone();
+                labels.push((COMPLETION_INDEX.to_string(), i.to_string()));
+                let mut pod = pod_from_template(
+                    &spec.template,
+                    &subject.namespace,
+                    format!("{}-{i}-{s}", subject.name),
+                    labels,
+                    owner.clone(),
+                );
+                taken.push(s);
+                pod.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(COMPLETION_INDEX.to_string(), i.to_string());
+                if let Some(ps) = pod.spec.as_mut() {
+                    ps.hostname = Some(format!("{}-{i}", subject.name));
+                }
+                pod
+            })
+            .collect()
+    } else {
+        replica_pods(
+            &spec.template,
+            subject,
+            "Job",
+            &subject.name,
+            n,
+            &labels,
+            owner,
+        )
+    };
+    let mut notes = Vec::new();
+    if suspended {
+        notes.push(format!(
+            "{}: suspended, so it runs no pod",
+            subject.describe()
+        ));
+    } else if n > 0 {
+        notes.push(format!(
+            "{}: its pods are shown running; a real Job's pods stop once they complete",
+            subject.describe()
+        ));
+    }
+    Ok(subject.finish(&spec.template, pods, notes))
+}
+
+pub(super) fn expand_cron_job(subject: &Subject) -> Expansion {
+    Expansion {
+        pods: vec![],
+        notes: vec![format!(
+            "{}: creates no pods until its schedule fires, and knetlab runs no schedules",
+            subject.describe()
+        )],
+    }
+}

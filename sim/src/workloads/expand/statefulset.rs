@@ -1,0 +1,72 @@
+//! A StatefulSet's pods have stable identities: `<name>-0` … `<name>-(n-1)` (from
+//! `spec.ordinals.start` if set), each with `hostname: <pod>` and `subdomain:
+//! <serviceName>`, so the cluster DNS gives `<pod>.<service>.<ns>.svc.cluster.local`
+//! through the headless Service. The controller labels each pod with its revision
+//! (`controller-revision-hash: <name>-<hash>`), its name and (Kubernetes ≥ 1.28) its index.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+
+use super::{Subject, required_spec};
+use crate::workloads::Expansion;
+use crate::workloads::error::WorkloadError;
+use crate::workloads::hash::template_hash;
+use crate::workloads::kinds::WorkloadKind;
+use crate::workloads::names::uid;
+use crate::workloads::template::{
+    check_selector, check_template, count, owner_reference, pod_from_template, replicas,
+};
+
+/// The revision a StatefulSet's or DaemonSet's pod was made from.
+pub const CONTROLLER_REVISION_HASH_LABEL: &str = "controller-revision-hash";
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
+pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, WorkloadError> {
+    let spec = required_spec(&sts.spec)?;
+    let n = replicas(spec.replicas, "spec.replicas")?;
+    let start = match spec.ordinals.as_ref().and_then(|o| o.start) {
+        Some(start) => count(start, "spec.ordinals.start")?,
+        None => 0,
+    };
+    check_selector(WorkloadKind::StatefulSet, &spec.selector, &spec.template)?;
+    check_template(&spec.template, "spec.template", &["Always"], Some("Always"))?;
+    let revision = format!("{}-{}", subject.name, template_hash(&spec.template)?);
+    let service = spec.service_name.clone().filter(|s| !s.is_empty());
+    let owner = owner_reference(
+        "apps/v1",
+        "StatefulSet",
+        &subject.name,
+        uid("StatefulSet", &subject.namespace, &subject.name),
+    );
+    let pods = (start..start + n)
+        .map(|ordinal| {
+            let name = format!("{}-{ordinal}", subject.name);
+            let labels = vec![
+                (CONTROLLER_REVISION_HASH_LABEL.to_string(), revision.clone()),
+                (POD_NAME_LABEL.to_string(), name.clone()),
+                (POD_INDEX_LABEL.to_string(), ordinal.to_string()),
+            ];
+            let mut pod = pod_from_template(
+                &spec.template,
+                &subject.namespace,
+                name.clone(),
+                labels,
+                owner.clone(),
+            );
+            // The controller sets the identity whatever the template says.
+            if let Some(pod_spec) = pod.spec.as_mut() {
+                pod_spec.hostname = Some(name);
+                pod_spec.subdomain = service.clone();
+            }
+            pod
+        })
+        .collect();
+    let mut notes = Vec::new();
+    if service.is_none() {
+        notes.push(format!(
+            "{}: no spec.serviceName, so its pods get no per-pod DNS names",
+            subject.describe()
+        ));
+    }
+    Ok(subject.finish(&spec.template, pods, notes))
+}
