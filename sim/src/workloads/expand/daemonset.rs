@@ -87,3 +87,67 @@ fn pin_to_node(affinity: &mut Affinity, node: &str) {
         }],
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::expand::test_support::{apps, expand_json, labels, names};
+    use crate::workloads::schedule::terms_match;
+
+    fn nodes() -> Vec<NodeSpec> {
+        let mut gpu = NodeSpec::new("n2");
+        gpu.labels.insert("gpu".into(), "true".into());
+        vec![NodeSpec::new("n1"), gpu, NodeSpec::new("n3")]
+    }
+
+    #[test]
+    fn one_pod_per_node_pinned_by_name() {
+        let e = expand_json(
+            WorkloadKind::DaemonSet,
+            apps("DaemonSet", "agent", None, "a"),
+            &nodes(),
+        )
+        .unwrap();
+        assert_eq!(e.pods.len(), 3);
+        for (pod, node) in e.pods.iter().zip(["n1", "n2", "n3"]) {
+            let terms = &pod
+                .pod
+                .spec
+                .as_ref()
+                .unwrap()
+                .affinity
+                .as_ref()
+                .unwrap()
+                .node_affinity
+                .as_ref()
+                .unwrap()
+                .required_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()
+                .node_selector_terms;
+            assert!(terms_match(terms, node, &Default::default()));
+            assert!(!terms_match(terms, "other", &Default::default()));
+            assert!(labels(pod).contains_key(CONTROLLER_REVISION_HASH_LABEL));
+        }
+        // A node's pod keeps its name when other nodes go.
+        let fewer = expand_json(
+            WorkloadKind::DaemonSet,
+            apps("DaemonSet", "agent", None, "a"),
+            &nodes()[1..],
+        )
+        .unwrap();
+        assert_eq!(names(&fewer), names(&e)[1..]);
+    }
+
+    #[test]
+    fn only_admitted_nodes_get_a_pod() {
+        let mut ds = apps("DaemonSet", "gpu-agent", None, "a");
+        ds["spec"]["template"]["spec"]["nodeSelector"] = serde_json::json!({"gpu": "true"});
+        let e = expand_json(WorkloadKind::DaemonSet, ds.clone(), &nodes()).unwrap();
+        assert_eq!(e.pods.len(), 1);
+        ds["spec"]["template"]["spec"]["nodeSelector"] = serde_json::json!({"gpu": "false"});
+        let e = expand_json(WorkloadKind::DaemonSet, ds, &nodes()).unwrap();
+        assert!(e.pods.is_empty());
+        assert!(e.notes[0].contains("no node matches"), "{:?}", e.notes);
+    }
+}

@@ -147,3 +147,126 @@ pub(super) fn expand_cron_job(subject: &Subject) -> Expansion {
         )],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::expand::test_support::{expand_json, labels, names};
+    use crate::workloads::kinds::WorkloadKind;
+
+    fn job(spec: serde_json::Value) -> Result<Expansion, WorkloadError> {
+        let mut spec = spec;
+        spec["template"] = serde_json::json!({
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c"}]}
+        });
+        expand_json(
+            WorkloadKind::Job,
+            serde_json::json!({"metadata": {"name": "pi", "namespace": "batch"}, "spec": spec}),
+            &[],
+        )
+    }
+
+    #[test]
+    fn parallelism_defaults_to_one_and_completions_caps_it() {
+        assert_eq!(job(serde_json::json!({})).unwrap().pods.len(), 1);
+        assert_eq!(
+            job(serde_json::json!({"parallelism": 3}))
+                .unwrap()
+                .pods
+                .len(),
+            3
+        );
+        assert_eq!(
+            job(serde_json::json!({"parallelism": 5, "completions": 2}))
+                .unwrap()
+                .pods
+                .len(),
+            2
+        );
+        assert_eq!(
+            job(serde_json::json!({"parallelism": 2, "completions": 10}))
+                .unwrap()
+                .pods
+                .len(),
+            2
+        );
+        assert!(
+            job(serde_json::json!({"parallelism": 3, "suspend": true}))
+                .unwrap()
+                .pods
+                .is_empty()
+        );
+        assert_eq!(
+            job(serde_json::json!({"parallelism": -1}))
+                .unwrap_err()
+                .path(),
+            "spec.parallelism"
+        );
+    }
+
+    #[test]
+    fn pods_carry_the_job_labels_with_a_stable_uid() {
+        let e = job(serde_json::json!({"parallelism": 2})).unwrap();
+        let l = labels(&e.pods[0]);
+        let uid = uid("Job", "batch", "pi");
+        assert_eq!(l[CONTROLLER_UID_LABEL], uid);
+        assert_eq!(l[LEGACY_CONTROLLER_UID_LABEL], uid);
+        assert_eq!(l[JOB_NAME_LABEL], "pi");
+        assert_eq!(l[LEGACY_JOB_NAME_LABEL], "pi");
+        assert!(
+            names(&e)
+                .iter()
+                .all(|n| n.starts_with("pi-") && n.len() == 8)
+        );
+        assert_eq!(e.pods[0].owner.to_string(), "Job/pi");
+    }
+
+    #[test]
+    fn indexed_jobs_name_and_label_the_index() {
+        let e = job(
+            serde_json::json!({"parallelism": 2, "completions": 4, "completionMode": "Indexed"}),
+        )
+        .unwrap();
+        let n = names(&e);
+        assert!(
+            n[0].starts_with("pi-0-") && n[1].starts_with("pi-1-"),
+            "{n:?}"
+        );
+        assert_eq!(labels(&e.pods[1])[COMPLETION_INDEX], "1");
+        assert_eq!(
+            e.pods[1].pod.spec.as_ref().unwrap().hostname.as_deref(),
+            Some("pi-1")
+        );
+    }
+
+    #[test]
+    fn the_api_servers_job_checks() {
+        let always = expand_json(
+            WorkloadKind::Job,
+            serde_json::json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}),
+            &[],
+        );
+        assert_eq!(
+            always.unwrap_err().path(),
+            "spec.template.spec.restartPolicy"
+        );
+        let sel = job(serde_json::json!({"selector": {"matchLabels": {"a": "b"}}}));
+        assert_eq!(sel.unwrap_err().path(), "spec.selector");
+    }
+
+    #[test]
+    fn cron_jobs_make_no_pods_and_say_so() {
+        let e = expand_json(
+            WorkloadKind::CronJob,
+            serde_json::json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "0 0 * * *", "jobTemplate": {}}}),
+            &[],
+        )
+        .unwrap();
+        assert!(e.pods.is_empty());
+        assert!(
+            e.notes[0].contains("CronJob default/nightly"),
+            "{:?}",
+            e.notes
+        );
+    }
+}

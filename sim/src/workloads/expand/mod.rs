@@ -149,3 +149,50 @@ fn required_spec<T>(spec: &Option<T>) -> Result<&T, WorkloadError> {
     spec.as_ref()
         .ok_or_else(|| WorkloadError::invalid("spec", "the manifest needs a spec"))
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A controller of `kind` from JSON, expanded on `nodes`.
+    pub fn expand_json(
+        kind: WorkloadKind,
+        value: serde_json::Value,
+        nodes: &[NodeSpec],
+    ) -> Result<Expansion, WorkloadError> {
+        expand(&Controller::from_json(kind, value).unwrap(), nodes)
+    }
+
+    pub fn names(e: &Expansion) -> Vec<String> {
+        e.pods
+            .iter()
+            .map(|p| p.pod.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    pub fn labels(p: &ExpandedPod) -> BTreeMap<String, String> {
+        p.pod.metadata.labels.clone().unwrap()
+    }
+
+    /// An apps/v1 controller with `replicas` and a one-container template labelled
+    /// `app: <name>`.
+    pub fn apps(kind: &str, name: &str, replicas: Option<i32>, image: &str) -> serde_json::Value {
+        let mut spec = serde_json::json!({
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": image, "ports": [{"containerPort": 80}]}]}
+            }
+        });
+        if let Some(r) = replicas {
+            spec["replicas"] = r.into();
+        }
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": spec
+        })
+    }
+}

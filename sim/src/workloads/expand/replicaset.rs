@@ -118,3 +118,58 @@ pub(super) fn replica_pods(
     }
     pods
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::expand::test_support::{apps, expand_json, names};
+
+    #[test]
+    fn replica_set_pods_are_name_dash_five() {
+        let e = expand_json(
+            WorkloadKind::ReplicaSet,
+            apps("ReplicaSet", "cache", Some(2), "redis"),
+            &[],
+        )
+        .unwrap();
+        let names = names(&e);
+        assert_eq!(names.len(), 2);
+        assert_ne!(names[0], names[1]);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("cache-") && n.len() == "cache-".len() + 5)
+        );
+        assert_eq!(e.pods[0].owner.to_string(), "ReplicaSet/cache");
+    }
+
+    fn rc(selector: Option<serde_json::Value>) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": {"name": "legacy"},
+            "spec": {"replicas": 2, "template": {
+                "metadata": {"labels": {"app": "legacy"}},
+                "spec": {"containers": [{"name": "c"}]}
+            }}
+        });
+        if let Some(s) = selector {
+            v["spec"]["selector"] = s;
+        }
+        v
+    }
+
+    #[test]
+    fn replication_controller_selector_defaults_to_the_template_labels() {
+        let e = expand_json(WorkloadKind::ReplicationController, rc(None), &[]).unwrap();
+        assert_eq!(e.pods.len(), 2);
+        assert_eq!(e.pods[0].owner.to_string(), "ReplicationController/legacy");
+        assert_eq!(e.pods[0].pod.metadata.namespace.as_deref(), Some("default"));
+        let err = expand_json(
+            WorkloadKind::ReplicationController,
+            rc(Some(serde_json::json!({"app": "other"}))),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.path(), "spec.selector");
+    }
+}

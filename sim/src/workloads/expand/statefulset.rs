@@ -70,3 +70,38 @@ pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, 
     }
     Ok(subject.finish(&spec.template, pods, notes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::expand::test_support::{apps, expand_json, labels, names};
+
+    #[test]
+    fn pods_have_ordinal_names_hostname_subdomain_and_identity_labels() {
+        let mut s = apps("StatefulSet", "db", Some(3), "postgres");
+        s["spec"]["serviceName"] = "db-headless".into();
+        let e = expand_json(WorkloadKind::StatefulSet, s, &[]).unwrap();
+        assert_eq!(names(&e), ["db-0", "db-1", "db-2"]);
+        for (i, pod) in e.pods.iter().enumerate() {
+            let spec = pod.pod.spec.as_ref().unwrap();
+            assert_eq!(spec.hostname.as_deref(), Some(format!("db-{i}").as_str()));
+            assert_eq!(spec.subdomain.as_deref(), Some("db-headless"));
+            let l = labels(pod);
+            assert_eq!(l[POD_NAME_LABEL], format!("db-{i}"));
+            assert_eq!(l[POD_INDEX_LABEL], i.to_string());
+            assert!(l[CONTROLLER_REVISION_HASH_LABEL].starts_with("db-"));
+            assert_eq!(pod.owner.to_string(), "StatefulSet/db");
+        }
+        assert!(e.notes.is_empty(), "{:?}", e.notes);
+    }
+
+    #[test]
+    fn ordinals_start_and_a_missing_service_name() {
+        let mut s = apps("StatefulSet", "db", Some(2), "postgres");
+        s["spec"]["ordinals"] = serde_json::json!({"start": 5});
+        let e = expand_json(WorkloadKind::StatefulSet, s, &[]).unwrap();
+        assert_eq!(names(&e), ["db-5", "db-6"]);
+        assert!(e.pods[0].pod.spec.as_ref().unwrap().subdomain.is_none());
+        assert!(e.notes[0].contains("no spec.serviceName"), "{:?}", e.notes);
+    }
+}

@@ -270,3 +270,259 @@ fn pod_ref(pod: &Pod) -> String {
         pod.metadata.name.as_deref().unwrap_or_default()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<NodeSpec> {
+        (1..=n).map(|i| NodeSpec::new(format!("n{i}"))).collect()
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> Pod {
+        let mut spec = spec;
+        spec["containers"] = serde_json::json!([{"name": "c"}]);
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn anti(app: &str, key: &str) -> serde_json::Value {
+        serde_json::json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}
+        ]}}})
+    }
+
+    fn nodes_of(s: &Schedule) -> Vec<Option<&str>> {
+        s.placements.iter().map(|p| p.node.as_deref()).collect()
+    }
+
+    fn run(nodes: &[NodeSpec], pods: &[Pod]) -> Schedule {
+        schedule(nodes, &NamespaceLabels::new(), pods)
+    }
+
+    #[test]
+    fn least_loaded_node_first_in_node_order_on_a_tie() {
+        let pods: Vec<Pod> = (0..4)
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    serde_json::json!({}),
+                    serde_json::json!({}),
+                )
+            })
+            .collect();
+        let s = run(&nodes(3), &pods);
+        assert_eq!(
+            nodes_of(&s),
+            [Some("n1"), Some("n2"), Some("n3"), Some("n1")]
+        );
+        assert!(s.notes.is_empty());
+    }
+
+    #[test]
+    fn node_name_binds_and_counts_toward_load() {
+        let pods = [
+            pod(
+                "pinned",
+                serde_json::json!({}),
+                serde_json::json!({"nodeName": "n1"}),
+            ),
+            pod("free", serde_json::json!({}), serde_json::json!({})),
+            pod(
+                "ghost",
+                serde_json::json!({}),
+                serde_json::json!({"nodeName": "n9"}),
+            ),
+        ];
+        let s = run(&nodes(2), &pods);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), None]);
+        assert!(
+            s.notes[0].contains("\"n9\", which does not exist"),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn node_selector_picks_labelled_nodes_or_leaves_the_pod_pending() {
+        let mut ns = nodes(3);
+        ns[2].labels.insert("disk".into(), "ssd".into());
+        let pods = [
+            pod(
+                "a",
+                serde_json::json!({}),
+                serde_json::json!({"nodeSelector": {"disk": "ssd"}}),
+            ),
+            pod(
+                "b",
+                serde_json::json!({}),
+                serde_json::json!({"nodeSelector": {"kubernetes.io/os": "linux"}}),
+            ),
+            pod(
+                "c",
+                serde_json::json!({}),
+                serde_json::json!({"nodeSelector": {"disk": "nvme"}}),
+            ),
+        ];
+        let s = run(&ns, &pods);
+        assert_eq!(nodes_of(&s), [Some("n3"), Some("n1"), None]);
+        assert_eq!(
+            s.notes,
+            [
+                "pod default/c stays Pending: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector"
+            ]
+        );
+    }
+
+    #[test]
+    fn anti_affinity_spreads_three_replicas_and_leaves_one_pending_on_two_nodes() {
+        let replicas: Vec<Pod> = (0..3)
+            .map(|i| {
+                pod(
+                    &format!("web-{i}"),
+                    serde_json::json!({"app": "web"}),
+                    anti("web", "kubernetes.io/hostname"),
+                )
+            })
+            .collect();
+        let s = run(&nodes(3), &replicas);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), Some("n3")]);
+        let s = run(&nodes(2), &replicas);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), None]);
+        assert_eq!(
+            s.notes,
+            [
+                "pod default/web-2 stays Pending: 0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules"
+            ]
+        );
+    }
+
+    #[test]
+    fn existing_pods_anti_affinity_keeps_others_away() {
+        let pods = [
+            pod(
+                "loner",
+                serde_json::json!({"app": "loner"}),
+                anti("web", "kubernetes.io/hostname"),
+            ),
+            pod(
+                "web",
+                serde_json::json!({"app": "web"}),
+                serde_json::json!({"nodeSelector": {"kubernetes.io/hostname": "n1"}}),
+            ),
+        ];
+        let s = run(&nodes(2), &pods);
+        assert_eq!(nodes_of(&s), [Some("n1"), None]);
+        assert!(s.notes[0].contains("1 node(s) didn't match Pod's node affinity/selector, 1 node(s) didn't satisfy existing pods anti-affinity rules"), "{:?}", s.notes);
+    }
+
+    #[test]
+    fn affinity_joins_its_peer_even_when_the_peer_comes_later() {
+        let with_db = serde_json::json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}
+        ]}}});
+        let pods = [
+            pod("filler", serde_json::json!({}), serde_json::json!({})),
+            pod("app", serde_json::json!({"app": "app"}), with_db),
+            pod(
+                "db",
+                serde_json::json!({"app": "db"}),
+                serde_json::json!({}),
+            ),
+        ];
+        let s = run(&nodes(3), &pods);
+        // db goes to n2 (n1 has the filler); app, retried after, joins it.
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), Some("n2")]);
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+    }
+
+    #[test]
+    fn any_topology_key_from_node_labels() {
+        let mut ns = nodes(4);
+        for (n, zone) in ns.iter_mut().zip(["a", "a", "b", "b"]) {
+            n.labels
+                .insert("topology.kubernetes.io/zone".into(), zone.into());
+        }
+        let replicas: Vec<Pod> = (0..3)
+            .map(|i| {
+                pod(
+                    &format!("z-{i}"),
+                    serde_json::json!({"app": "z"}),
+                    anti("z", "topology.kubernetes.io/zone"),
+                )
+            })
+            .collect();
+        let s = run(&ns, &replicas);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n3"), None]);
+        // A key no node has: anti-affinity is always satisfied.
+        let s = run(
+            &nodes(1),
+            &[
+                pod("r0", serde_json::json!({"app": "r"}), anti("r", "rack")),
+                pod("r1", serde_json::json!({"app": "r"}), anti("r", "rack")),
+            ],
+        );
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n1")]);
+    }
+
+    #[test]
+    fn namespaces_of_a_term() {
+        let mut other_ns: NamespaceLabels = NamespaceLabels::new();
+        other_ns.insert(
+            "other".into(),
+            [("team".to_string(), "x".to_string())].into(),
+        );
+        let mut elsewhere = pod(
+            "db",
+            serde_json::json!({"app": "db"}),
+            serde_json::json!({}),
+        );
+        elsewhere.metadata.namespace = Some("other".into());
+        let own_ns_only = pod(
+            "a",
+            serde_json::json!({"app": "a"}),
+            anti("db", "kubernetes.io/hostname"),
+        );
+        let s = schedule(&nodes(1), &other_ns, &[elsewhere.clone(), own_ns_only]);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n1")]);
+        let mut by_selector = anti("db", "kubernetes.io/hostname");
+        by_selector["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [0]["namespaceSelector"] = serde_json::json!({"matchLabels": {"team": "x"}});
+        let s = schedule(
+            &nodes(1),
+            &other_ns,
+            &[elsewhere, pod("b", serde_json::json!({}), by_selector)],
+        );
+        assert_eq!(nodes_of(&s), [Some("n1"), None]);
+    }
+
+    #[test]
+    fn what_is_not_modelled_is_noted_once_per_feature() {
+        let spread = serde_json::json!({
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
+            "tolerations": [{"operator": "Exists"}]
+        });
+        let s = run(
+            &nodes(1),
+            &[
+                pod("a", serde_json::json!({}), spread.clone()),
+                pod("b", serde_json::json!({}), spread),
+            ],
+        );
+        assert_eq!(s.notes.len(), 2, "{:?}", s.notes);
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.starts_with("topologySpreadConstraints")
+                    && n.ends_with("default/a, default/b"))
+        );
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.starts_with("taints are not modelled"))
+        );
+    }
+}
