@@ -15,6 +15,7 @@ pub mod error;
 pub mod expand;
 pub mod hash;
 pub mod kinds;
+pub mod labels;
 pub mod names;
 pub mod node;
 pub mod podspec;

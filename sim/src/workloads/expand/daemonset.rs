@@ -10,12 +10,12 @@ use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
 };
 
-use super::statefulset::CONTROLLER_REVISION_HASH_LABEL;
 use super::{Subject, required_spec};
 use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
 use crate::workloads::hash::template_hash;
 use crate::workloads::kinds::WorkloadKind;
+use crate::workloads::labels;
 use crate::workloads::names::{suffix, uid};
 use crate::workloads::node::NodeSpec;
 use crate::workloads::schedule::admits;
@@ -50,7 +50,7 @@ pub(super) fn expand(
             &spec.template,
             &subject.namespace,
             format!("{}-{s}", subject.name),
-            vec![(CONTROLLER_REVISION_HASH_LABEL.to_string(), hash.clone())],
+            vec![(labels::CONTROLLER_REVISION_HASH.to_string(), hash.clone())],
             owner.clone(),
         );
         taken.push(s);
@@ -91,7 +91,7 @@ fn pin_to_node(affinity: &mut Affinity, node: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads::expand::test_support::{apps, expand_json, labels, names};
+    use crate::workloads::expand::test_support::{apps, expand_json, labels_of, names};
     use crate::workloads::schedule::terms_match;
 
     fn nodes() -> Vec<NodeSpec> {
@@ -127,7 +127,7 @@ mod tests {
                 .node_selector_terms;
             assert!(terms_match(terms, node, &Default::default()));
             assert!(!terms_match(terms, "other", &Default::default()));
-            assert!(labels(pod).contains_key(CONTROLLER_REVISION_HASH_LABEL));
+            assert!(labels_of(pod).contains_key(labels::CONTROLLER_REVISION_HASH));
         }
         // A node's pod keeps its name when other nodes go.
         let fewer = expand_json(

@@ -12,11 +12,9 @@ use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
 use crate::workloads::hash::template_hash;
 use crate::workloads::kinds::WorkloadKind;
+use crate::workloads::labels;
 use crate::workloads::names::uid;
 use crate::workloads::template::{check_selector, check_template, owner_reference, replicas};
-
-/// The label a Deployment's ReplicaSet puts on its pods.
-pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 pub(super) fn expand(subject: &Subject, d: &Deployment) -> Result<Expansion, WorkloadError> {
     let spec = required_spec(&d.spec)?;
@@ -31,7 +29,7 @@ pub(super) fn expand(subject: &Subject, d: &Deployment) -> Result<Expansion, Wor
         &rs,
         uid("ReplicaSet", &subject.namespace, &rs),
     );
-    let labels = [(POD_TEMPLATE_HASH_LABEL.to_string(), hash)];
+    let labels = [(labels::POD_TEMPLATE_HASH.to_string(), hash)];
     let pods = replica_pods(
         &spec.template,
         subject,
@@ -54,7 +52,7 @@ pub(super) fn expand(subject: &Subject, d: &Deployment) -> Result<Expansion, Wor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads::expand::test_support::{apps, expand_json, labels, names};
+    use crate::workloads::expand::test_support::{apps, expand_json, labels_of, names};
     use crate::workloads::names::SAFE_ALPHABET;
 
     fn deploy(replicas: Option<i32>, image: &str) -> Result<Expansion, WorkloadError> {
@@ -70,12 +68,12 @@ mod tests {
         let e = deploy(Some(3), "nginx").unwrap();
         let names = names(&e);
         assert_eq!(names.len(), 3);
-        let hash = labels(&e.pods[0])[POD_TEMPLATE_HASH_LABEL].clone();
+        let hash = labels_of(&e.pods[0])[labels::POD_TEMPLATE_HASH].clone();
         for (pod, name) in e.pods.iter().zip(&names) {
             let rest = name.strip_prefix(&format!("frontend-{hash}-")).unwrap();
             assert_eq!(rest.len(), 5);
             assert!(rest.bytes().all(|c| SAFE_ALPHABET.contains(&c)));
-            assert_eq!(labels(pod)["app"], "frontend");
+            assert_eq!(labels_of(pod)["app"], "frontend");
             assert_eq!(pod.owner.to_string(), "Deployment/frontend");
             assert_eq!(pod.pod.metadata.namespace.as_deref(), Some("shop"));
             let owner = &pod.pod.metadata.owner_references.as_ref().unwrap()[0];

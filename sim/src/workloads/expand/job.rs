@@ -10,18 +10,11 @@ use super::replicaset::replica_pods;
 use super::{Subject, required_spec};
 use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
+use crate::workloads::labels;
 use crate::workloads::names::{suffix, uid};
 use crate::workloads::template::{
     check_template, count, owner_reference, pod_from_template, selects_template,
 };
-
-pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
-pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-/// The older, unprefixed spellings, still set.
-pub const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
-pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
-/// An Indexed Job's pod's index (label and annotation).
-pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, WorkloadError> {
     let spec = required_spec(&job.spec)?;
@@ -72,10 +65,10 @@ pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, Work
 
     let job_uid = uid("Job", &subject.namespace, &subject.name);
     let labels: Vec<(String, String)> = [
-        (CONTROLLER_UID_LABEL, job_uid.as_str()),
-        (JOB_NAME_LABEL, subject.name.as_str()),
-        (LEGACY_CONTROLLER_UID_LABEL, job_uid.as_str()),
-        (LEGACY_JOB_NAME_LABEL, subject.name.as_str()),
+        (labels::JOB_CONTROLLER_UID, job_uid.as_str()),
+        (labels::JOB_NAME, subject.name.as_str()),
+        (labels::LEGACY_JOB_CONTROLLER_UID, job_uid.as_str()),
+        (labels::LEGACY_JOB_NAME, subject.name.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -93,7 +86,7 @@ pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, Work
             .map(|i| {
                 let s = suffix("Job", &subject.name, &i.to_string(), &taken);
                 let mut labels = labels.clone();
-                labels.push((COMPLETION_INDEX.to_string(), i.to_string()));
+                labels.push((labels::JOB_COMPLETION_INDEX.to_string(), i.to_string()));
                 let mut pod = pod_from_template(
                     &spec.template,
                     &subject.namespace,
@@ -105,7 +98,7 @@ pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, Work
                 pod.metadata
                     .annotations
                     .get_or_insert_with(Default::default)
-                    .insert(COMPLETION_INDEX.to_string(), i.to_string());
+                    .insert(labels::JOB_COMPLETION_INDEX.to_string(), i.to_string());
                 if let Some(ps) = pod.spec.as_mut() {
                     ps.hostname = Some(format!("{}-{i}", subject.name));
                 }
@@ -151,7 +144,7 @@ pub(super) fn expand_cron_job(subject: &Subject) -> Expansion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads::expand::test_support::{expand_json, labels, names};
+    use crate::workloads::expand::test_support::{expand_json, labels_of, names};
     use crate::workloads::kinds::WorkloadKind;
 
     fn job(spec: serde_json::Value) -> Result<Expansion, WorkloadError> {
@@ -207,12 +200,12 @@ mod tests {
     #[test]
     fn pods_carry_the_job_labels_with_a_stable_uid() {
         let e = job(serde_json::json!({"parallelism": 2})).unwrap();
-        let l = labels(&e.pods[0]);
+        let l = labels_of(&e.pods[0]);
         let uid = uid("Job", "batch", "pi");
-        assert_eq!(l[CONTROLLER_UID_LABEL], uid);
-        assert_eq!(l[LEGACY_CONTROLLER_UID_LABEL], uid);
-        assert_eq!(l[JOB_NAME_LABEL], "pi");
-        assert_eq!(l[LEGACY_JOB_NAME_LABEL], "pi");
+        assert_eq!(l[labels::JOB_CONTROLLER_UID], uid);
+        assert_eq!(l[labels::LEGACY_JOB_CONTROLLER_UID], uid);
+        assert_eq!(l[labels::JOB_NAME], "pi");
+        assert_eq!(l[labels::LEGACY_JOB_NAME], "pi");
         assert!(
             names(&e)
                 .iter()
@@ -232,7 +225,7 @@ mod tests {
             n[0].starts_with("pi-0-") && n[1].starts_with("pi-1-"),
             "{n:?}"
         );
-        assert_eq!(labels(&e.pods[1])[COMPLETION_INDEX], "1");
+        assert_eq!(labels_of(&e.pods[1])[labels::JOB_COMPLETION_INDEX], "1");
         assert_eq!(
             e.pods[1].pod.spec.as_ref().unwrap().hostname.as_deref(),
             Some("pi-1")

@@ -172,7 +172,7 @@ pub(crate) mod test_support {
             .collect()
     }
 
-    pub fn labels(p: &ExpandedPod) -> BTreeMap<String, String> {
+    pub fn labels_of(p: &ExpandedPod) -> BTreeMap<String, String> {
         p.pod.metadata.labels.clone().unwrap()
     }
 

@@ -11,15 +11,11 @@ use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
 use crate::workloads::hash::template_hash;
 use crate::workloads::kinds::WorkloadKind;
+use crate::workloads::labels;
 use crate::workloads::names::uid;
 use crate::workloads::template::{
     check_selector, check_template, count, owner_reference, pod_from_template, replicas,
 };
-
-/// The revision a StatefulSet's or DaemonSet's pod was made from.
-pub const CONTROLLER_REVISION_HASH_LABEL: &str = "controller-revision-hash";
-pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
-pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, WorkloadError> {
     let spec = required_spec(&sts.spec)?;
@@ -42,9 +38,12 @@ pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, 
         .map(|ordinal| {
             let name = format!("{}-{ordinal}", subject.name);
             let labels = vec![
-                (CONTROLLER_REVISION_HASH_LABEL.to_string(), revision.clone()),
-                (POD_NAME_LABEL.to_string(), name.clone()),
-                (POD_INDEX_LABEL.to_string(), ordinal.to_string()),
+                (
+                    labels::CONTROLLER_REVISION_HASH.to_string(),
+                    revision.clone(),
+                ),
+                (labels::STATEFULSET_POD_NAME.to_string(), name.clone()),
+                (labels::POD_INDEX.to_string(), ordinal.to_string()),
             ];
             let mut pod = pod_from_template(
                 &spec.template,
@@ -74,7 +73,7 @@ pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads::expand::test_support::{apps, expand_json, labels, names};
+    use crate::workloads::expand::test_support::{apps, expand_json, labels_of, names};
 
     #[test]
     fn pods_have_ordinal_names_hostname_subdomain_and_identity_labels() {
@@ -86,10 +85,10 @@ mod tests {
             let spec = pod.pod.spec.as_ref().unwrap();
             assert_eq!(spec.hostname.as_deref(), Some(format!("db-{i}").as_str()));
             assert_eq!(spec.subdomain.as_deref(), Some("db-headless"));
-            let l = labels(pod);
-            assert_eq!(l[POD_NAME_LABEL], format!("db-{i}"));
-            assert_eq!(l[POD_INDEX_LABEL], i.to_string());
-            assert!(l[CONTROLLER_REVISION_HASH_LABEL].starts_with("db-"));
+            let l = labels_of(pod);
+            assert_eq!(l[labels::STATEFULSET_POD_NAME], format!("db-{i}"));
+            assert_eq!(l[labels::POD_INDEX], i.to_string());
+            assert!(l[labels::CONTROLLER_REVISION_HASH].starts_with("db-"));
             assert_eq!(pod.owner.to_string(), "StatefulSet/db");
         }
         assert!(e.notes.is_empty(), "{:?}", e.notes);

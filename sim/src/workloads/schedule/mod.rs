@@ -138,8 +138,7 @@ impl<'a> Scheduler<'a> {
             ));
             return Err(Unplaced::Never);
         };
-        let spec = pod.spec.clone().unwrap_or_default();
-        if !admits(&spec, node_name, &self.node_labels[index]) {
+        if !admits_pod(pod, node_name, &self.node_labels[index]) {
             self.notes.push(format!(
                 "pod {} names node {node_name:?}, but its nodeSelector or node affinity excludes that node: the kubelet refuses it (NodeAffinity) and it does not run",
                 pod_ref(pod)
@@ -165,8 +164,7 @@ impl<'a> Scheduler<'a> {
 
     /// Why the pod cannot go to node `i`, if it cannot.
     fn refusal(&self, pod: &Pod, i: usize) -> Option<&'static str> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        if !admits(&spec, &self.nodes[i].name, &self.node_labels[i]) {
+        if !admits_pod(pod, &self.nodes[i].name, &self.node_labels[i]) {
             return Some("didn't match Pod's node affinity/selector");
         }
         let placed: Vec<Placed> = self
@@ -257,6 +255,13 @@ fn not_modelled_notes(pods: &[Pod]) -> Vec<String> {
         .into_iter()
         .map(|(words, pods)| format!("{words}: {}", pods.join(", ")))
         .collect()
+}
+
+/// [`admits`] for a pod (one without a spec asks for nothing).
+fn admits_pod(pod: &Pod, node_name: &str, node_labels: &BTreeMap<String, String>) -> bool {
+    pod.spec
+        .as_ref()
+        .is_none_or(|s| admits(s, node_name, node_labels))
 }
 
 fn pod_namespace(pod: &Pod) -> &str {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 /// The only field `matchFields` may test.
 const NODE_NAME_FIELD: &str = "metadata.name";
@@ -54,13 +55,11 @@ pub fn terms_match(
 }
 
 /// One requirement against the value the node has for its key (`None`: no such label).
+/// In, NotIn, Exists and DoesNotExist mean what they mean in label selectors, so
+/// [`crate::selector`] decides them; Gt and Lt are node selectors' own.
 fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = req.values.as_deref().unwrap_or_default();
     match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| values.iter().all(|x| x != v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
         // Gt and Lt take exactly one integer and compare the label as an integer; a label
         // that is not one matches neither.
         "Gt" | "Lt" => {
@@ -73,7 +72,21 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
                 _ => false,
             }
         }
-        _ => false,
+        _ => {
+            let selector = LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: req.key.clone(),
+                    operator: req.operator.clone(),
+                    values: req.values.clone(),
+                }]),
+            };
+            let labels: BTreeMap<String, String> = value
+                .map(|v| (req.key.clone(), v.to_string()))
+                .into_iter()
+                .collect();
+            crate::selector::matches(&selector, &labels)
+        }
     }
 }
 

@@ -27,17 +27,19 @@ pub(crate) struct Placed<'a> {
 /// Why a node fails the inter-pod affinity filter, in the scheduler's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Refusal {
-    PodAffinity,
-    PodAntiAffinity,
-    ExistingAntiAffinity,
+    AffinityUnmet,
+    AntiAffinityViolated,
+    ExistingAntiAffinityViolated,
 }
 
 impl Refusal {
     pub fn words(self) -> &'static str {
         match self {
-            Refusal::PodAffinity => "didn't match pod affinity rules",
-            Refusal::PodAntiAffinity => "didn't match pod anti-affinity rules",
-            Refusal::ExistingAntiAffinity => "didn't satisfy existing pods anti-affinity rules",
+            Refusal::AffinityUnmet => "didn't match pod affinity rules",
+            Refusal::AntiAffinityViolated => "didn't match pod anti-affinity rules",
+            Refusal::ExistingAntiAffinityViolated => {
+                "didn't satisfy existing pods anti-affinity rules"
+            }
         }
     }
 }
@@ -67,7 +69,7 @@ pub(crate) fn check(
 
     for term in required_affinity {
         let Some(domain) = node_labels.get(&term.topology_key) else {
-            return Err(Refusal::PodAffinity);
+            return Err(Refusal::AffinityUnmet);
         };
         let matching: Vec<&Placed> = placed
             .iter()
@@ -80,14 +82,14 @@ pub(crate) fn check(
         // or no such group could ever start.
         let first_of_its_group = matching.is_empty() && term_selects(term, pod, pod, namespaces);
         if !(in_domain || first_of_its_group) {
-            return Err(Refusal::PodAffinity);
+            return Err(Refusal::AffinityUnmet);
         }
     }
     for term in required_anti {
         if shares_domain(term, node_labels, placed, |p| {
             term_selects(term, pod, p, namespaces)
         }) {
-            return Err(Refusal::PodAntiAffinity);
+            return Err(Refusal::AntiAffinityViolated);
         }
     }
     for p in placed {
@@ -108,7 +110,7 @@ pub(crate) fn check(
                 None => false,
             };
             if same_domain && term_selects(term, p.pod, pod, namespaces) {
-                return Err(Refusal::ExistingAntiAffinity);
+                return Err(Refusal::ExistingAntiAffinityViolated);
             }
         }
     }
