@@ -7,7 +7,9 @@
 //! (`ReplicaSet/frontend-5d59d67564/0`, `DaemonSet/agent/node-2`): its FNV-32a hash is
 //! written as 5 base-27 digits, least significant first, each digit an index into
 //! [`SAFE_ALPHABET`]. Should two siblings collide, the later one hashes
-//! `<kind>/<owner>/<key>/1`, `/2`, ... until its name is free.
+//! `<kind>/<owner>/<key>/1`, `/2`, ... until its name is free. The name is the
+//! `generateName` prefix (`<owner>-`, cut to 58 characters as the API server cuts it)
+//! followed by the suffix.
 
 use sha2::{Digest, Sha256};
 
@@ -25,6 +27,21 @@ pub fn safe_encode(s: &str) -> String {
     s.bytes()
         .map(|b| char::from(SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()]))
         .collect()
+}
+
+/// The longest `generateName` prefix the API server keeps: a generated name must fit
+/// the 63 characters of a label value with its suffix.
+pub const MAX_GENERATE_NAME_PREFIX: usize = 63 - SUFFIX_LEN;
+
+/// A generated name: `prefix` (cut to [`MAX_GENERATE_NAME_PREFIX`] bytes, as the API
+/// server cuts it) followed by `suffix`.
+pub fn generated_name(prefix: &str, suffix: &str) -> String {
+    let mut end = prefix.len().min(MAX_GENERATE_NAME_PREFIX);
+    // Names are ASCII when valid; never split a character of an invalid one.
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &prefix[..end])
 }
 
 /// The 5-character suffix for `key` (an index or a node name) under an owner, avoiding
@@ -98,6 +115,17 @@ mod tests {
         let b = suffix("ReplicaSet", "web-abc", "0", std::slice::from_ref(&a));
         assert_ne!(a, b);
         assert_eq!(b.len(), SUFFIX_LEN);
+    }
+
+    #[test]
+    fn generated_names_cut_long_prefixes() {
+        assert_eq!(generated_name("web-", "bcdfg"), "web-bcdfg");
+        let long = "x".repeat(70);
+        assert_eq!(generated_name(&long, "bcdfg").len(), 63);
+        assert_eq!(
+            generated_name(&format!("a{}", "é".repeat(40)), "bcdfg").len(),
+            62
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::workloads::error::WorkloadError;
 use crate::workloads::hash::template_hash;
 use crate::workloads::kinds::WorkloadKind;
 use crate::workloads::labels;
-use crate::workloads::names::{suffix, uid};
+use crate::workloads::names::{generated_name, suffix, uid};
 use crate::workloads::node::NodeSpec;
 use crate::workloads::schedule::admits;
 use crate::workloads::template::{
@@ -49,7 +49,7 @@ pub(super) fn expand(
         let mut pod = pod_from_template(
             &spec.template,
             &subject.namespace,
-            format!("{}-{s}", subject.name),
+            generated_name(&format!("{}-", subject.name), &s),
             vec![(labels::CONTROLLER_REVISION_HASH.to_string(), hash.clone())],
             owner.clone(),
         );

@@ -11,7 +11,7 @@ use super::{Subject, required_spec};
 use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
 use crate::workloads::labels;
-use crate::workloads::names::{suffix, uid};
+use crate::workloads::names::{generated_name, suffix, uid};
 use crate::workloads::template::{
     check_template, count, owner_reference, pod_from_template, selects_template,
 };
@@ -90,7 +90,7 @@ pub(super) fn expand_job(subject: &Subject, job: &Job) -> Result<Expansion, Work
                 let mut pod = pod_from_template(
                     &spec.template,
                     &subject.namespace,
-                    format!("{}-{i}-{s}", subject.name),
+                    generated_name(&format!("{}-{i}-", subject.name), &s),
                     labels,
                     owner.clone(),
                 );

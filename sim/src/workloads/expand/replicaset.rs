@@ -10,7 +10,7 @@ use super::{Subject, required_spec};
 use crate::workloads::Expansion;
 use crate::workloads::error::WorkloadError;
 use crate::workloads::kinds::WorkloadKind;
-use crate::workloads::names::{suffix, uid};
+use crate::workloads::names::{generated_name, suffix, uid};
 use crate::workloads::template::{
     check_selector, check_template, owner_reference, pod_from_template, replicas, selects_template,
     template_labels,
@@ -110,7 +110,7 @@ pub(super) fn replica_pods(
         pods.push(pod_from_template(
             template,
             &subject.namespace,
-            format!("{owner}-{s}"),
+            generated_name(&format!("{owner}-"), &s),
             extra_labels.to_vec(),
             owner_ref.clone(),
         ));

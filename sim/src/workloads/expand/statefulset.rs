@@ -14,14 +14,17 @@ use crate::workloads::kinds::WorkloadKind;
 use crate::workloads::labels;
 use crate::workloads::names::uid;
 use crate::workloads::template::{
-    check_selector, check_template, count, owner_reference, pod_from_template, replicas,
+    check_selector, check_template, owner_reference, pod_from_template, replicas,
 };
 
 pub(super) fn expand(subject: &Subject, sts: &StatefulSet) -> Result<Expansion, WorkloadError> {
     let spec = required_spec(&sts.spec)?;
     let n = replicas(spec.replicas, "spec.replicas")?;
     let start = match spec.ordinals.as_ref().and_then(|o| o.start) {
-        Some(start) => count(start, "spec.ordinals.start")?,
+        Some(start) => usize::try_from(start).map_err(|_| WorkloadError::Negative {
+            path: "spec.ordinals.start".into(),
+            value: start.into(),
+        })?,
         None => 0,
     };
     check_selector(WorkloadKind::StatefulSet, &spec.selector, &spec.template)?;
