@@ -505,6 +505,31 @@ mod tests {
     }
 
     #[test]
+    fn match_label_keys_narrow_a_term_to_the_pods_own_value() {
+        let mut term = anti("web", "kubernetes.io/hostname");
+        term["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+            ["matchLabelKeys"] = serde_json::json!(["pod-template-hash"]);
+        let old = pod(
+            "old",
+            serde_json::json!({"app": "web", "pod-template-hash": "a"}),
+            term.clone(),
+        );
+        let new = pod(
+            "new",
+            serde_json::json!({"app": "web", "pod-template-hash": "b"}),
+            term.clone(),
+        );
+        let twin = pod(
+            "twin",
+            serde_json::json!({"app": "web", "pod-template-hash": "b"}),
+            term,
+        );
+        // During a rollout the new revision ignores the old one, but not its own kind.
+        let s = run(&nodes(1), &[old, new, twin]);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n1"), None]);
+    }
+
+    #[test]
     fn what_is_not_modelled_is_noted_once_per_feature() {
         let spread = serde_json::json!({
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
