@@ -25,3 +25,4 @@ pub mod services;
 #[cfg(feature = "testgen")]
 pub mod testgen;
 pub mod trace;
+pub mod workloads;
