@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::ingress::{Controller, workers};
-use harness::netns::processes::nginx_using;
 use harness::netns::Netns;
+use harness::netns::processes::nginx_using;
 use harness::netns::sweep;
 
 /// One test at a time: each watches the machine's processes.

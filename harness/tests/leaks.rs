@@ -96,7 +96,10 @@ fn clean_ends_what_a_killed_run_started_but_not_other_users() {
         "the run's own shell was not ended: {report}"
     );
     assert!(wait_gone(own_pid));
-    assert!(processes::running(other_pid), "another user's process was ended");
+    assert!(
+        processes::running(other_pid),
+        "another user's process was ended"
+    );
     assert_eq!(netns::list_run(&prefix).unwrap().len(), 1);
 
     nix::sys::signal::kill(
@@ -120,8 +123,7 @@ fn netns_dir_is_shared_mount() -> bool {
     info.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         let optional = f.iter().skip(6).take_while(|x| **x != "-");
-        f.get(4) == Some(&"/run/netns")
-            && optional.clone().any(|x| x.starts_with("shared:"))
+        f.get(4) == Some(&"/run/netns") && optional.clone().any(|x| x.starts_with("shared:"))
     })
 }
 
@@ -152,7 +154,10 @@ async fn down_after_another_tools_ip_netns_add_removes_everything() {
     let prefix = plan.prefix.clone();
     let kept = Cluster::create(plan).await.expect("create").keep();
     assert_eq!(kept.prefix, prefix);
-    assert!(netns_dir_is_shared_mount(), "knetlab did not prepare /run/netns");
+    assert!(
+        netns_dir_is_shared_mount(),
+        "knetlab did not prepare /run/netns"
+    );
     let ours = netns::list_run(&prefix).unwrap();
     assert!(ours.len() >= 2, "{ours:?}");
 

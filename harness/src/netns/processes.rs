@@ -155,8 +155,7 @@ impl RunMarks {
             .iter()
             .filter(|(pid, s)| {
                 is_nginx_using(*pid, &ingress)
-                    || (Some(s.pgrp) == self.owner_group
-                        && uses_namespaces(*pid, &self.namespaces))
+                    || (Some(s.pgrp) == self.owner_group && uses_namespaces(*pid, &self.namespaces))
             })
             .map(|(pid, _)| *pid)
             .collect();
@@ -218,7 +217,9 @@ mod tests {
     #[test]
     fn a_run_never_lists_this_process() {
         let marks = RunMarks {
-            namespaces: file_id(Path::new("/proc/self/ns/net")).into_iter().collect(),
+            namespaces: file_id(Path::new("/proc/self/ns/net"))
+                .into_iter()
+                .collect(),
             state_dir: PathBuf::from("/nonexistent"),
             owner_group: Some(nix::unistd::getpgrp().as_raw() as u32),
         };

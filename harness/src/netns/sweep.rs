@@ -318,9 +318,7 @@ fn remove_run(prefix: &str) -> CleanReport {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
             found = true;
-            report
-                .errors
-                .push(SweepError::Remove { path: dir, source })
+            report.errors.push(SweepError::Remove { path: dir, source })
         }
     }
     // The per-namespace files `ip netns exec` bind-mounts (the pods' resolv.conf, written

@@ -38,6 +38,7 @@ pub mod check;
 pub mod controller;
 pub mod render;
 pub mod v1beta1;
+pub mod validate;
 
 pub use check::HttpCheckSpec;
 
