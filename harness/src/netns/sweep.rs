@@ -569,7 +569,11 @@ impl KeptRun {
 /// Records what a kept run left, in its state directory.
 pub fn write_kept(run: &KeptRun) -> Result<()> {
     let dir = state_dir(&run.prefix);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_MODE)
+        .create(&dir)
+        .with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(KEPT_FILE);
     let text = serde_json::to_string_pretty(run).context("render the kept-run file")?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))
