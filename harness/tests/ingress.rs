@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::ingress::{Controller, processes_using, workers};
+use harness::ingress::{Controller, workers};
 use harness::netns::Netns;
+use harness::netns::processes::nginx_using;
 use harness::netns::sweep;
 
 /// One test at a time: each watches the machine's processes.
@@ -47,7 +48,7 @@ fn run_watched(scenario: &sim::scenario::Scenario) -> (bool, BTreeSet<u32>) {
         let (seen, stop, dir) = (seen.clone(), stop.clone(), dir.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                for master in processes_using(&dir) {
+                for master in nginx_using(&dir) {
                     let mut s = seen.lock().unwrap();
                     s.insert(master);
                     s.extend(workers(master));
@@ -153,7 +154,7 @@ fn clean_ends_a_dead_runs_nginx() {
     ctl.detach();
     assert!(alive(master));
     // (A worker just forked still shows the master's command line for a moment.)
-    assert!(processes_using(&dir).contains(&master));
+    assert!(nginx_using(&dir).contains(&master));
     let report = sweep::clean_run(&prefix, false);
     assert!(report.is_ok(), "{:?}", report.errors);
     assert!(

@@ -19,7 +19,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
-use sim::plan::{NodePlan, Plan, STATE_ROOT, UNDERLAY, prefix_of};
+use sim::plan::{NodePlan, Plan, UNDERLAY, prefix_of};
 use sim::scenario::NetworkMode;
 
 use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside, vxlan};
@@ -116,7 +116,7 @@ impl Cluster {
                 let report = tokio::task::spawn_blocking(move || sweep::clean_prefix(&prefix))
                     .await
                     .unwrap_or_else(|j| sweep::CleanReport {
-                        errors: vec![format!("cleanup task failed: {j}")],
+                        errors: vec![sweep::SweepError::Task(j.to_string())],
                         ..Default::default()
                     });
                 if report.is_ok() {
@@ -125,7 +125,7 @@ impl Cluster {
                     Err(e.context(format!(
                         "build cluster {} (and cleaning up failed: {})",
                         plan.prefix,
-                        report.errors.join("; ")
+                        report.errors_text()
                     )))
                 }
             }
@@ -160,23 +160,7 @@ fn claim_prefix(plan: &Plan) -> Result<()> {
             plan.state_dir()
         );
     }
-    // A concurrent sweep may remove an empty STATE_ROOT between the two calls: retry.
-    let mut attempt = 0;
-    loop {
-        std::fs::create_dir_all(STATE_ROOT).with_context(|| format!("create {STATE_ROOT}"))?;
-        match std::fs::create_dir(&dir) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                bail!(
-                    "run prefix {} is already in use ({} exists)",
-                    plan.prefix,
-                    dir.display()
-                )
-            }
-            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
-        }
-    }
+    sweep::create_state_dir(&plan.prefix)?;
     sweep::write_owner(&dir)
 }
 

@@ -50,7 +50,7 @@ impl Cluster {
             // failed, or ADDs cut short by a cancelled add_pods), then removes the
             // namespaces and the state directory.
             let swept = sweep::clean_prefix(&prefix);
-            errors.extend(swept.errors);
+            errors.extend(swept.errors.iter().map(ToString::to_string));
             (errors, cni_del, swept.namespaces_removed.len())
         })
         .await;
@@ -60,7 +60,7 @@ impl Cluster {
                 // The blocking task died: fall back to the sweep by prefix.
                 let mut errors = vec![format!("teardown task failed: {e}")];
                 let r = sweep::clean_prefix(&plan.prefix);
-                errors.extend(r.errors);
+                errors.extend(r.errors.iter().map(ToString::to_string));
                 (errors, Duration::ZERO, r.namespaces_removed.len())
             }
         };

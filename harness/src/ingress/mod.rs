@@ -3,7 +3,8 @@
 //! [`sim::ingress::render`], as ingress-nginx does. Its files (nginx.conf, certificates,
 //! pid file, logs, temp paths) live in the run's state directory
 //! (`/run/knetlab/<prefix>/ingress`), so `cargo xtask clean` finds a killed run's nginx by
-//! its pid file ([`kill_leftover`]) before the namespaces go.
+//! its command line and process group ([`crate::netns::processes`]) before the namespaces
+//! go.
 //!
 //! [`Controller::sync`] renders the configuration; the first time it starts nginx (in the
 //! foreground, `daemon off`, so the master is our child), later only when the text changed
@@ -32,11 +33,12 @@ use sim::ingress::IngressModel;
 use sim::ingress::render::{self, RenderOptions};
 
 use crate::netns::Netns;
+use crate::netns::processes;
 
 /// The directory under a run's state directory that holds the controller's files.
-pub const DIR: &str = "ingress";
+pub const DIR: &str = processes::INGRESS_DIR;
 /// nginx's binary (Debian's `nginx` package).
-pub const NGINX: &str = "/usr/sbin/nginx";
+pub const NGINX: &str = processes::NGINX;
 /// How long nginx may take to start or to load a new configuration.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopped nginx may take to exit before it is killed.
@@ -327,7 +329,7 @@ impl Controller {
         }
         // Workers leave with their master; make sure.
         for w in workers_before {
-            if alive(w) {
+            if processes::running(w) {
                 let _ = kill(Pid::from_raw(w as i32), Signal::SIGKILL);
             }
         }
@@ -369,87 +371,5 @@ fn self_signed(dir: &Path, name: &str, cn: &str, hosts: &[String]) -> Result<()>
 
 /// The children of a process (nginx's workers), from /proc.
 pub fn workers(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Processes whose command line names a file under `dir` (an nginx started with `-c
-/// dir/nginx.conf`), sorted: what must be gone after a run.
-pub fn processes_using(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    let mut out: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// Ends the nginx a killed run left behind in its state directory `state_dir`: the
-/// master named in its pid file, if that process is an nginx started with this run's
-/// configuration (a recycled pid is left alone), and its workers. Returns the pids ended.
-pub fn kill_leftover(state_dir: &Path) -> Vec<u32> {
-    let dir = state_dir.join(DIR);
-    let mut ended = Vec::new();
-    let from_file = std::fs::read_to_string(dir.join("nginx.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
-    // The pid file first; then anything else still started with this run's files (a
-    // master that died before writing it, orphaned workers).
-    let mut pids: Vec<u32> = from_file.into_iter().collect();
-    for p in processes_using(&dir) {
-        if !pids.contains(&p) {
-            pids.push(p);
-        }
-    }
-    let needle = dir.display().to_string();
-    for pid in pids {
-        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-            .unwrap_or(false);
-        if !ours {
-            continue;
-        }
-        let children = workers(pid);
-        if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
-            ended.push(pid);
-        }
-        for w in children {
-            if kill(Pid::from_raw(w as i32), Signal::SIGKILL).is_ok() {
-                ended.push(w);
-            }
-        }
-    }
-    // Wait for them to be gone (reaped by init or their parent), briefly.
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while ended.iter().any(|p| zombie_or_alive(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    ended.sort();
-    ended
-}
-
-fn zombie_or_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+    processes::children(pid)
 }

@@ -2,6 +2,10 @@
 //! namespace onto `/var/run/netns/NAME`), so people can `ip netns exec` into them. This is
 //! the one place that switches a thread's namespace: [`Netns::enter`] runs a closure
 //! inside a namespace and always switches back; [`Netns::command`] starts a process there.
+//!
+//! Before the first mount, `/var/run/netns` is made a shared bind mount of itself, as
+//! iproute2 does ([`prepare_dir`]): otherwise another tool's `ip netns add` makes it one
+//! later, and the bind hides the mounts made before, which then cannot be removed.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -13,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::{CloneFlags, setns, unshare};
 
+pub mod processes;
 pub mod sweep;
 
 /// Where named namespaces live (what `ip netns list` reads).
@@ -69,7 +74,7 @@ impl Netns {
     /// to the CNI loopback plugin. Creates nothing if a name is taken.
     pub fn create_many(names: &[String]) -> Result<Vec<Netns>> {
         init();
-        std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("create {NETNS_DIR}"))?;
+        prepare_dir()?;
         for name in names {
             let path = Path::new(NETNS_DIR).join(name);
             if path.exists() {
@@ -158,6 +163,54 @@ impl Netns {
     }
 }
 
+/// How many mounts [`delete`] takes off one namespace file at most.
+const MAX_STACKED_MOUNTS: usize = 8;
+
+/// Makes [`NETNS_DIR`] a shared mount point, once per process and exactly as iproute2's
+/// `netns_add` does: `mount --make-rshared` it, and if that fails with EINVAL (not a
+/// mount point yet) bind-mount it onto itself (`MS_BIND | MS_REC`, keeping any namespace
+/// mounted there) and try again. Namespace mounts made inside then propagate to every
+/// mount namespace, and a later `ip netns add` by anyone finds the mount point and adds
+/// no bind on top of ours. This changes the root mount namespace, as `ip netns add` does
+/// on every machine.
+pub fn prepare_dir() -> Result<()> {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if *done {
+        return Ok(());
+    }
+    std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("create {NETNS_DIR}"))?;
+    let mut bound = false;
+    loop {
+        let shared = nix::mount::mount(
+            None::<&str>,
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        );
+        match shared {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EINVAL) if !bound => {
+                nix::mount::mount(
+                    Some(NETNS_DIR),
+                    NETNS_DIR,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("mount --rbind {NETNS_DIR} {NETNS_DIR}"))?;
+                bound = true;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("mount --make-rshared {NETNS_DIR}"));
+            }
+        }
+    }
+    *done = true;
+    Ok(())
+}
+
 /// What `ip netns add` does, on the calling thread (which ends up inside the namespace).
 fn create_here(name: &str) -> Result<()> {
     let path = Path::new(NETNS_DIR).join(name);
@@ -195,10 +248,14 @@ pub fn delete(name: &str) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    // EINVAL: not a mount point (a half-made namespace); remove the file anyway.
-    match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(e).with_context(|| format!("unmount {}", path.display())),
+    // EINVAL: not (or no longer) a mount point; a half-made namespace has none. A file
+    // can carry more than one mount (stacked by propagation): unmount until none is left.
+    for _ in 0..MAX_STACKED_MOUNTS {
+        match nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(e) => return Err(e).with_context(|| format!("unmount {}", path.display())),
+        }
     }
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),

@@ -2,20 +2,24 @@
 //! namespaces named `<prefix>-*`, state directories `STATE_ROOT/<prefix>` and the
 //! directories `/etc/netns/<prefix>-*` that hold the pods' resolv.conf (cluster DNS). Cached CNI
 //! results are DELeted first (inside the node namespace they were made in, never the
-//! root one), then the namespaces go, then the state directory. A run records its owner
-//! in `<state dir>/pid`, so `clean` leaves runs that are still going alone unless forced.
-//! Processes a run started inside its namespaces (the ingress controller's nginx) are
-//! ended first, by the pid files under its state directory.
+//! root one), then the namespaces go, then the state directory: a run's record stays
+//! until its namespaces are gone, so `down` and `clean` can always find them again. A run
+//! records its owner in `<state dir>/pid`, so `clean` leaves runs that are still going
+//! alone unless forced. Processes a run started inside its namespaces (the ingress
+//! controller's nginx and its workers, plugins in flight) are ended first, by their ids
+//! ([`super::processes`]), and never taken for another live user of the run.
 //! [`clean_prefix`] is also a run's fallback teardown on panic or Ctrl-C.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sim::plan::{STATE_ROOT, is_prefix, prefix_of};
 
 use crate::cni;
+use crate::netns::processes::{self, RunMarks};
 use crate::netns::{self, Netns};
 
 /// The file in a run's state directory naming the process that owns the run.
@@ -27,6 +31,52 @@ pub const DEL_THREADS: usize = 8;
 pub const ETC_NETNS: &str = "/etc/netns";
 /// How long to wait for deleted namespaces to leave `ip netns list`.
 const GONE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Mode of [`STATE_ROOT`] and of every run's state directory: root's alone (it holds
+/// private keys, pid files the sweep trusts and CNI state).
+pub const STATE_MODE: u32 = 0o700;
+
+/// What went wrong in a sweep; it goes on past each one.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{0:?} is not a knetlab run prefix; nothing removed")]
+    NotAPrefix(String),
+    #[error("list the network namespaces: {0:#}")]
+    ListNamespaces(anyhow::Error),
+    #[error("read {}: {source}", path.display())]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0:#}")]
+    DeleteNamespace(anyhow::Error),
+    #[error("remove {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    CniCache(String),
+    #[error(
+        "cache entry {container_id} names namespace {netns}, which is not of run {prefix}; not DELeted"
+    )]
+    ForeignCacheEntry {
+        container_id: String,
+        netns: String,
+        prefix: String,
+    },
+    #[error("{0:#}")]
+    CniDel(anyhow::Error),
+    /// The run's record (state directory) is kept so that `down` or `clean` find the
+    /// namespaces again.
+    #[error(
+        "namespaces still listed after the sweep: {}; kept {} so `cargo xtask down --prefix {prefix}` or `clean` can retry",
+        names.join(" "),
+        state_dir(prefix).display()
+    )]
+    NamespacesLeft { prefix: String, names: Vec<String> },
+    #[error("cleanup task failed: {0}")]
+    Task(String),
+}
 
 /// A run a sweep left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +89,7 @@ pub struct Skipped {
 }
 
 /// What a sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct CleanReport {
     /// Prefixes whose runs were removed.
     pub swept: Vec<String>,
@@ -48,8 +98,10 @@ pub struct CleanReport {
     pub namespaces_removed: Vec<String>,
     /// CNI attachments DELeted from the cache.
     pub cni_deletes: usize,
+    /// Processes the runs had started, ended by their ids.
+    pub processes_ended: Vec<u32>,
     /// Every failure, in order; the sweep went on past each one.
-    pub errors: Vec<String>,
+    pub errors: Vec<SweepError>,
 }
 
 impl CleanReport {
@@ -57,11 +109,21 @@ impl CleanReport {
         self.errors.is_empty()
     }
 
+    /// The errors as text, joined with `; ` (for a one-line message).
+    pub fn errors_text(&self) -> String {
+        self.errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     fn merge(&mut self, other: CleanReport) {
         self.swept.extend(other.swept);
         self.skipped.extend(other.skipped);
         self.namespaces_removed.extend(other.namespaces_removed);
         self.cni_deletes += other.cni_deletes;
+        self.processes_ended.extend(other.processes_ended);
         self.errors.extend(other.errors);
     }
 }
@@ -79,6 +141,13 @@ impl std::fmt::Display for CleanReport {
                 self.namespaces_removed.len(),
                 self.cni_deletes
             )?;
+            if !self.processes_ended.is_empty() {
+                write!(
+                    f,
+                    ", {} process(es) they had started",
+                    self.processes_ended.len()
+                )?;
+            }
         }
         for k in &self.skipped {
             match k.pid {
@@ -110,27 +179,29 @@ pub fn clean(force: bool) -> CleanReport {
                 .filter_map(|n| prefix_of(n))
                 .map(str::to_string),
         ),
-        Err(e) => report.errors.push(format!("{e:#}")),
+        Err(e) => report.errors.push(SweepError::ListNamespaces(e)),
     }
-    match std::fs::read_dir(STATE_ROOT) {
-        Ok(dir) => prefixes.extend(
-            dir.filter_map(|e| e.ok())
+    let mut names_in = |dir: &str, report: &mut CleanReport| match std::fs::read_dir(dir) {
+        Ok(d) => prefixes.extend(
+            d.filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| is_prefix(n)),
+                .filter_map(|n| {
+                    if is_prefix(&n) {
+                        Some(n)
+                    } else {
+                        prefix_of(&n).map(str::to_string)
+                    }
+                }),
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => report.errors.push(format!("read {STATE_ROOT}: {e}")),
-    }
+        Err(source) => report.errors.push(SweepError::ReadDir {
+            path: dir.into(),
+            source,
+        }),
+    };
+    names_in(STATE_ROOT, &mut report);
     // A killed run with cluster DNS may have left only its pods' resolv.conf files.
-    match std::fs::read_dir(ETC_NETNS) {
-        Ok(dir) => prefixes.extend(
-            dir.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter_map(|n| prefix_of(&n).map(str::to_string)),
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => report.errors.push(format!("read {ETC_NETNS}: {e}")),
-    }
+    names_in(ETC_NETNS, &mut report);
     for prefix in prefixes {
         report.merge(clean_run(&prefix, force));
     }
@@ -138,56 +209,51 @@ pub fn clean(force: bool) -> CleanReport {
 }
 
 /// Sweeps one run unless it is still live: its owner (in `<state dir>/pid`) is alive, or
-/// a live process holds one of its namespaces (an open handle or a thread inside). With
-/// `force`, sweeps it regardless.
+/// a live process that the run did not start holds one of its namespaces (an open
+/// handle or a thread inside). With `force`, sweeps it regardless.
 pub fn clean_run(prefix: &str, force: bool) -> CleanReport {
-    if !force && state_dir(prefix).join(KEPT_FILE).exists() {
-        return CleanReport {
-            skipped: vec![Skipped {
-                prefix: prefix.to_string(),
-                pid: None,
-                reason: KEPT_REASON,
-            }],
-            ..Default::default()
-        };
-    }
+    let skip = |pid, reason| CleanReport {
+        skipped: vec![Skipped {
+            prefix: prefix.to_string(),
+            pid,
+            reason,
+        }],
+        ..Default::default()
+    };
     if !force {
-        let owner = live_owner(&state_dir(prefix));
-        if owner.is_none() {
-            // A dead run's ingress nginx still sits in its controller pod's namespace;
-            // end it (by its pid file) so it is not taken for a live user of the run.
-            crate::ingress::kill_leftover(&state_dir(prefix));
+        if state_dir(prefix).join(KEPT_FILE).exists() {
+            return skip(None, KEPT_REASON);
         }
-        let live = owner
-            .map(|pid| (pid, "owns it"))
-            .or_else(|| namespace_user(prefix).map(|pid| (pid, "uses its namespaces")));
-        if let Some((pid, reason)) = live {
-            return CleanReport {
-                skipped: vec![Skipped {
-                    prefix: prefix.to_string(),
-                    pid: Some(pid),
-                    reason,
-                }],
-                ..Default::default()
-            };
+        if let Some(pid) = live_owner(&state_dir(prefix)) {
+            return skip(Some(pid), "owns it");
         }
+        // The owner is gone: what it started (its nginx, a plugin in flight) is no live
+        // user of the run; end it before looking for one.
+        let ended = run_marks(prefix).end_processes();
+        if let Some(pid) = namespace_user(prefix) {
+            let mut report = skip(Some(pid), "uses its namespaces");
+            report.processes_ended = ended;
+            return report;
+        }
+        let mut report = clean_prefix(prefix);
+        report.processes_ended.extend(ended);
+        return report;
     }
     clean_prefix(prefix)
 }
 
-/// Removes everything of one run: DELs its cached CNI attachments, deletes its
-/// namespaces and its state directory. Goes on past every failure and reports all.
+/// Removes everything of one run: ends the processes it started, DELs its cached CNI
+/// attachments, deletes its namespaces and then its state directory. Goes on past every
+/// failure and reports all.
 pub fn clean_prefix(prefix: &str) -> CleanReport {
     let mut report = CleanReport::default();
     if !is_prefix(prefix) {
-        report.errors.push(format!(
-            "{prefix:?} is not a knetlab run prefix; nothing removed"
-        ));
+        report
+            .errors
+            .push(SweepError::NotAPrefix(prefix.to_string()));
         return report;
     }
-    // Processes the run started inside its namespaces (the ingress controller's nginx),
-    // by the pid files in its state directory, before the namespaces go.
-    crate::ingress::kill_leftover(&state_dir(prefix));
+    report.processes_ended = run_marks(prefix).end_processes();
     let (dels, errors) = del_cached_attachments(prefix);
     report.cni_deletes = dels;
     report.errors.extend(errors);
@@ -195,10 +261,21 @@ pub fn clean_prefix(prefix: &str) -> CleanReport {
     report
 }
 
-/// Deletes the run's namespaces and state directory (no CNI calls), then waits until the
-/// namespaces are gone from `ip netns list`. The caller has DELeted what it wanted and
-/// holds no handle on the run's namespaces any more (an open handle keeps a namespace,
-/// and its links, alive after the delete).
+/// What marks the processes a run started (see [`processes`]).
+pub fn run_marks(prefix: &str) -> RunMarks {
+    let dir = state_dir(prefix);
+    RunMarks {
+        namespaces: processes::namespace_ids(prefix),
+        owner_group: read_owner(&dir).and_then(|o| o.group),
+        state_dir: dir,
+    }
+}
+
+/// Deletes the run's namespaces, waits until they are gone from `ip netns list`, then
+/// removes its state directory and `/etc/netns` files (no CNI calls). While a namespace
+/// is left, the state directory (the run's record) stays. The caller has DELeted what it
+/// wanted and holds no handle on the run's namespaces any more (an open handle keeps a
+/// namespace, and its links, alive after the delete).
 fn remove_run(prefix: &str) -> CleanReport {
     let mut report = CleanReport::default();
     let mut found = false;
@@ -208,19 +285,40 @@ fn remove_run(prefix: &str) -> CleanReport {
                 found = true;
                 match netns::delete(&name) {
                     Ok(()) => report.namespaces_removed.push(name),
-                    Err(e) => report.errors.push(format!("{e:#}")),
+                    Err(e) => report.errors.push(SweepError::DeleteNamespace(e)),
                 }
             }
         }
-        Err(e) => report.errors.push(format!("{e:#}")),
+        Err(e) => report.errors.push(SweepError::ListNamespaces(e)),
+    }
+    let deadline = Instant::now() + GONE_TIMEOUT;
+    loop {
+        let left = match netns::list_run(prefix) {
+            Ok(left) => left,
+            Err(e) => {
+                report.errors.push(SweepError::ListNamespaces(e));
+                return report;
+            }
+        };
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            report.errors.push(SweepError::NamespacesLeft {
+                prefix: prefix.to_string(),
+                names: left,
+            });
+            return report;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let dir = state_dir(prefix);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => found = true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
+        Err(source) => {
             found = true;
-            report.errors.push(format!("remove {}: {e}", dir.display()))
+            report.errors.push(SweepError::Remove { path: dir, source })
         }
     }
     // The per-namespace files `ip netns exec` bind-mounts (the pods' resolv.conf, written
@@ -244,13 +342,16 @@ fn remove_run(prefix: &str) -> CleanReport {
                 } else {
                     std::fs::remove_file(&d)
                 };
-                if let Err(e) = removed {
-                    report.errors.push(format!("remove {}: {e}", d.display()));
+                if let Err(source) = removed {
+                    report.errors.push(SweepError::Remove { path: d, source });
                 }
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => report.errors.push(format!("read {ETC_NETNS}: {e}")),
+        Err(source) => report.errors.push(SweepError::ReadDir {
+            path: ETC_NETNS.into(),
+            source,
+        }),
     }
     if found {
         report.swept.push(prefix.to_string());
@@ -259,28 +360,13 @@ fn remove_run(prefix: &str) -> CleanReport {
     // runs (or anyone else) use it.
     let _ = std::fs::remove_dir(STATE_ROOT);
     let _ = std::fs::remove_dir(ETC_NETNS);
-    let deadline = Instant::now() + GONE_TIMEOUT;
-    loop {
-        let left = netns::list_run(prefix).unwrap_or_default();
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            report.errors.push(format!(
-                "namespaces still listed after the sweep: {}",
-                left.join(" ")
-            ));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
     report
 }
 
 /// DELs every attachment cached under the run's state directory, in the node namespace
 /// it was made in. Attachments whose node namespace is gone need no DEL (their links
 /// went with it, and the IPAM state goes with the state directory).
-fn del_cached_attachments(prefix: &str) -> (usize, Vec<String>) {
+fn del_cached_attachments(prefix: &str) -> (usize, Vec<SweepError>) {
     let mut errors = vec![];
     let mut jobs = vec![];
     let root = state_dir(prefix);
@@ -294,8 +380,11 @@ fn del_cached_attachments(prefix: &str) -> (usize, Vec<String>) {
             v
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(e) => {
-            errors.push(format!("read {}: {e}", root.display()));
+        Err(source) => {
+            errors.push(SweepError::ReadDir {
+                path: root.clone(),
+                source,
+            });
             vec![]
         }
     };
@@ -305,14 +394,15 @@ fn del_cached_attachments(prefix: &str) -> (usize, Vec<String>) {
         };
         let cache_dir = cni::NodeDirs::new(&root, node).cache;
         let (entries, errs) = cni::cache::read_dir(&cache_dir);
-        errors.extend(errs);
+        errors.extend(errs.into_iter().map(SweepError::CniCache));
         for entry in entries {
             // Never run a plugin outside this run's own namespaces.
             if prefix_of(&entry.node_netns) != Some(prefix) {
-                errors.push(format!(
-                    "cache entry {} names namespace {}, which is not of run {prefix}; not DELeted",
-                    entry.container_id, entry.node_netns
-                ));
+                errors.push(SweepError::ForeignCacheEntry {
+                    container_id: entry.container_id.clone(),
+                    netns: entry.node_netns.clone(),
+                    prefix: prefix.to_string(),
+                });
                 continue;
             }
             if !Path::new(netns::NETNS_DIR).join(&entry.node_netns).exists() {
@@ -330,7 +420,7 @@ fn del_cached_attachments(prefix: &str) -> (usize, Vec<String>) {
     for r in results {
         match r {
             Ok(()) => done += 1,
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(SweepError::CniDel(e)),
         }
     }
     (done, errors)
@@ -341,67 +431,95 @@ pub fn state_dir(prefix: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(prefix)
 }
 
-/// Records this process as the owner of the run whose state directory is `dir`: its pid
-/// and its start time (so a recycled pid is not mistaken for the owner).
+/// Makes a new run's state directory (and [`STATE_ROOT`]), both mode [`STATE_MODE`].
+/// Fails if the prefix's directory exists: the prefix is in use.
+pub fn create_state_dir(prefix: &str) -> Result<PathBuf> {
+    if !is_prefix(prefix) {
+        bail!("{prefix:?} is not a knetlab run prefix");
+    }
+    let dir = state_dir(prefix);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(STATE_MODE);
+    // A concurrent sweep may remove an empty STATE_ROOT between the two calls: retry.
+    let mut attempt = 0;
+    loop {
+        match builder.create(STATE_ROOT) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("create {STATE_ROOT}")),
+        }
+        match builder.create(&dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!(
+                    "run prefix {prefix} is already in use ({} exists)",
+                    dir.display()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+        }
+    }
+    // An older knetlab made STATE_ROOT world-readable; the umask may have too.
+    for d in [Path::new(STATE_ROOT), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(STATE_MODE))
+            .with_context(|| format!("make {} mode {STATE_MODE:o}", d.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Who owns a run: the process, its start time (so a recycled pid is not mistaken for
+/// the owner) and its process group (which everything it starts inherits; see
+/// [`processes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// Clock ticks since boot; 0 when not recorded.
+    pub start: u64,
+    /// None in records written before groups were.
+    pub group: Option<u32>,
+}
+
+/// Records this process as the owner of the run whose state directory is `dir`.
 pub fn write_owner(dir: &Path) -> Result<()> {
     let pid = std::process::id();
-    let start = start_time(pid).unwrap_or(0);
+    let me = processes::stat(pid);
+    let start = me.map_or(0, |s| s.start);
+    let group = me.map_or(0, |s| s.pgrp);
     let path = dir.join(OWNER_FILE);
-    std::fs::write(&path, format!("{pid} {start}\n"))
+    std::fs::write(&path, format!("{pid} {start} {group}\n"))
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// The pid of the run's owner if that process is still alive.
-pub fn live_owner(dir: &Path) -> Option<u32> {
+/// The run's owner as recorded, alive or not.
+pub fn read_owner(dir: &Path) -> Option<Owner> {
     let text = std::fs::read_to_string(dir.join(OWNER_FILE)).ok()?;
     let mut it = text.split_whitespace();
     let pid: u32 = it.next()?.parse().ok()?;
-    let recorded: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let now = start_time(pid)?;
-    (recorded == 0 || recorded == now).then_some(pid)
+    let start: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let group = it.next().and_then(|s| s.parse().ok()).filter(|g| *g != 0);
+    Some(Owner { pid, start, group })
 }
 
-/// A live process that holds one of the run's namespaces open or has a thread inside
-/// one. A namespace file is a bind mount of an nsfs inode; an open handle
-/// (`/proc/PID/fd/*`) or a thread's namespace (`/proc/PID/task/*/ns/net`) resolves to
-/// the same device and inode.
+/// The pid of the run's owner if that process is still running (a zombie is not).
+pub fn live_owner(dir: &Path) -> Option<u32> {
+    let owner = read_owner(dir)?;
+    let now = processes::stat(owner.pid).filter(|s| s.state != 'Z')?;
+    (owner.start == 0 || owner.start == now.start).then_some(owner.pid)
+}
+
+/// A running process, other than this one, that holds one of the run's namespaces open
+/// or has a thread inside one.
 fn namespace_user(prefix: &str) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let ours: BTreeSet<(u64, u64)> = netns::list_run(prefix)
-        .ok()?
-        .iter()
-        .filter_map(|n| id(&Path::new(netns::NETNS_DIR).join(n)))
-        .collect();
-    if ours.is_empty() {
+    let ids = processes::namespace_ids(prefix);
+    if ids.is_empty() {
         return None;
     }
-    let holds = |p: &Path| id(p).is_some_and(|x| ours.contains(&x));
-    let entries = |dir: PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default()
-    };
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort();
-    pids.into_iter().find(|pid| {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        entries(proc_dir.join("fd")).iter().any(|fd| holds(fd))
-            || entries(proc_dir.join("task"))
-                .iter()
-                .any(|t| holds(&t.join("ns/net")))
-    })
-}
-
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let me = std::process::id();
+    processes::all()
+        .into_iter()
+        .filter(|pid| *pid != me && processes::running(*pid))
+        .find(|pid| processes::uses_namespaces(*pid, &ids))
 }
 
 /// The file in a kept run's state directory (`--keep`) that says what it left, so that
@@ -451,7 +569,11 @@ impl KeptRun {
 /// Records what a kept run left, in its state directory.
 pub fn write_kept(run: &KeptRun) -> Result<()> {
     let dir = state_dir(&run.prefix);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(STATE_MODE)
+        .create(&dir)
+        .with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(KEPT_FILE);
     let text = serde_json::to_string_pretty(run).context("render the kept-run file")?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))

@@ -25,6 +25,10 @@
 //! - TLS hosts listen on 443 with their Secret's certificate and redirect plain HTTP to
 //!   HTTPS with a 308 (`ssl-redirect`, on by default).
 //! - `ingressClassName` other than `nginx` makes the controller ignore the Ingress.
+//!
+//! The parser checks every value that reaches nginx.conf or a file first, as the API
+//! server and ingress-nginx do ([`validate`]); the renderer quotes what it writes
+//! ([`render::token`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -38,6 +42,7 @@ pub mod check;
 pub mod controller;
 pub mod render;
 pub mod v1beta1;
+pub mod validate;
 
 pub use check::HttpCheckSpec;
 

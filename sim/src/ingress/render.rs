@@ -6,6 +6,11 @@
 //! `Exact` is `location = /foo`), a 308 to HTTPS on TLS hosts, 503 for a Service without
 //! ready endpoints and 404 where nothing is routed. Deterministic: the same objects give
 //! the same bytes, so the text is snapshotted and a reload happens only when it changes.
+//!
+//! Text from Ingress objects reaches the file only through [`token`] (a directive's
+//! argument: bare when nginx reads it literally, else quoted and escaped) and [`comment`]
+//! (one line, whatever it holds). The parser already rejects what the API server and
+//! ingress-nginx reject ([`super::validate`]); these keep anything that slips past inert.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -46,6 +51,42 @@ pub fn upstream_name(s: &ServiceRef) -> String {
     format!("{}-{}-{port}", s.namespace, s.name)
 }
 
+/// One nginx token for `value`: as is when every character is one nginx reads literally
+/// in a bare word, else in double quotes with `\`, `"` and line breaks escaped (inside
+/// quotes `;`, `{`, `}`, `#` and spaces are plain text). Other control characters (NUL)
+/// become U+FFFD. Variables: the callers pass it only to directives that expand none
+/// (`server_name`, `location`) or names the parser restricts to DNS characters.
+pub fn token(value: &str) -> String {
+    let bare =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '*');
+    if !value.is_empty() && value.chars().all(bare) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Text for a `#` comment: control characters (a line break would end the comment)
+/// become U+FFFD.
+pub fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
 fn address(u: &Upstream, ips: bool) -> String {
     match (&u.pod, ips) {
         (Some(p), false) => format!("${{ip:{p}}}:{}", u.port),
@@ -65,7 +106,7 @@ pub fn render(model: &IngressModel, opts: &RenderOptions) -> String {
         if model.ingresses.is_empty() {
             "none".to_string()
         } else {
-            model.ingresses.join(", ")
+            comment(&model.ingresses.join(", "))
         }
     );
     let _ = writeln!(
@@ -108,12 +149,17 @@ pub fn render(model: &IngressModel, opts: &RenderOptions) -> String {
         }
     }
     for (name, (service, list)) in &upstreams {
-        let _ = writeln!(w, "\n    # Service {service}");
-        let _ = writeln!(w, "    upstream {name} {{");
+        let _ = writeln!(w, "\n    # Service {}", comment(&service.to_string()));
+        let _ = writeln!(w, "    upstream {} {{", token(name));
         for u in list.iter() {
             match &u.pod {
                 Some(p) => {
-                    let _ = writeln!(w, "        server {}; # {p}", address(u, opts.ips));
+                    let _ = writeln!(
+                        w,
+                        "        server {}; # {}",
+                        address(u, opts.ips),
+                        comment(&p.to_string())
+                    );
                 }
                 None => {
                     let _ = writeln!(w, "        server {};", address(u, opts.ips));
@@ -140,7 +186,7 @@ fn render_server(w: &mut String, server: &Server, tls: bool, dir: &str) {
         ""
     };
     let _ = writeln!(w, "\n    server {{");
-    let _ = writeln!(w, "        server_name {};", server.host);
+    let _ = writeln!(w, "        server_name {};", token(&server.host));
     let _ = writeln!(w, "        listen {HTTP_PORT}{default};");
     if tls {
         let cert = cert_name(server.tls_secret.as_ref());
@@ -151,7 +197,8 @@ fn render_server(w: &mut String, server: &Server, tls: bool, dir: &str) {
     if let Some((ns, secret)) = &server.tls_secret {
         let _ = writeln!(
             w,
-            "        # TLS host (Secret {ns}/{secret}): plain HTTP is redirected (ssl-redirect)."
+            "        # TLS host (Secret {}): plain HTTP is redirected (ssl-redirect).",
+            comment(&format!("{ns}/{secret}"))
         );
         let _ = writeln!(
             w,
@@ -181,24 +228,38 @@ fn render_server(w: &mut String, server: &Server, tls: bool, dir: &str) {
         };
         let action = match &loc.target {
             Target::Service { service, .. } => {
-                format!("proxy_pass http://{};", upstream_name(service))
+                format!(
+                    "proxy_pass {};",
+                    token(&format!("http://{}", upstream_name(service)))
+                )
             }
             Target::Unavailable { service, why } => {
-                format!("return 503; # Service {service}: {why}")
+                format!(
+                    "return 503; # {}",
+                    comment(&format!("Service {service}: {why}"))
+                )
             }
             Target::NotFound => "return 404;".into(),
         };
-        let _ = writeln!(w, "        # {origin}");
+        let _ = writeln!(w, "        # {}", comment(&origin));
         let forms: Vec<String> = match loc.kind {
-            PathKind::Exact => vec![format!("= {}", loc.path)],
+            PathKind::Exact => vec![format!("= {}", token(&loc.path))],
             PathKind::Prefix if loc.path == "/" => vec!["/".into()],
             PathKind::Prefix => {
                 let mut v = Vec::new();
                 // An Exact rule for the same path takes `= /path` (exact wins).
                 if !exact.contains(&loc.path.as_str()) {
-                    v.push(format!("= {}", loc.path));
+                    v.push(format!("= {}", token(&loc.path)));
                 }
-                v.push(format!("{}/", loc.path));
+                // A two-word `location X` reads a leading `=`, `~`, `^~` or `@` in X as a
+                // modifier, quoted or not; paths start with `/`, and `^~` (a plain prefix
+                // in a configuration without regexes) guards any that would not.
+                let prefix = token(&format!("{}/", loc.path));
+                v.push(if loc.path.starts_with('/') {
+                    prefix
+                } else {
+                    format!("^~ {prefix}")
+                });
                 v
             }
         };

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ScenarioError;
+use crate::ingress::validate;
 use crate::objects::{Kind, Object, PodRef};
 use crate::protocol::Protocol;
 use crate::services::{self, FieldError};
@@ -491,12 +492,8 @@ impl Check<'_> {
         let backend = |p: &str, b: &k8s_openapi::api::networking::v1::IngressBackend| -> Res {
             match (&b.service, &b.resource) {
                 (Some(svc), None) => {
-                    names::dns1035_label(&svc.name).map_err(|e| {
-                        self.value_err(
-                            &format!("{p}.service.name"),
-                            format!("bad Service name: {e}"),
-                        )
-                    })?;
+                    validate::service_name(&svc.name)
+                        .map_err(|e| self.value_err(&format!("{p}.service.name"), e))?;
                     let port = svc.port.as_ref();
                     match port.map(|p| (p.number, p.name.as_deref())) {
                         Some((Some(n), None)) if (1..=65535).contains(&n) => Ok(()),
@@ -504,7 +501,8 @@ impl Check<'_> {
                             &format!("{p}.service.port.number"),
                             format!("{n} is not a port number (1-65535)"),
                         )),
-                        Some((None, Some(name))) if !name.is_empty() => Ok(()),
+                        Some((None, Some(name))) => validate::port_name(name)
+                            .map_err(|e| self.value_err(&format!("{p}.service.port.name"), e)),
                         _ => Err(self.key_err(
                             &format!("{p}.service"),
                             "service.port needs exactly one of number or name",
@@ -526,6 +524,16 @@ impl Check<'_> {
                 b,
             )?;
         }
+        for (k, v) in ing.metadata.annotations.iter().flatten() {
+            if k == crate::ingress::CONVERTED_ANNOTATION {
+                validate::converted_annotation(v)
+                    .map_err(|e| self.value_err(&join_key("metadata.annotations", k), e))?;
+            }
+        }
+        if let Some(class) = spec.ingress_class_name.as_deref() {
+            validate::object_name("ingressClassName", class)
+                .map_err(|e| self.value_err("spec.ingressClassName", e))?;
+        }
         let rules = spec.rules.as_deref().unwrap_or_default();
         if rules.is_empty() && spec.default_backend.is_none() {
             return Err(self.key_err("spec", "an Ingress needs rules or a defaultBackend"));
@@ -533,10 +541,7 @@ impl Check<'_> {
         for (i, r) in rules.iter().enumerate() {
             let rp = format!("spec.rules[{i}]");
             if let Some(h) = r.host.as_deref() {
-                let plain = h.strip_prefix("*.").unwrap_or(h);
-                names::dns_subdomain(plain).map_err(|e| {
-                    self.value_err(&format!("{rp}.host"), format!("bad host {h:?}: {e}"))
-                })?;
+                validate::host(h).map_err(|e| self.value_err(&format!("{rp}.host"), e))?;
             }
             for (j, p) in r.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let pp = format!("{rp}.http.paths[{j}]");
@@ -550,12 +555,8 @@ impl Check<'_> {
                     ));
                 }
                 match p.path.as_deref() {
-                    Some(path) if !path.starts_with('/') => {
-                        return Err(self.value_err(
-                            &format!("{pp}.path"),
-                            format!("path {path:?} must be absolute (start with /)"),
-                        ));
-                    }
+                    Some(path) => validate::path(&p.path_type, path)
+                        .map_err(|e| self.value_err(&format!("{pp}.path"), e))?,
                     None if p.path_type != "ImplementationSpecific" => {
                         return Err(
                             self.key_err(&pp, format!("a {} path needs `path`", p.path_type))
@@ -567,28 +568,33 @@ impl Check<'_> {
             }
         }
         for (i, t) in spec.tls.iter().flatten().enumerate() {
+            if let Some(secret) = t.secret_name.as_deref().filter(|s| !s.is_empty()) {
+                validate::object_name("secretName", secret)
+                    .map_err(|e| self.value_err(&format!("spec.tls[{i}].secretName"), e))?;
+            }
             for (j, h) in t.hosts.iter().flatten().enumerate() {
-                let plain = h.strip_prefix("*.").unwrap_or(h);
-                names::dns_subdomain(plain).map_err(|e| {
-                    self.value_err(
-                        &format!("spec.tls[{i}].hosts[{j}]"),
-                        format!("bad host {h:?}: {e}"),
-                    )
-                })?;
+                validate::host(h)
+                    .map_err(|e| self.value_err(&format!("spec.tls[{i}].hosts[{j}]"), e))?;
             }
         }
         Ok(())
     }
 
-    /// A `kubernetes.io/tls` Secret must hold `tls.crt` and `tls.key`.
+    /// A `kubernetes.io/tls` Secret must hold `tls.crt` and `tls.key`, both PEM.
     fn secret(&self, secret: &Secret) -> Res {
-        if secret.type_.as_deref() == Some("kubernetes.io/tls")
-            && crate::ingress::tls_pem(secret).is_none()
-        {
-            return Err(self.key_err(
-                "",
-                "a kubernetes.io/tls Secret needs tls.crt and tls.key (PEM) in data (base64) or stringData",
-            ));
+        if secret.type_.as_deref() == Some("kubernetes.io/tls") {
+            let Some((crt, key)) = crate::ingress::tls_pem(secret) else {
+                return Err(self.key_err(
+                    "",
+                    "a kubernetes.io/tls Secret needs tls.crt and tls.key (PEM) in data (base64) or stringData",
+                ));
+            };
+            let field = if secret.string_data.is_some() {
+                "stringData"
+            } else {
+                "data"
+            };
+            validate::tls_pem(&crt, &key).map_err(|e| self.key_err(field, e))?;
         }
         Ok(())
     }
