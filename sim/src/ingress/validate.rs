@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use crate::scenario::names;
+use crate::names;
 
 /// The longest path accepted.
 pub const PATH_MAX: usize = 1024;
