@@ -1,11 +1,11 @@
 //! kube-proxy's iptables mode as a pure function: from the service ports and endpoints a
-//! node knows ([`ProxyInput`]) to the exact `iptables-restore --noflush` text kube-proxy
+//! node knows ([`ProxyInput`], kube-proxy's model in [`super::model`]) to the exact `iptables-restore --noflush` text kube-proxy
 //! writes for a sync ([`ProxyRules::full_restore`], [`ProxyRules::incremental_restore`]),
 //! plus the jumps it inserts into the built-in chains ([`JUMP_CHAINS`],
 //! [`bootstrap_restore`]) and what `iptables-save` prints afterwards
 //! ([`ProxyRules::saved`], [`normalise_rule`], [`IptablesState`], [`kube_proxy_view`]).
 //!
-//! Here: the input and the renderer; `jumps.rs` the jumps from the built-in chains;
+//! Here: the renderer; `jumps.rs` the jumps from the built-in chains;
 //! `save.rs` how `iptables-save` prints a rule back; `state.rs` a small model of the tables
 //! that restore text is applied to.
 //!
@@ -877,6 +877,6 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use jumps::*;
-pub use save::*;
-pub use state::*;
+pub use jumps::{JUMP_CHAINS, JumpChain, bootstrap_restore, installed_jumps};
+pub use save::{normalise_rule, saved_probability};
+pub use state::{IptablesState, RestoreError, is_kube_proxy_chain, kube_proxy_view};
