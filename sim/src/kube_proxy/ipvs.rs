@@ -727,7 +727,7 @@ fn iptables_restore(
         "-A {KUBE_IPVS_FILTER} -m conntrack --ctstate NEW -m set --match-set {} dst -j REJECT",
         sets::IPVS_IPS
     );
-    nat.push_str(&super::iptables::masquerade_rules(cfg, &mark));
+    nat.push_str(&super::iptables::masquerade_rules(cfg, mark));
 
     let mut out = String::new();
     for (table, rules) in [("filter", filter), ("nat", nat)] {
