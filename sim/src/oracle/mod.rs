@@ -41,9 +41,11 @@ mod tests;
 pub use bridge_nf::SameBridgeReply;
 pub use explain::{Case, Explanation, PolicyReport, RuleOutcome, RuleReport, Side, SideOutcome};
 pub use external::{
-    EntryKind, ExternalFate, ExternalPrediction, ExternalTarget, NodeFabric, PathOutcome,
-    PathPrediction, predict_external, resolve_target, targets_of,
+    EntryKind, ExternalFate, ExternalPrediction, NodeFabric, PathOutcome, PathPrediction,
+    predict_external,
 };
+// Target resolution is Service semantics; re-exported where the harness aims its probes.
+pub use crate::services::targets::{ExternalTarget, resolve_target, targets_of};
 pub use host_port::{
     HostPortCase, HostPortFate, HostPorts, NodeAddresses, Portmap, host_port_pod, host_ports_of,
 };

@@ -16,12 +16,14 @@ use crate::protocol::PortProto;
 
 mod build;
 pub mod cni;
+mod controllers;
 mod decode;
 mod expect;
 mod fields;
 mod header;
 mod model_shorthand;
 mod replay;
+mod replay_check;
 mod source;
 mod yaml;
 

@@ -11,7 +11,8 @@
 //!   as `kubectl get svc -o yaml` would show it;
 //! - [`endpoints`]: which pods back which service port, as the endpoints and
 //!   EndpointSlice controllers compute it, shaped as `v1/Endpoints` and EndpointSlices,
-//!   and rendered as text for snapshots.
+//!   and rendered as text for snapshots;
+//! - [`targets`]: what a `nodeport/`, `lb/` or `extip/` probe target names.
 //!
 //! The Service readers re-exported here read a Service that went through
 //! [`crate::objects::service::defaults`] (every stored Service has); on an undefaulted one they fall back to the API server's defaults.
@@ -22,6 +23,7 @@ use crate::protocol::PortProto;
 pub mod alloc;
 pub mod endpoints;
 pub mod render;
+pub mod targets;
 pub mod validate;
 
 // How to read a stored Service's fields belongs to the objects (the API server's

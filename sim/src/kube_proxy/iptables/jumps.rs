@@ -8,7 +8,7 @@ use crate::kube_proxy::names::{
     KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 
-use super::*;
+use super::Table;
 
 /// One entry of kube-proxy's `iptablesJumpChains` (and `iptablesKubeletJumpChains`): on
 /// every full sync it ensures the chain `target` exists and that `source` has this jump,

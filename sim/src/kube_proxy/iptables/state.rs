@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::save::{saved_spec, split_words};
+use super::{FILTER_TOP_CHAINS, NAT_TOP_CHAINS, Table};
 use crate::kube_proxy::names::{self as pn, KUBE_FIREWALL, KUBE_PROXY_CANARY};
-
-use super::*;
 
 /// A restore text the kernel (iptables-nft 1.8) would refuse, with the line it stops at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
