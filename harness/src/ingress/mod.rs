@@ -32,7 +32,7 @@ use crate::netns::Netns;
 /// The directory under a run's state directory that holds the controller's files.
 pub const DIR: &str = "ingress";
 /// nginx's binary (Debian's `nginx` package).
-pub const NGINX: &str = "/usr/sbin/nginx";
+pub const NGINX: &str = crate::system::Tool::Nginx.binary();
 /// How long nginx may take to start or to load a new configuration.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopped nginx may take to exit before it is killed.

@@ -12,22 +12,23 @@
 //! checks that bridged traffic goes through iptables at all.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Context as _;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::render::{NodeRules, Ruleset, render_node};
 use sim::scenario::DenyStyle;
 
 use super::{
-    IPSET, IPTABLES_RESTORE, NodeSync, PolicyEngine, SyncReport, check_bridge_netfilter,
-    read_installed, render_context, run_in,
+    NodeSync, PolicyEngine, PolicyError, SyncReport, check_bridge_netfilter, default_system,
+    read_installed_in, render_context,
 };
-use crate::netns::Netns;
+use crate::system::fanout::{NodeWork, sync_each};
+use crate::system::{NsRef, System, Tool};
 
 /// kube-router-style iptables + ipset enforcement.
-#[derive(Debug)]
 pub struct IptablesEngine {
     deny: DenyStyle,
     /// The scenario turned br_netfilter off on purpose (`cluster.brNetfilter: false`):
@@ -35,14 +36,21 @@ pub struct IptablesEngine {
     bridges_unfiltered_on_purpose: bool,
     /// What each node holds, keyed by namespace name; absent = unknown (read it first).
     installed: BTreeMap<String, Ruleset>,
+    system: Arc<dyn System>,
 }
 
 impl IptablesEngine {
     pub fn new(deny: DenyStyle) -> Self {
+        Self::with_system(deny, default_system())
+    }
+
+    /// The engine acting through `system` (the fake, in unit tests).
+    pub fn with_system(deny: DenyStyle, system: Arc<dyn System>) -> Self {
         Self {
             deny,
             bridges_unfiltered_on_purpose: false,
             installed: BTreeMap::new(),
+            system,
         }
     }
 
@@ -60,99 +68,80 @@ impl PolicyEngine for IptablesEngine {
         "iptables"
     }
 
-    fn sync(
+    fn sync_refs(
         &mut self,
         plan: &Plan,
-        nodes: &[(String, Netns)],
+        nodes: &[(String, NsRef)],
         objects: &ClusterObjects,
-    ) -> Result<SyncReport> {
+    ) -> Result<SyncReport, PolicyError> {
         let start = Instant::now();
         let resolved = sim::policy::resolve(objects);
-        let contexts = nodes
+        let work = nodes
             .iter()
-            .map(|(node, _)| render_context(plan, node, self.deny))
-            .collect::<Result<Vec<_>>>()?;
-        let work: Vec<_> = nodes
-            .iter()
-            .zip(contexts)
-            .map(|((node, ns), ctx)| {
-                let rules = render_node(&resolved, node, &ctx);
-                let known = self.installed.remove(ns.name());
-                (node, ns, rules, known)
+            .map(|(node, ns)| {
+                let ctx = render_context(plan, node, self.deny)?;
+                Ok(NodeWork {
+                    node: node.clone(),
+                    ns: ns.clone(),
+                    want: render_node(&resolved, node, &ctx),
+                })
             })
-            .collect();
-
-        let rendered = start.elapsed();
-        let results: Vec<Result<NodeSync>> =
-            crate::parallel::each(&work, "a node's policy sync", |(node, ns, rules, known)| {
-                apply_node(
-                    node,
-                    ns,
-                    rules,
-                    known.as_ref(),
-                    self.bridges_unfiltered_on_purpose,
-                )
-            });
-
-        let mut report = SyncReport {
-            render: rendered,
-            ..SyncReport::default()
-        };
-        let mut errors = Vec::new();
-        for ((node, ns, rules, _), result) in work.into_iter().zip(results) {
-            match result {
-                Ok(done) => {
-                    // Remember what the node holds now; a failed node stays unknown and
-                    // is read back from the kernel next time.
-                    self.installed.insert(ns.name().to_string(), rules.ruleset);
-                    report.nodes.push(done);
-                }
-                Err(e) => errors.push(format!("node {node}: {e:#}")),
-            }
-        }
-        report.elapsed = start.elapsed();
-        if !errors.is_empty() {
-            bail!("policy sync failed:\n  {}", errors.join("\n  "));
-        }
-        Ok(report)
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        let render = start.elapsed();
+        let system = &*self.system;
+        let unfiltered = self.bridges_unfiltered_on_purpose;
+        let nodes = sync_each(
+            work,
+            &mut self.installed,
+            "a node's policy sync",
+            |w, known| {
+                let done = apply_node(system, &w.node, &w.ns, &w.want, known, unfiltered)?;
+                Ok((done, w.want.ruleset.clone()))
+            },
+        )
+        .map_err(PolicyError::Sync)?;
+        Ok(SyncReport {
+            nodes,
+            render,
+            elapsed: start.elapsed(),
+        })
     }
 }
 
 /// Brings one node from `known` (or what it really holds, when unknown) to `rules`.
 fn apply_node(
+    system: &dyn System,
     node: &str,
-    ns: &Netns,
+    ns: &NsRef,
     rules: &NodeRules,
-    known: Option<&Ruleset>,
+    known: Option<Ruleset>,
     bridges_unfiltered_on_purpose: bool,
-) -> Result<NodeSync> {
+) -> anyhow::Result<NodeSync> {
     let start = Instant::now();
-    let read;
     let installed = match known {
         Some(r) => r,
         None => {
             if !bridges_unfiltered_on_purpose {
-                check_bridge_netfilter(ns)?;
+                check_bridge_netfilter(system, ns)?;
             }
-            read = read_installed(ns)
-                .with_context(|| format!("read the rules installed in namespace {}", ns.name()))?;
-            &read
+            read_installed_in(system, ns)
+                .with_context(|| format!("read the rules installed in namespace {}", ns.name()))?
         }
     };
-    let scripts = rules.apply_over(installed);
+    let scripts = rules.apply_over(&installed);
     if !scripts.ipset_refill.is_empty() {
-        run_in(ns, IPSET, &["restore"], Some(&scripts.ipset_refill))?;
+        system.run(ns, Tool::Ipset, &["restore"], Some(&scripts.ipset_refill))?;
     }
     if !scripts.iptables.is_empty() {
-        run_in(
+        system.run(
             ns,
-            IPTABLES_RESTORE,
+            Tool::IptablesRestore,
             &["--noflush"],
             Some(&scripts.iptables),
         )?;
     }
     if !scripts.ipset_destroy.is_empty() {
-        run_in(ns, IPSET, &["restore"], Some(&scripts.ipset_destroy))?;
+        system.run(ns, Tool::Ipset, &["restore"], Some(&scripts.ipset_destroy))?;
     }
     Ok(NodeSync {
         node: node.to_string(),
