@@ -38,7 +38,8 @@ where
                 .build()
                 .map_err(|e| SystemError::kernel(ns, "start a netlink runtime".into(), e))?;
             // The socket is made inside the namespace and stays there; the thread is
-            // switched back at once.
+            // switched back at once. It registers with this thread's runtime.
+            let _runtime = rt.enter();
             let (conn, handle, _) = netns
                 .enter(rtnetlink::new_connection)
                 .map_err(|e| SystemError::kernel(ns, "open a netlink socket".into(), e))?;
