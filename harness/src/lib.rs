@@ -8,6 +8,8 @@ pub mod capture;
 pub mod cluster;
 pub mod cni;
 pub mod dns;
+#[cfg(test)]
+mod fixtures;
 pub mod ingress;
 pub mod netns;
 pub mod policy;

@@ -151,3 +151,129 @@ fn apply_node(
         sets: rules.ruleset.sets.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::policy::PolicyError;
+    use crate::system::fake::Fake;
+
+    /// Into every pod of x, only from the pods named b (a set of sources per node).
+    const ONLY_B: &str = "  - apiVersion: networking.k8s.io/v1\n    kind: NetworkPolicy\n    \
+                          metadata: {name: only-b, namespace: x}\n    spec:\n      \
+                          podSelector: {}\n      ingress: [{from: [{podSelector: \
+                          {matchLabels: {pod: b}}}]}]\n";
+
+    /// What a node the engine does not know yet goes through: the bridge check, reading
+    /// what it holds, then the sets and the rules.
+    const FIRST: [&str; 5] = [
+        "sysctl net/bridge/bridge-nf-call-iptables",
+        "iptables-nft-save -t filter",
+        "ipset save",
+        "ipset restore",
+        "iptables-nft-restore --noflush",
+    ];
+
+    fn setup() -> (Plan, ClusterObjects, Vec<(String, NsRef)>, Arc<Fake>, IptablesEngine) {
+        let (plan, objects) = fixtures::standard();
+        let objects = fixtures::with(&objects, ONLY_B);
+        let nodes = fixtures::nodes(&plan);
+        let fake = Arc::new(Fake::new());
+        let engine = IptablesEngine::with_system(DenyStyle::Reject, fake.clone());
+        (plan, objects, nodes, fake, engine)
+    }
+
+    #[test]
+    fn a_first_sync_reads_then_writes_and_an_unchanged_one_touches_nothing() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert!(r.changed());
+        assert_eq!(r.nodes.len(), 2);
+        for (_, ns) in &nodes {
+            assert_eq!(fake.take_summaries(ns.name()), FIRST, "{}", ns.name());
+        }
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert!(!r.changed());
+        assert_eq!(fake.calls(), []);
+    }
+
+    #[test]
+    fn a_later_sync_writes_only_the_difference_without_reading() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        fake.take_calls();
+        let (_, open) = fixtures::standard();
+        let r = engine.sync_refs(&plan, &nodes, &open).unwrap();
+        assert!(r.changed());
+        let summaries: Vec<String> = fake.calls().iter().map(|c| c.summary()).collect();
+        assert!(
+            summaries
+                .iter()
+                .all(|s| s.starts_with("iptables-nft-restore") || s == "ipset restore"),
+            "{summaries:?}"
+        );
+        assert!(summaries.iter().any(|s| s == "iptables-nft-restore --noflush"));
+        // The rules are written before the sets they no longer use are destroyed.
+        let calls = fake.calls();
+        let destroy = calls.iter().rposition(|c| c.summary() == "ipset restore");
+        let rules = calls
+            .iter()
+            .position(|c| c.summary() == "iptables-nft-restore --noflush");
+        if let (Some(d), Some(r)) = (destroy, rules) {
+            assert!(r < d, "{summaries:?}");
+        }
+    }
+
+    #[test]
+    fn every_failing_node_is_reported_and_forgotten_the_others_kept() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let n2 = nodes[1].1.name().to_string();
+        let failing = n2.clone();
+        fake.fail_next(
+            move |c| c.is_run(&failing, Tool::IptablesRestore),
+            "iptables-restore: line 1 failed",
+        );
+        let err = engine.sync_refs(&plan, &nodes, &objects).unwrap_err();
+        let PolicyError::Sync(errors) = &err else {
+            panic!("not a sync error: {err}");
+        };
+        assert_eq!(errors.nodes().collect::<Vec<_>>(), ["n2"]);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "policy sync failed:\n  node n2: `iptables-nft-restore --noflush` failed in \
+                 namespace {n2} (exit status: 1): iptables-restore: line 1 failed\n  line 1 \
+                 of the script: "
+            )),
+            "{text}"
+        );
+        fake.take_calls();
+        // n1 is known and unchanged: left alone; n2 was forgotten: read and written again.
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert_eq!(fake.take_summaries(nodes[0].1.name()), Vec::<String>::new());
+        assert_eq!(fake.take_summaries(&n2), FIRST);
+        assert_eq!(
+            r.nodes.iter().map(|n| n.changed).collect::<Vec<_>>(),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn a_node_whose_bridge_skips_iptables_is_refused_unless_on_purpose() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let n1 = nodes[0].1.name().to_string();
+        fake.set_sysctl_value(&n1, "net/bridge/bridge-nf-call-iptables", "0");
+        let err = engine.sync_refs(&plan, &nodes, &objects).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("net.bridge.bridge-nf-call-iptables is 0 in namespace"),
+            "{err}"
+        );
+        fake.take_calls();
+        let mut on_purpose = IptablesEngine::with_system(DenyStyle::Reject, fake.clone())
+            .with_unfiltered_bridges();
+        on_purpose.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert_eq!(fake.take_summaries(&n1), FIRST[1..]);
+    }
+}

@@ -1,6 +1,6 @@
 //! A recording stand-in for the kernel, as youki's `network/fake.rs` is: every call is
 //! recorded in order, tools print what a test scripted (nothing by default), sysctls read
-//! `1`, and a test can make the next matching call fail. It lets the engines' decisions
+//! what was set (`1` by default), and a test can make the next matching call fail. It lets the engines' decisions
 //! (what runs in which order, partial or full syncs, forgetting a node that failed) be
 //! tested without root.
 
@@ -114,6 +114,8 @@ pub struct Fake {
     /// The next call matching fails with the message; each is used once.
     failures: Mutex<Vec<(Matcher, String)>>,
     ipvs: Option<u16>,
+    /// Sysctl values per (namespace, key); `1` when not set.
+    sysctls: Mutex<BTreeMap<(String, String), String>>,
     /// Addresses per (namespace, link), as the calls left them.
     addresses: Mutex<BTreeMap<(String, String), Vec<Ipv4Net>>>,
 }
@@ -137,6 +139,11 @@ impl Fake {
             args.iter().map(|a| a.to_string()).collect(),
             out.to_string(),
         ));
+    }
+
+    /// The sysctl `key` of `ns` reads `value` (set by a test, or written by a call).
+    pub fn set_sysctl_value(&self, ns: &str, key: &str, value: &str) {
+        lock(&self.sysctls).insert((ns.to_string(), key.to_string()), value.to_string());
     }
 
     /// The next call for which `matches` holds fails with `message` (a tool exits 1
@@ -240,7 +247,11 @@ impl System for Fake {
             ns: ns.name().to_string(),
             key: key.to_string(),
         })?;
-        Ok("1".to_string())
+        let key = (ns.name().to_string(), key.to_string());
+        Ok(lock(&self.sysctls)
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| "1".to_string()))
     }
 
     fn set_sysctl(&self, ns: &NsRef, key: &str, value: &str) -> Result<(), SystemError> {
@@ -248,7 +259,9 @@ impl System for Fake {
             ns: ns.name().to_string(),
             key: key.to_string(),
             value: value.to_string(),
-        })
+        })?;
+        self.set_sysctl_value(ns.name(), key, value);
+        Ok(())
     }
 
     fn replace_link_route(&self, ns: &NsRef, dest: Ipv4Net, dev: &str) -> Result<(), SystemError> {
