@@ -27,7 +27,9 @@ pub fn with(objects: &ClusterObjects, yaml: &str) -> ClusterObjects {
     let ips = objects.clone();
     let pod_ip = |p: &sim::objects::PodRef| ips.pods.get(p).and_then(sim::objects::pod_ip);
     for change in sc.steps.iter().flat_map(|s| &s.changes) {
-        change.apply_to(&mut out, &pod_ip).expect("a fixture applies");
+        change
+            .apply_to(&mut out, &pod_ip)
+            .expect("a fixture applies");
     }
     out
 }

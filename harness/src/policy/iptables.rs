@@ -175,7 +175,13 @@ mod tests {
         "iptables-nft-restore --noflush",
     ];
 
-    fn setup() -> (Plan, ClusterObjects, Vec<(String, NsRef)>, Arc<Fake>, IptablesEngine) {
+    fn setup() -> (
+        Plan,
+        ClusterObjects,
+        Vec<(String, NsRef)>,
+        Arc<Fake>,
+        IptablesEngine,
+    ) {
         let (plan, objects) = fixtures::standard();
         let objects = fixtures::with(&objects, ONLY_B);
         let nodes = fixtures::nodes(&plan);
@@ -213,7 +219,11 @@ mod tests {
                 .all(|s| s.starts_with("iptables-nft-restore") || s == "ipset restore"),
             "{summaries:?}"
         );
-        assert!(summaries.iter().any(|s| s == "iptables-nft-restore --noflush"));
+        assert!(
+            summaries
+                .iter()
+                .any(|s| s == "iptables-nft-restore --noflush")
+        );
         // The rules are written before the sets they no longer use are destroyed.
         let calls = fake.calls();
         let destroy = calls.iter().rposition(|c| c.summary() == "ipset restore");
@@ -271,8 +281,8 @@ mod tests {
             "{err}"
         );
         fake.take_calls();
-        let mut on_purpose = IptablesEngine::with_system(DenyStyle::Reject, fake.clone())
-            .with_unfiltered_bridges();
+        let mut on_purpose =
+            IptablesEngine::with_system(DenyStyle::Reject, fake.clone()).with_unfiltered_bridges();
         on_purpose.sync_refs(&plan, &nodes, &objects).unwrap();
         assert_eq!(fake.take_summaries(&n1), FIRST[1..]);
     }

@@ -280,3 +280,6 @@ pub(crate) fn sync_nodes<R: PartialEq + Clone + Send + Sync>(
 pub(crate) fn default_system() -> std::sync::Arc<dyn System> {
     crate::system::real()
 }
+
+#[cfg(test)]
+mod tests;
