@@ -51,7 +51,7 @@ pub enum PolicyError {
         ns: String,
         key: String,
         #[source]
-        source: SystemError,
+        source: Box<SystemError>,
     },
     #[error(transparent)]
     System(#[from] SystemError),
@@ -197,7 +197,7 @@ pub fn check_bridge_netfilter(system: &dyn System, ns: &NsRef) -> Result<(), Pol
         .map_err(|source| PolicyError::BridgeUnknown {
             ns: ns.name().to_string(),
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     if value != "1" {
         return Err(PolicyError::BridgeUnfiltered {

@@ -30,13 +30,13 @@ pub enum ToolError {
     /// The tool ran and exited with an error. `line` is the script line it complained
     /// about, when it named one.
     #[error("`{shown}` failed in namespace {ns} ({status}): {stderr}{}",
-        .line.as_ref().map(|(n, l)| format!("\n  line {n} of the script: {l}")).unwrap_or_default())]
+        .line.as_ref().map(|nl| format!("\n  line {} of the script: {}", nl.0, nl.1)).unwrap_or_default())]
     Failed {
         shown: String,
         ns: String,
         status: String,
         stderr: String,
-        line: Option<(usize, String)>,
+        line: Option<Box<(usize, String)>>,
     },
     #[error("`{shown}` in namespace {ns} printed non-UTF-8")]
     NotUtf8 { shown: String, ns: String },

@@ -79,7 +79,7 @@ pub fn failed(
     let line = script.zip(complained_line(&stderr)).and_then(|(s, n)| {
         s.lines()
             .nth(n.saturating_sub(1))
-            .map(|l| (n, l.to_string()))
+            .map(|l| Box::new((n, l.to_string())))
     });
     ToolError::Failed {
         shown,

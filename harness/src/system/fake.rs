@@ -105,12 +105,20 @@ impl Call {
 
 type Matcher = Box<dyn Fn(&Call) -> bool + Send + Sync>;
 
+/// What a tool prints: in this namespace, for this tool, when its arguments start so.
+struct Scripted {
+    ns: String,
+    tool: Tool,
+    args: Vec<String>,
+    stdout: String,
+}
+
 /// The recording fake. See the module docs.
 #[derive(Default)]
 pub struct Fake {
     calls: Mutex<Vec<Call>>,
     /// Scripted stdout per (namespace, tool, first arguments).
-    stdout: Mutex<Vec<(String, Tool, Vec<String>, String)>>,
+    stdout: Mutex<Vec<Scripted>>,
     /// The next call matching fails with the message; each is used once.
     failures: Mutex<Vec<(Matcher, String)>>,
     ipvs: Option<u16>,
@@ -133,12 +141,12 @@ impl Fake {
 
     /// `tool` in `ns`, called with arguments starting with `args`, prints `out`.
     pub fn prints(&self, ns: &str, tool: Tool, args: &[&str], out: &str) {
-        lock(&self.stdout).push((
-            ns.to_string(),
+        lock(&self.stdout).push(Scripted {
+            ns: ns.to_string(),
             tool,
-            args.iter().map(|a| a.to_string()).collect(),
-            out.to_string(),
-        ));
+            args: args.iter().map(|a| a.to_string()).collect(),
+            stdout: out.to_string(),
+        });
     }
 
     /// The sysctl `key` of `ns` reads `value` (set by a test, or written by a call).
@@ -232,13 +240,13 @@ impl System for Fake {
         Ok(scripted
             .iter()
             .rev()
-            .find(|(n, t, prefix, _)| {
-                n == ns.name()
-                    && *t == tool
-                    && prefix.len() <= args.len()
-                    && prefix.iter().zip(args).all(|(p, a)| p == a)
+            .find(|s| {
+                s.ns == ns.name()
+                    && s.tool == tool
+                    && s.args.len() <= args.len()
+                    && s.args.iter().zip(args).all(|(p, a)| p == a)
             })
-            .map(|(.., out)| out.clone())
+            .map(|s| s.stdout.clone())
             .unwrap_or_default())
     }
 
