@@ -227,7 +227,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
                 let t = Instant::now();
                 let td = cluster.teardown().await;
                 report.timings.teardown_ms = ms(t.elapsed());
-                report.teardown_errors = td.errors;
+                report.teardown_errors = td.errors.to_strings();
             }
             report.teardown_errors.extend(dns_errors);
             Ok(report)
