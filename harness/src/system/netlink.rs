@@ -74,6 +74,15 @@ where
 }
 
 impl Netlink {
+    /// Wraps an open rtnetlink handle on namespace `ns` (for async callers that made
+    /// their own, like `crate::netns::Netns::netlink`).
+    pub fn from_handle(handle: Handle, ns: &str) -> Self {
+        Self {
+            handle,
+            ns: ns.to_string(),
+        }
+    }
+
     fn fail(&self, what: String, e: rtnetlink::Error) -> SystemError {
         SystemError::Kernel {
             ns: self.ns.clone(),
@@ -123,13 +132,21 @@ impl Netlink {
 
     /// Sets the link `name` up.
     pub async fn set_up(&self, name: &str) -> Result<(), SystemError> {
+        self.set_state(name, true).await
+    }
+
+    /// Sets the link `name` up (`up`) or down.
+    pub async fn set_state(&self, name: &str, up: bool) -> Result<(), SystemError> {
         let index = self.index(name).await?;
+        let msg = LinkUnspec::new_with_index(index);
+        let msg = if up { msg.up() } else { msg.down() };
+        let state = if up { "up" } else { "down" };
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(msg.build())
             .execute()
             .await
-            .map_err(|e| self.fail(format!("set link {name} up"), e))
+            .map_err(|e| self.fail(format!("set link {name} {state}"), e))
     }
 
     /// `ip route replace DEST dev DEV`: scope link, protocol boot, as `ip` makes it.
