@@ -143,16 +143,14 @@ impl System for Real {
 
     fn sysctl(&self, ns: &NsRef, key: &str) -> Result<String, SystemError> {
         let path = format!("/proc/sys/{key}");
-        ns.netns()?
-            .enter(|| std::fs::read_to_string(&path))
+        in_namespace(ns, || std::fs::read_to_string(&path))?
             .map(|s| s.trim().to_string())
             .map_err(|e| SystemError::kernel(ns, format!("read {path}"), e))
     }
 
     fn set_sysctl(&self, ns: &NsRef, key: &str, value: &str) -> Result<(), SystemError> {
         let path = format!("/proc/sys/{key}");
-        ns.netns()?
-            .enter(|| std::fs::write(&path, value))
+        in_namespace(ns, || std::fs::write(&path, value))?
             .map_err(|e| SystemError::kernel(ns, format!("write {value} to {path}"), e))
     }
 
@@ -207,13 +205,21 @@ impl System for Real {
     }
 
     fn program_ipvs(&self, ns: &NsRef, servers: &[VirtualServer]) -> Result<(), SystemError> {
-        let netns = ns.netns()?;
-        // A socket made on a thread of our own inside the node stays in the node.
-        std::thread::scope(|s| {
-            s.spawn(|| netns.enter(|| genl::program_ipvs(servers)))
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the IPVS thread panicked")))
-        })
-        .map_err(|e| SystemError::kernel(ns, "program IPVS".into(), e))
+        in_namespace(ns, || genl::program_ipvs(servers))?
+            .map_err(|e| SystemError::kernel(ns, "program IPVS".into(), e))
     }
+}
+
+/// Runs `f` inside `ns` on a short-lived thread of its own (through
+/// `crate::netns::Netns::enter`, the one place that switches namespaces), so the
+/// calling thread, which may be a tokio worker, never changes namespace.
+pub fn in_namespace<T: Send>(ns: &NsRef, f: impl FnOnce() -> T + Send) -> Result<T, SystemError> {
+    let netns = ns.netns()?;
+    std::thread::scope(|s| s.spawn(|| netns.enter(f)).join()).map_err(|_| {
+        SystemError::kernel(
+            ns,
+            "work inside the namespace".into(),
+            "its thread panicked",
+        )
+    })
 }
