@@ -133,7 +133,8 @@ async fn lead_to(plan: &Plan, ns: &Netns, joining: &NodePlan) -> Result<()> {
                 .context("every node has a VTEP in vxlan mode")?
                 .device;
             let vx = index_of(&h, &dev).await?;
-            vxlan::add_remote(&h, plan, vx, &dev, joining).await
+            let nl = crate::system::netlink::Netlink::from_handle(h, ns.name());
+            vxlan::add_remote(&nl, plan, vx, &dev, joining).await
         }
     }
 }

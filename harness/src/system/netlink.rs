@@ -10,6 +10,7 @@ use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::neighbour::NeighbourFlags;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::{Handle, LinkDummy, LinkUnspec, RouteMessageBuilder};
 
@@ -165,6 +166,56 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| self.fail(format!("replace route {dest} dev {dev}"), e))
+    }
+
+    /// `ip route add DEST via GW dev INDEX onlink`.
+    pub async fn add_onlink_route(
+        &self,
+        dest: Ipv4Net,
+        gateway: Ipv4Addr,
+        index: u32,
+    ) -> Result<(), SystemError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .gateway(gateway)
+            .output_interface(index)
+            .onlink()
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add route {dest} via {gateway} onlink"), e))
+    }
+
+    /// A permanent neighbour (ARP) entry: `ip neigh add IP lladdr MAC dev INDEX`.
+    pub async fn add_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: &[u8],
+    ) -> Result<(), SystemError> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(mac)
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add neighbour {ip}"), e))
+    }
+
+    /// A forwarding database entry of the device itself: `bridge fdb add MAC dev INDEX
+    /// dst DST self permanent`.
+    pub async fn add_fdb(&self, index: u32, mac: &[u8], dst: Ipv4Addr) -> Result<(), SystemError> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, mac)
+            .destination(IpAddr::V4(dst))
+            .flags(NeighbourFlags::Own)
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add fdb entry towards {dst}"), e))
     }
 
     async fn address_messages(&self, dev: &str) -> Result<Vec<AddressMessage>, SystemError> {
