@@ -91,9 +91,9 @@ impl Cluster {
         // Sysctls a run may have changed on every node since create (cluster.brNetfilter)
         // follow the first node, so the new one behaves like the others.
         if let Some(first) = self.nodes.values().next()
-            && let Ok(value) = first.netns.sysctl(BRIDGE_NF_CALL_IPTABLES)
+            && let Ok(value) = crate::system::sysctl(&first.netns, BRIDGE_NF_CALL_IPTABLES)
         {
-            ns.set_sysctl(BRIDGE_NF_CALL_IPTABLES, &value)?;
+            crate::system::set_sysctl(ns, BRIDGE_NF_CALL_IPTABLES, &value)?;
         }
         let state_dir = Path::new(&plan.state_dir()).to_path_buf();
         let (networks, dirs) = configure_node(plan, node, ns, &state_dir)

@@ -210,6 +210,17 @@ impl System for Real {
     }
 }
 
+/// Reads a sysctl of a namespace (`key` like `net/ipv4/ip_forward`), on a thread of its
+/// own: safe from async code.
+pub fn sysctl(ns: &Netns, key: &str) -> Result<String, SystemError> {
+    Real.sysctl(&NsRef::from(ns), key)
+}
+
+/// Writes a sysctl of a namespace, on a thread of its own: safe from async code.
+pub fn set_sysctl(ns: &Netns, key: &str, value: &str) -> Result<(), SystemError> {
+    Real.set_sysctl(&NsRef::from(ns), key, value)
+}
+
 /// Runs `f` inside `ns` on a short-lived thread of its own (through
 /// `crate::netns::Netns::enter`, the one place that switches namespaces), so the
 /// calling thread, which may be a tokio worker, never changes namespace.
