@@ -8,12 +8,14 @@ pub mod capture;
 pub mod cluster;
 pub mod cni;
 pub mod dns;
+#[cfg(test)]
+mod fixtures;
 pub mod ingress;
 pub mod netns;
-pub mod parallel;
 pub mod policy;
 pub mod prereq;
 pub mod probe;
 pub mod proxy;
 pub mod run;
+pub mod system;
 pub mod trace;

@@ -26,8 +26,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
 use crate::netns::Netns;
-use crate::policy::run_in;
 use crate::probe::{self, ProbeTask};
+use crate::system::{NsRef, Real, System, Tool};
 
 /// How long a monitor gets to subscribe before the probe is sent, and how long the
 /// trace keeps listening after the probe ended (events are delivered asynchronously).
@@ -74,8 +74,8 @@ pub async fn trace(
             // Line-buffered: a pipe would otherwise hold the last events in stdio's
             // buffer, and they are lost when the monitor is killed.
             let mut child = ns
-                .tokio_command("stdbuf")
-                .args(["-oL", "xtables-monitor", "--trace"])
+                .tokio_command(Tool::Stdbuf.binary())
+                .args(["-oL", Tool::XtablesMonitor.binary(), "--trace"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -188,13 +188,14 @@ fn mark(ns: &Netns, proto: &str, add: bool) -> Result<()> {
     for (table, chain, rule) in rules {
         let mut args = vec!["-w", "-t", table, op, chain];
         args.extend_from_slice(&rule);
-        run_in(ns, "iptables", &args, None).with_context(|| {
-            format!(
-                "{} a trace rule in {} {table} {chain}",
-                if add { "add" } else { "remove" },
-                ns.name()
-            )
-        })?;
+        Real.run(&NsRef::from(ns), Tool::Iptables, &args, None)
+            .with_context(|| {
+                format!(
+                    "{} a trace rule in {} {table} {chain}",
+                    if add { "add" } else { "remove" },
+                    ns.name()
+                )
+            })?;
     }
     Ok(())
 }

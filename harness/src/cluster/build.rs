@@ -57,15 +57,15 @@ impl Cluster {
         let root_before = std::fs::read_to_string(&root_path).ok();
         for (name, node) in &self.nodes {
             let ns = &node.netns;
-            if ns.sysctl(BRIDGE_NF_CALL_IPTABLES).is_err() {
+            if crate::system::sysctl(ns, BRIDGE_NF_CALL_IPTABLES).is_err() {
                 bail!(
                     "cluster.brNetfilter: {} does not exist in node {name}'s namespace {}: this kernel keeps br_netfilter's sysctls only in the root namespace (or has no br_netfilter), and knetlab never writes the root namespace's sysctls, so bridge-nf-call-iptables cannot be set per node here",
                     root_path,
                     ns.name()
                 );
             }
-            ns.set_sysctl(BRIDGE_NF_CALL_IPTABLES, value)?;
-            let now = ns.sysctl(BRIDGE_NF_CALL_IPTABLES)?;
+            crate::system::set_sysctl(ns, BRIDGE_NF_CALL_IPTABLES, value)?;
+            let now = crate::system::sysctl(ns, BRIDGE_NF_CALL_IPTABLES)?;
             if now != value {
                 bail!(
                     "node {name} ({}): {BRIDGE_NF_CALL_IPTABLES} reads {now} after writing {value}",
@@ -335,7 +335,7 @@ pub(super) async fn configure_node(
     state_dir: &Path,
 ) -> Result<(cni::NodeNetworks, cni::NodeDirs)> {
     for (key, value) in NODE_SYSCTLS {
-        ns.set_sysctl(key, value)?;
+        crate::system::set_sysctl(ns, key, value)?;
     }
     let h = ns.netlink()?;
     let eth0 = underlay_up(&h, node.underlay_ip).await?;

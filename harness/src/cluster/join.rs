@@ -91,9 +91,9 @@ impl Cluster {
         // Sysctls a run may have changed on every node since create (cluster.brNetfilter)
         // follow the first node, so the new one behaves like the others.
         if let Some(first) = self.nodes.values().next()
-            && let Ok(value) = first.netns.sysctl(BRIDGE_NF_CALL_IPTABLES)
+            && let Ok(value) = crate::system::sysctl(&first.netns, BRIDGE_NF_CALL_IPTABLES)
         {
-            ns.set_sysctl(BRIDGE_NF_CALL_IPTABLES, &value)?;
+            crate::system::set_sysctl(ns, BRIDGE_NF_CALL_IPTABLES, &value)?;
         }
         let state_dir = Path::new(&plan.state_dir()).to_path_buf();
         let (networks, dirs) = configure_node(plan, node, ns, &state_dir)
@@ -133,7 +133,8 @@ async fn lead_to(plan: &Plan, ns: &Netns, joining: &NodePlan) -> Result<()> {
                 .context("every node has a VTEP in vxlan mode")?
                 .device;
             let vx = index_of(&h, &dev).await?;
-            vxlan::add_remote(&h, plan, vx, &dev, joining).await
+            let nl = crate::system::netlink::Netlink::from_handle(h, ns.name());
+            vxlan::add_remote(&nl, plan, vx, &dev, joining).await
         }
     }
 }

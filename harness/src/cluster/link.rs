@@ -11,10 +11,9 @@
 //! node to its own pods) never touches the fabric and keeps flowing.
 
 use anyhow::{Context, Result, anyhow};
-use rtnetlink::LinkUnspec;
 
 use super::Cluster;
-use super::build::index_of;
+use crate::system::netlink::Netlink;
 
 impl Cluster {
     /// Sets node `node`'s fabric port down (`up == false`) or up again.
@@ -25,13 +24,8 @@ impl Cluster {
             .ok_or_else(|| anyhow!("node {node} is not part of the cluster"))?;
         let port = &plan.fabric_port;
         let fabric = self.fabric.name();
-        let h = self.fabric.netlink()?;
-        let i = index_of(&h, port)
-            .await
-            .with_context(|| format!("find node {node}'s fabric port {port} in {fabric}"))?;
-        let msg = LinkUnspec::new_with_index(i);
-        let msg = if up { msg.up() } else { msg.down() };
-        h.link().set(msg.build()).execute().await.with_context(|| {
+        let nl = Netlink::from_handle(self.fabric.netlink()?, fabric);
+        nl.set_state(port, up).await.with_context(|| {
             format!(
                 "set node {node}'s fabric port {port} in {fabric} {}",
                 if up { "up" } else { "down" }

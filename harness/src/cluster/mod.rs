@@ -36,7 +36,7 @@ mod vxlan;
 
 pub use build::{FABRIC_BRIDGE, NODE_UPLINK};
 pub use pods::{AddOptions, CheckSummary, NewPod, PodsAdded};
-pub use teardown::TeardownReport;
+pub use teardown::{TeardownError, TeardownErrors, TeardownReport};
 pub use verify::InfraFault;
 
 /// A running virtual cluster.

@@ -75,7 +75,7 @@ async fn configure_router(
     hosts: &[(&HostPlan, &Netns)],
 ) -> Result<()> {
     for (key, value) in ROUTER_SYSCTLS.into_iter().chain([ROUTER_MULTIPATH_SYSCTL]) {
-        ns.set_sysctl(key, value)?;
+        crate::system::set_sysctl(ns, key, value)?;
     }
     let h = ns.netlink()?;
     let eth0 = underlay_up(&h, router.underlay_ip).await?;
@@ -128,7 +128,7 @@ async fn configure_router(
 /// gateway address and the default route through it.
 async fn configure_host(host: &HostPlan, ns: &Netns) -> Result<()> {
     for (key, value) in HOST_SYSCTLS {
-        ns.set_sysctl(key, value)?;
+        crate::system::set_sysctl(ns, key, value)?;
     }
     let h = ns.netlink()?;
     set_up(&h, "lo").await?;

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use sim::objects::PodRef;
 use sim::plan::Plan;
 
+use super::teardown::TeardownError;
 use super::{Cluster, NodeHandle, PodHandle};
 use crate::cni::{self, CheckNote, CniResult, ConfList, RuntimeConf};
 use crate::netns::{self, Netns, sweep};
@@ -415,7 +416,7 @@ impl Cluster {
     }
 
     /// DELs every pod's attachments (teardown's first step). Returns the failures.
-    pub(super) fn deleter(&self) -> impl FnOnce() -> Vec<String> + Send + 'static {
+    pub(super) fn deleter(&self) -> impl FnOnce() -> Vec<TeardownError> + Send + 'static {
         let every: Vec<Attachment> = self
             .pods
             .iter()
@@ -534,19 +535,40 @@ fn undo(every: Vec<Attachment>, names: &[String]) -> Vec<String> {
     let mut errors = del_many(interleave_nodes(every));
     for name in names {
         if let Err(e) = netns::delete(name) {
-            errors.push(format!("{e:#}"));
+            errors.push(TeardownError::Namespace {
+                name: name.clone(),
+                message: format!("{e:#}"),
+            });
         }
     }
-    errors
+    errors.iter().map(ToString::to_string).collect()
 }
 
-/// DELs attachments on a few threads; returns the failures.
-fn del_many(every: Vec<Attachment>) -> Vec<String> {
+/// DELs attachments on a few threads; returns the failures, keyed by pod interface.
+fn del_many(every: Vec<Attachment>) -> Vec<TeardownError> {
+    let keys: Vec<(String, String, String)> = every
+        .iter()
+        .map(|a| {
+            (
+                a.rt.node_netns.clone(),
+                a.rt.pod.clone(),
+                a.rt.ifname.clone(),
+            )
+        })
+        .collect();
     cni::parallel_map(every, sweep::DEL_THREADS, |a| {
         cni::del(&a.node, &a.list, &a.rt, &a.cache_dir)
     })
     .into_iter()
-    .filter_map(|r| r.err().map(|e| e.to_string()))
+    .zip(keys)
+    .filter_map(|(r, (node, pod, ifname))| {
+        r.err().map(|e| TeardownError::Del {
+            node,
+            pod,
+            ifname,
+            message: e.to_string(),
+        })
+    })
     .collect()
 }
 

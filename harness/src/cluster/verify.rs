@@ -204,10 +204,10 @@ fn check_host(host: &HostPlan, s: &NsState, p: &mut Vec<String>) {
 
 fn want_sysctls(ns: &Netns, want: &[(&str, &str)], p: &mut Vec<String>) {
     for (key, want) in want {
-        match ns.sysctl(key) {
+        match crate::system::sysctl(ns, key) {
             Ok(v) if v == *want => {}
             Ok(v) => p.push(format!("sysctl {key} is {v}, not {want}")),
-            Err(e) => p.push(format!("{e:#}")),
+            Err(e) => p.push(format!("{:#}", anyhow::Error::new(e))),
         }
     }
 }

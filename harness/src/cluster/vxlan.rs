@@ -25,12 +25,13 @@ use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlag
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::{Handle, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkVxlan};
 use sim::plan::{NodePlan, Plan, VtepPlan};
 
 use super::build::NODE_UPLINK;
 use super::readback::NsState;
 use crate::netns::Netns;
+use crate::system::netlink::Netlink;
 
 /// Creates the node's VTEP and the route, ARP and FDB entries for every other node.
 /// `eth0` is the index of the node's (already up) underlay link.
@@ -61,8 +62,9 @@ pub(super) async fn configure(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u3
         .execute()
         .await
         .with_context(|| format!("add {}/32 to {dev}", vtep.address))?;
+    let nl = Netlink::from_handle(h.clone(), &node.netns);
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        add_remote(h, plan, vx, dev, other).await?;
+        add_remote(&nl, plan, vx, dev, other).await?;
     }
     Ok(())
 }
@@ -70,7 +72,7 @@ pub(super) async fn configure(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u3
 /// The three entries that lead this node's VTEP (`dev`, index `vx`) to `other`'s: the
 /// route to its pod subnet, the permanent ARP entry and the FDB entry.
 pub(super) async fn add_remote(
-    h: &Handle,
+    nl: &Netlink,
     plan: &Plan,
     vx: u32,
     dev: &str,
@@ -79,22 +81,15 @@ pub(super) async fn add_remote(
     let remote = plan
         .vtep(other)
         .context("every node has a VTEP in vxlan mode")?;
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
-        .gateway(remote.address)
-        .output_interface(vx)
-        .onlink()
-        .build();
-    h.route().add(route).execute().await.with_context(|| {
-        format!(
-            "add route {} via {} dev {dev} onlink (node {})",
-            other.pod_subnet, remote.address, other.name
-        )
-    })?;
-    h.neighbours()
-        .add(vx, IpAddr::V4(remote.address))
-        .link_layer_address(&remote.mac)
-        .execute()
+    nl.add_onlink_route(other.pod_subnet, remote.address, vx)
+        .await
+        .with_context(|| {
+            format!(
+                "add route {} via {} dev {dev} onlink (node {})",
+                other.pod_subnet, remote.address, other.name
+            )
+        })?;
+    nl.add_neighbour(vx, remote.address, &remote.mac)
         .await
         .with_context(|| {
             format!(
@@ -104,11 +99,7 @@ pub(super) async fn add_remote(
                 other.name
             )
         })?;
-    h.neighbours()
-        .add_bridge(vx, &remote.mac)
-        .destination(IpAddr::V4(remote.local))
-        .flags(NeighbourFlags::Own)
-        .execute()
+    nl.add_fdb(vx, &remote.mac, remote.local)
         .await
         .with_context(|| {
             format!(

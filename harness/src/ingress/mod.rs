@@ -38,7 +38,7 @@ use crate::netns::processes;
 /// The directory under a run's state directory that holds the controller's files.
 pub const DIR: &str = processes::INGRESS_DIR;
 /// nginx's binary (Debian's `nginx` package).
-pub const NGINX: &str = processes::NGINX;
+pub const NGINX: &str = crate::system::Tool::Nginx.binary();
 /// How long nginx may take to start or to load a new configuration.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopped nginx may take to exit before it is killed.

@@ -12,22 +12,23 @@
 //! checks that bridged traffic goes through iptables at all.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Context as _;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::render::{NodeRules, Ruleset, render_node};
 use sim::scenario::DenyStyle;
 
 use super::{
-    IPSET, IPTABLES_RESTORE, NodeSync, PolicyEngine, SyncReport, check_bridge_netfilter,
-    read_installed, render_context, run_in,
+    NodeSync, PolicyEngine, PolicyError, SyncReport, check_bridge_netfilter, default_system,
+    read_installed_in, render_context,
 };
-use crate::netns::Netns;
+use crate::system::fanout::{NodeWork, sync_each};
+use crate::system::{NsRef, System, Tool};
 
 /// kube-router-style iptables + ipset enforcement.
-#[derive(Debug)]
 pub struct IptablesEngine {
     deny: DenyStyle,
     /// The scenario turned br_netfilter off on purpose (`cluster.brNetfilter: false`):
@@ -35,14 +36,21 @@ pub struct IptablesEngine {
     bridges_unfiltered_on_purpose: bool,
     /// What each node holds, keyed by namespace name; absent = unknown (read it first).
     installed: BTreeMap<String, Ruleset>,
+    system: Arc<dyn System>,
 }
 
 impl IptablesEngine {
     pub fn new(deny: DenyStyle) -> Self {
+        Self::with_system(deny, default_system())
+    }
+
+    /// The engine acting through `system` (the fake, in unit tests).
+    pub fn with_system(deny: DenyStyle, system: Arc<dyn System>) -> Self {
         Self {
             deny,
             bridges_unfiltered_on_purpose: false,
             installed: BTreeMap::new(),
+            system,
         }
     }
 
@@ -60,99 +68,80 @@ impl PolicyEngine for IptablesEngine {
         "iptables"
     }
 
-    fn sync(
+    fn sync_refs(
         &mut self,
         plan: &Plan,
-        nodes: &[(String, Netns)],
+        nodes: &[(String, NsRef)],
         objects: &ClusterObjects,
-    ) -> Result<SyncReport> {
+    ) -> Result<SyncReport, PolicyError> {
         let start = Instant::now();
         let resolved = sim::policy::resolve(objects);
-        let contexts = nodes
+        let work = nodes
             .iter()
-            .map(|(node, _)| render_context(plan, node, self.deny))
-            .collect::<Result<Vec<_>>>()?;
-        let work: Vec<_> = nodes
-            .iter()
-            .zip(contexts)
-            .map(|((node, ns), ctx)| {
-                let rules = render_node(&resolved, node, &ctx);
-                let known = self.installed.remove(ns.name());
-                (node, ns, rules, known)
+            .map(|(node, ns)| {
+                let ctx = render_context(plan, node, self.deny)?;
+                Ok(NodeWork {
+                    node: node.clone(),
+                    ns: ns.clone(),
+                    want: render_node(&resolved, node, &ctx),
+                })
             })
-            .collect();
-
-        let rendered = start.elapsed();
-        let results: Vec<Result<NodeSync>> =
-            crate::parallel::each(&work, "a node's policy sync", |(node, ns, rules, known)| {
-                apply_node(
-                    node,
-                    ns,
-                    rules,
-                    known.as_ref(),
-                    self.bridges_unfiltered_on_purpose,
-                )
-            });
-
-        let mut report = SyncReport {
-            render: rendered,
-            ..SyncReport::default()
-        };
-        let mut errors = Vec::new();
-        for ((node, ns, rules, _), result) in work.into_iter().zip(results) {
-            match result {
-                Ok(done) => {
-                    // Remember what the node holds now; a failed node stays unknown and
-                    // is read back from the kernel next time.
-                    self.installed.insert(ns.name().to_string(), rules.ruleset);
-                    report.nodes.push(done);
-                }
-                Err(e) => errors.push(format!("node {node}: {e:#}")),
-            }
-        }
-        report.elapsed = start.elapsed();
-        if !errors.is_empty() {
-            bail!("policy sync failed:\n  {}", errors.join("\n  "));
-        }
-        Ok(report)
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        let render = start.elapsed();
+        let system = &*self.system;
+        let unfiltered = self.bridges_unfiltered_on_purpose;
+        let nodes = sync_each(
+            work,
+            &mut self.installed,
+            "a node's policy sync",
+            |w, known| {
+                let done = apply_node(system, &w.node, &w.ns, &w.want, known, unfiltered)?;
+                Ok((done, w.want.ruleset.clone()))
+            },
+        )
+        .map_err(PolicyError::Sync)?;
+        Ok(SyncReport {
+            nodes,
+            render,
+            elapsed: start.elapsed(),
+        })
     }
 }
 
 /// Brings one node from `known` (or what it really holds, when unknown) to `rules`.
 fn apply_node(
+    system: &dyn System,
     node: &str,
-    ns: &Netns,
+    ns: &NsRef,
     rules: &NodeRules,
-    known: Option<&Ruleset>,
+    known: Option<Ruleset>,
     bridges_unfiltered_on_purpose: bool,
-) -> Result<NodeSync> {
+) -> anyhow::Result<NodeSync> {
     let start = Instant::now();
-    let read;
     let installed = match known {
         Some(r) => r,
         None => {
             if !bridges_unfiltered_on_purpose {
-                check_bridge_netfilter(ns)?;
+                check_bridge_netfilter(system, ns)?;
             }
-            read = read_installed(ns)
-                .with_context(|| format!("read the rules installed in namespace {}", ns.name()))?;
-            &read
+            read_installed_in(system, ns)
+                .with_context(|| format!("read the rules installed in namespace {}", ns.name()))?
         }
     };
-    let scripts = rules.apply_over(installed);
+    let scripts = rules.apply_over(&installed);
     if !scripts.ipset_refill.is_empty() {
-        run_in(ns, IPSET, &["restore"], Some(&scripts.ipset_refill))?;
+        system.run(ns, Tool::Ipset, &["restore"], Some(&scripts.ipset_refill))?;
     }
     if !scripts.iptables.is_empty() {
-        run_in(
+        system.run(
             ns,
-            IPTABLES_RESTORE,
+            Tool::IptablesRestore,
             &["--noflush"],
             Some(&scripts.iptables),
         )?;
     }
     if !scripts.ipset_destroy.is_empty() {
-        run_in(ns, IPSET, &["restore"], Some(&scripts.ipset_destroy))?;
+        system.run(ns, Tool::Ipset, &["restore"], Some(&scripts.ipset_destroy))?;
     }
     Ok(NodeSync {
         node: node.to_string(),
@@ -161,4 +150,140 @@ fn apply_node(
         rules: rules.ruleset.rule_count(),
         sets: rules.ruleset.sets.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::policy::PolicyError;
+    use crate::system::fake::Fake;
+
+    /// Into every pod of x, only from the pods named b (a set of sources per node).
+    const ONLY_B: &str = "  - apiVersion: networking.k8s.io/v1\n    kind: NetworkPolicy\n    \
+                          metadata: {name: only-b, namespace: x}\n    spec:\n      \
+                          podSelector: {}\n      ingress: [{from: [{podSelector: \
+                          {matchLabels: {pod: b}}}]}]\n";
+
+    /// What a node the engine does not know yet goes through: the bridge check, reading
+    /// what it holds, then the sets and the rules.
+    const FIRST: [&str; 5] = [
+        "sysctl net/bridge/bridge-nf-call-iptables",
+        "iptables-nft-save -t filter",
+        "ipset save",
+        "ipset restore",
+        "iptables-nft-restore --noflush",
+    ];
+
+    fn setup() -> (
+        Plan,
+        ClusterObjects,
+        Vec<(String, NsRef)>,
+        Arc<Fake>,
+        IptablesEngine,
+    ) {
+        let (plan, objects) = fixtures::standard();
+        let objects = fixtures::with(&objects, ONLY_B);
+        let nodes = fixtures::nodes(&plan);
+        let fake = Arc::new(Fake::new());
+        let engine = IptablesEngine::with_system(DenyStyle::Reject, fake.clone());
+        (plan, objects, nodes, fake, engine)
+    }
+
+    #[test]
+    fn a_first_sync_reads_then_writes_and_an_unchanged_one_touches_nothing() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert!(r.changed());
+        assert_eq!(r.nodes.len(), 2);
+        for (_, ns) in &nodes {
+            assert_eq!(fake.take_summaries(ns.name()), FIRST, "{}", ns.name());
+        }
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert!(!r.changed());
+        assert_eq!(fake.calls(), []);
+    }
+
+    #[test]
+    fn a_later_sync_writes_only_the_difference_without_reading() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        fake.take_calls();
+        let (_, open) = fixtures::standard();
+        let r = engine.sync_refs(&plan, &nodes, &open).unwrap();
+        assert!(r.changed());
+        let summaries: Vec<String> = fake.calls().iter().map(|c| c.summary()).collect();
+        assert!(
+            summaries
+                .iter()
+                .all(|s| s.starts_with("iptables-nft-restore") || s == "ipset restore"),
+            "{summaries:?}"
+        );
+        assert!(
+            summaries
+                .iter()
+                .any(|s| s == "iptables-nft-restore --noflush")
+        );
+        // The rules are written before the sets they no longer use are destroyed.
+        let calls = fake.calls();
+        let destroy = calls.iter().rposition(|c| c.summary() == "ipset restore");
+        let rules = calls
+            .iter()
+            .position(|c| c.summary() == "iptables-nft-restore --noflush");
+        if let (Some(d), Some(r)) = (destroy, rules) {
+            assert!(r < d, "{summaries:?}");
+        }
+    }
+
+    #[test]
+    fn every_failing_node_is_reported_and_forgotten_the_others_kept() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let n2 = nodes[1].1.name().to_string();
+        let failing = n2.clone();
+        fake.fail_next(
+            move |c| c.is_run(&failing, Tool::IptablesRestore),
+            "iptables-restore: line 1 failed",
+        );
+        let err = engine.sync_refs(&plan, &nodes, &objects).unwrap_err();
+        let PolicyError::Sync(errors) = &err else {
+            panic!("not a sync error: {err}");
+        };
+        assert_eq!(errors.nodes().collect::<Vec<_>>(), ["n2"]);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "policy sync failed:\n  node n2: `iptables-nft-restore --noflush` failed in \
+                 namespace {n2} (exit status: 1): iptables-restore: line 1 failed\n  line 1 \
+                 of the script: "
+            )),
+            "{text}"
+        );
+        fake.take_calls();
+        // n1 is known and unchanged: left alone; n2 was forgotten: read and written again.
+        let r = engine.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert_eq!(fake.take_summaries(nodes[0].1.name()), Vec::<String>::new());
+        assert_eq!(fake.take_summaries(&n2), FIRST);
+        assert_eq!(
+            r.nodes.iter().map(|n| n.changed).collect::<Vec<_>>(),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn a_node_whose_bridge_skips_iptables_is_refused_unless_on_purpose() {
+        let (plan, objects, nodes, fake, mut engine) = setup();
+        let n1 = nodes[0].1.name().to_string();
+        fake.set_sysctl_value(&n1, "net/bridge/bridge-nf-call-iptables", "0");
+        let err = engine.sync_refs(&plan, &nodes, &objects).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("net.bridge.bridge-nf-call-iptables is 0 in namespace"),
+            "{err}"
+        );
+        fake.take_calls();
+        let mut on_purpose =
+            IptablesEngine::with_system(DenyStyle::Reject, fake.clone()).with_unfiltered_bridges();
+        on_purpose.sync_refs(&plan, &nodes, &objects).unwrap();
+        assert_eq!(fake.take_summaries(&n1), FIRST[1..]);
+    }
 }

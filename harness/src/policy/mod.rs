@@ -7,26 +7,61 @@
 //! [`none`] (enforces nothing, like flannel or the plain bridge plugin). A new engine
 //! (nftables, say) is a new file and a line in [`engine_for`].
 
-use std::io::Write as _;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::render::{RenderContext, Ruleset};
 use sim::scenario::{DenyStyle, PolicyEngineKind};
 
 use crate::netns::Netns;
+use crate::system::fanout::{NodeErrors, each_node};
+use crate::system::{NsRef, System, SystemError, Tool, node_refs};
 
 pub mod iptables;
 pub mod none;
 
-/// The iptables front end we use: Debian's default, the nf_tables one. Named explicitly
-/// so rules never land in the legacy tables by accident.
-pub const IPTABLES_RESTORE: &str = "iptables-nft-restore";
-pub const IPTABLES_SAVE: &str = "iptables-nft-save";
-pub const IPSET: &str = "ipset";
+/// The binary of `iptables-restore` the engines use (see [`Tool`]); for callers outside
+/// the engines that load rules of their own (benchmarks).
+pub const IPTABLES_RESTORE: &str = Tool::IptablesRestore.binary();
+
+/// Runs a program in a namespace (see [`crate::system::exec::run_in`]); kept here for
+/// the callers that run programs of their own.
+pub use crate::system::exec::run_in;
+
+/// Why a policy sync, or reading what a node holds, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("node {0} is not in the cluster plan")]
+    UnknownNode(String),
+    /// Some nodes could not be brought in line; the others were.
+    #[error("policy sync failed:\n  {0}")]
+    Sync(NodeErrors),
+    /// Bridged traffic in the node does not go through iptables (see
+    /// [`check_bridge_netfilter`]).
+    #[error(
+        "net.bridge.bridge-nf-call-iptables is {value} in namespace {ns}: bridged \
+         same-node pod traffic would bypass every NetworkPolicy rule; it must be 1 \
+         (the default in a new namespace)"
+    )]
+    BridgeUnfiltered { ns: String, value: String },
+    #[error("read {key} in namespace {ns} (is br_netfilter in the kernel?)")]
+    BridgeUnknown {
+        ns: String,
+        key: String,
+        #[source]
+        source: Box<SystemError>,
+    },
+    #[error(transparent)]
+    System(#[from] SystemError),
+}
+
+impl From<crate::system::ToolError> for PolicyError {
+    fn from(e: crate::system::ToolError) -> Self {
+        PolicyError::System(e.into())
+    }
+}
 
 /// Enforces NetworkPolicy in the nodes. Blocking: applying means running a few
 /// short-lived tools inside each node namespace, nodes in parallel.
@@ -42,12 +77,22 @@ pub trait PolicyEngine: Send {
         plan: &Plan,
         nodes: &[(String, Netns)],
         objects: &ClusterObjects,
-    ) -> Result<SyncReport>;
+    ) -> Result<SyncReport, PolicyError> {
+        self.sync_refs(plan, &node_refs(nodes), objects)
+    }
+
+    /// [`Self::sync`] for nodes given by reference (what unit tests give with the fake).
+    fn sync_refs(
+        &mut self,
+        plan: &Plan,
+        nodes: &[(String, NsRef)],
+        objects: &ClusterObjects,
+    ) -> Result<SyncReport, PolicyError>;
 
     /// What the enforcer's rules in a node are now, read from the kernel and normalised
     /// (our chains from `iptables-save`, our sets from `ipset save`; counters, hash
     /// seeds and sizes stripped). Comparable with `sim::render::NodeRules::normalised`.
-    fn installed(&self, node: &Netns) -> Result<String> {
+    fn installed(&self, node: &Netns) -> Result<String, PolicyError> {
         read_installed(node).map(|r| r.normalised())
     }
 }
@@ -113,9 +158,13 @@ impl SyncReport {
 }
 
 /// The render context of one node of `plan`.
-pub fn render_context(plan: &Plan, node: &str, deny: DenyStyle) -> Result<RenderContext> {
+pub fn render_context(
+    plan: &Plan,
+    node: &str,
+    deny: DenyStyle,
+) -> Result<RenderContext, PolicyError> {
     let Some(np) = plan.nodes.iter().find(|n| n.name == node) else {
-        bail!("node {node} is not in the cluster plan");
+        return Err(PolicyError::UnknownNode(node.to_string()));
     };
     Ok(RenderContext {
         pod_cidr: plan.pod_cidr,
@@ -126,9 +175,14 @@ pub fn render_context(plan: &Plan, node: &str, deny: DenyStyle) -> Result<Render
 }
 
 /// Reads the enforcer's state in a node from the kernel.
-pub fn read_installed(node: &Netns) -> Result<Ruleset> {
-    let ipt = run_in(node, IPTABLES_SAVE, &["-t", "filter"], None)?;
-    let sets = run_in(node, IPSET, &["save"], None)?;
+pub fn read_installed(node: &Netns) -> Result<Ruleset, PolicyError> {
+    read_installed_in(&crate::system::Real, &NsRef::from(node))
+}
+
+/// Reads the enforcer's state in a node through `system`.
+pub fn read_installed_in(system: &dyn System, ns: &NsRef) -> Result<Ruleset, PolicyError> {
+    let ipt = system.run(ns, Tool::IptablesSave, &["-t", "filter"], None)?;
+    let sets = system.run(ns, Tool::Ipset, &["save"], None)?;
     Ok(Ruleset::from_saved(&ipt, &sets))
 }
 
@@ -136,85 +190,22 @@ pub fn read_installed(node: &Netns) -> Result<Ruleset> {
 /// `net.bridge.bridge-nf-call-iptables=1`, same-node pod-to-pod traffic is switched by the
 /// bridge without ever seeing a FORWARD rule, and every policy between two pods of one
 /// node silently does nothing.
-pub fn check_bridge_netfilter(node: &Netns) -> Result<()> {
+pub fn check_bridge_netfilter(system: &dyn System, ns: &NsRef) -> Result<(), PolicyError> {
     let key = "net/bridge/bridge-nf-call-iptables";
-    let value = node.sysctl(key).with_context(|| {
-        format!(
-            "read {key} in namespace {} (is br_netfilter in the kernel?)",
-            node.name()
-        )
-    })?;
+    let value = system
+        .sysctl(ns, key)
+        .map_err(|source| PolicyError::BridgeUnknown {
+            ns: ns.name().to_string(),
+            key: key.to_string(),
+            source: Box::new(source),
+        })?;
     if value != "1" {
-        bail!(
-            "net.bridge.bridge-nf-call-iptables is {value} in namespace {}: bridged \
-             same-node pod traffic would bypass every NetworkPolicy rule; it must be 1 \
-             (the default in a new namespace)",
-            node.name()
-        );
+        return Err(PolicyError::BridgeUnfiltered {
+            ns: ns.name().to_string(),
+            value,
+        });
     }
     Ok(())
-}
-
-/// Runs `program args` inside `ns`, feeding it `stdin`; returns its stdout. The error
-/// names the namespace, the command, its exit status and stderr, and for a script the
-/// line the tool complained about.
-pub fn run_in(ns: &Netns, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let shown = std::iter::once(program)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = ns
-        .command(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start `{shown}` in namespace {}", ns.name()))?;
-    if let Some(text) = stdin {
-        // Our scripts are small and these tools print little while reading, so writing
-        // all of stdin before reading stdout cannot deadlock.
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(text.as_bytes())
-            .with_context(|| format!("write the script to `{shown}` in namespace {}", ns.name()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("wait for `{shown}` in namespace {}", ns.name()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let mut msg = format!(
-            "`{shown}` failed in namespace {} ({}): {}",
-            ns.name(),
-            out.status,
-            stderr.trim()
-        );
-        if let (Some(script), Some(n)) = (stdin, complained_line(&stderr))
-            && let Some(line) = script.lines().nth(n.saturating_sub(1))
-        {
-            msg.push_str(&format!("\n  line {n} of the script: {line}"));
-        }
-        bail!(msg);
-    }
-    String::from_utf8(out.stdout)
-        .with_context(|| format!("`{shown}` in namespace {} printed non-UTF-8", ns.name()))
-}
-
-/// The script line number in an `ipset` / `iptables-restore` error (`Error in line 3:`,
-/// `line 2: ...`, `Error occurred at line: 3`).
-fn complained_line(stderr: &str) -> Option<usize> {
-    let lower = stderr.to_ascii_lowercase();
-    let at = lower.find("line")?;
-    let digits: String = lower[at + 4..]
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
 }
 
 /// Forgets every tracked flow in the nodes (`conntrack -F` in each node namespace).
@@ -224,31 +215,23 @@ fn complained_line(stderr: &str) -> Option<usize> {
 /// connections, but a UDP probe whose random source port repeats a flow an earlier step
 /// allowed would ride on that entry (seen about once in a thousand probes). After rules
 /// change, knetlab therefore starts every node from an empty flow table.
-pub fn forget_flows(nodes: &[(String, Netns)]) -> Result<()> {
-    for (node, ns) in nodes {
-        run_in(ns, "conntrack", &["-F"], None)
-            .with_context(|| format!("flush the conntrack table of node {node}"))?;
-    }
+pub fn forget_flows(nodes: &[(String, Netns)]) -> anyhow::Result<()> {
+    forget_flows_in(&crate::system::Real, &node_refs(nodes))?;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// [`forget_flows`] through `system`; every node is flushed, failures gathered.
+pub fn forget_flows_in(system: &dyn System, nodes: &[(String, NsRef)]) -> Result<(), NodeErrors> {
+    each_node(nodes, "a conntrack flush", |_, ns| {
+        system
+            .run(ns, Tool::Conntrack, &["-F"], None)
+            .map_err(|e| anyhow::Error::new(e).context("flush the conntrack table"))?;
+        Ok(())
+    })
+    .map(drop)
+}
 
-    #[test]
-    fn finds_the_line_tools_complain_about() {
-        assert_eq!(
-            complained_line(
-                "ipset v7.17: Error in line 3: The set with the given name does not exist"
-            ),
-            Some(3)
-        );
-        assert_eq!(
-            complained_line("iptables-restore v1.8.9 (nf_tables): \nline 2: CHAIN_DEL failed"),
-            Some(2)
-        );
-        assert_eq!(complained_line("Error occurred at line: 14\nTry"), Some(14));
-        assert_eq!(complained_line("no number here"), None);
-    }
+/// The system the engines use unless told otherwise: the real kernel.
+pub(crate) fn default_system() -> Arc<dyn System> {
+    crate::system::real()
 }

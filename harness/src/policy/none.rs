@@ -5,12 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 
-use super::{NodeSync, PolicyEngine, SyncReport};
-use crate::netns::Netns;
+use super::{NodeSync, PolicyEngine, PolicyError, SyncReport};
+use crate::system::NsRef;
 
 /// Enforces nothing.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,12 +20,12 @@ impl PolicyEngine for NoneEngine {
         "none"
     }
 
-    fn sync(
+    fn sync_refs(
         &mut self,
         _plan: &Plan,
-        nodes: &[(String, Netns)],
+        nodes: &[(String, NsRef)],
         _objects: &ClusterObjects,
-    ) -> Result<SyncReport> {
+    ) -> Result<SyncReport, PolicyError> {
         let start = Instant::now();
         Ok(SyncReport {
             nodes: nodes

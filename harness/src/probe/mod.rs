@@ -86,8 +86,7 @@ pub async fn start_servers(specs: Vec<ServerSpec>) -> Result<Servers> {
     let mut sockets = 0;
     for spec in &specs {
         let name = spec.name.clone();
-        spec.netns
-            .set_sysctl("net/ipv4/icmp_ratemask", "0")
+        crate::system::set_sysctl(&spec.netns, "net/ipv4/icmp_ratemask", "0")
             .with_context(|| format!("prepare {name} for probing"))?;
         let ports: BTreeSet<PortProto> = spec.ports.iter().copied().collect();
         let mut sctp_ports = BTreeSet::new();

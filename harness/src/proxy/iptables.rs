@@ -1,5 +1,5 @@
 //! The `iptables` proxy: kube-proxy's iptables mode, rendered by
-//! `sim::kube_proxy::iptables` from `sim::kube_proxy::model::input` and loaded into each
+//! `sim::kube_proxy::iptables` from `sim::kube_proxy::model` and loaded into each
 //! node with one `iptables-nft-restore --noflush` per sync, nodes in parallel.
 //!
 //! As kube-proxy does:
@@ -19,31 +19,48 @@
 //! in the same tables are left alone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Context as _;
+use sim::objects::ClusterObjects;
+use sim::plan::Plan;
 use sim::kube_proxy::iptables::{
     ProxyRules, Table, bootstrap_restore, is_kube_proxy_chain, kube_proxy_view, render,
 };
 use sim::kube_proxy::names::KUBE_PROXY_CANARY;
-use sim::objects::ClusterObjects;
-use sim::plan::Plan;
 
-use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
-use crate::netns::Netns;
-use crate::policy::{IPTABLES_RESTORE, IPTABLES_SAVE, run_in};
+use super::{
+    ProxyError, ProxyNodeSync, ProxySyncReport, ServiceProxy, default_system, route_service_cidr,
+    sync_nodes,
+};
+use crate::system::{NsRef, System, Tool};
 
 /// kube-proxy in iptables mode.
-#[derive(Debug, Default)]
 pub struct IptablesProxy {
     /// The rendering last applied to each node, keyed by namespace name; absent = the
     /// node was never synced (or its last sync failed): start it up.
     applied: BTreeMap<String, ProxyRules>,
+    system: Arc<dyn System>,
+}
+
+impl Default for IptablesProxy {
+    fn default() -> Self {
+        Self::with_system(default_system())
+    }
 }
 
 impl IptablesProxy {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The proxy acting through `system` (the fake, in unit tests).
+    pub fn with_system(system: Arc<dyn System>) -> Self {
+        Self {
+            applied: BTreeMap::new(),
+            system,
+        }
     }
 }
 
@@ -52,73 +69,72 @@ impl ServiceProxy for IptablesProxy {
         "iptables"
     }
 
-    fn sync(
+    fn sync_refs(
         &mut self,
         plan: &Plan,
-        nodes: &[(String, Netns)],
+        nodes: &[(String, NsRef)],
         objects: &ClusterObjects,
-    ) -> Result<ProxySyncReport> {
-        super::sync_nodes(
+    ) -> Result<ProxySyncReport, ProxyError> {
+        let system = &*self.system;
+        sync_nodes(
             plan,
             nodes,
             objects,
             &mut self.applied,
             |node, input| {
-                render(&input)
-                    .map_err(|e| anyhow!("render kube-proxy's rules for node {node}: {e}"))
+                render(&input).map_err(|e| {
+                    ProxyError::Render(format!("render kube-proxy's rules for node {node}: {e}"))
+                })
             },
-            |node, ns, rules, before| apply_node(plan, node, ns, rules, before),
+            |w, before| apply_node(system, plan, &w.node, &w.ns, &w.want, before),
         )
     }
 
-    fn installed(&self, node: &Netns) -> Result<String> {
-        let saved = run_in(node, IPTABLES_SAVE, &[], None)?;
+    fn installed_in(&self, node: &NsRef) -> Result<String, ProxyError> {
+        let saved = self.system.run(node, Tool::IptablesSave, &[], None)?;
         Ok(kube_proxy_view(&saved))
     }
 }
 
-/// Brings one node from `before` (the rendering last applied, or nothing) to `rules`.
+/// Brings one node from `before` (a different rendering last applied, or nothing) to
+/// `rules`.
 fn apply_node(
+    system: &dyn System,
     plan: &Plan,
     node: &str,
-    ns: &Netns,
+    ns: &NsRef,
     rules: &ProxyRules,
     before: Option<&ProxyRules>,
-) -> Result<ProxyNodeSync> {
+) -> anyhow::Result<ProxyNodeSync> {
     let start = Instant::now();
     let (text, full) = match before {
-        Some(prev) if prev == rules => {
-            return Ok(ProxyNodeSync {
-                node: node.to_string(),
-                changed: false,
-                full: false,
-                restore_bytes: 0,
-                restore_lines: 0,
-                elapsed: start.elapsed(),
-            });
-        }
         Some(prev) => (rules.incremental_restore(prev), false),
-        None => (start_up(plan, ns, rules)?, true),
+        None => (start_up(system, plan, ns, rules)?, true),
     };
-    run_in(ns, IPTABLES_RESTORE, &["--noflush"], Some(&text))
+    system
+        .run(ns, Tool::IptablesRestore, &["--noflush"], Some(&text))
         .with_context(|| format!("load kube-proxy's rules into node {node}"))?;
-    Ok(ProxyNodeSync {
-        node: node.to_string(),
-        changed: true,
+    Ok(ProxyNodeSync::written(
+        node,
         full,
-        restore_bytes: text.len(),
-        restore_lines: text.lines().count(),
-        elapsed: start.elapsed(),
-    })
+        text.len(),
+        text.lines().count(),
+        start,
+    ))
 }
 
 /// The restore text of a node's first sync, after routing the service CIDR: start-up
 /// and a full sync on a fresh node; on a node that already has kube-proxy's canary
 /// (started before), a full sync that also deletes the per-service chains it no longer
 /// wants.
-fn start_up(plan: &Plan, ns: &Netns, rules: &ProxyRules) -> Result<String> {
-    route_service_cidr(plan, ns)?;
-    let saved = run_in(ns, IPTABLES_SAVE, &["-t", "nat"], None)?;
+fn start_up(
+    system: &dyn System,
+    plan: &Plan,
+    ns: &NsRef,
+    rules: &ProxyRules,
+) -> Result<String, ProxyError> {
+    route_service_cidr(system, plan, ns)?;
+    let saved = system.run(ns, Tool::IptablesSave, &["-t", "nat"], None)?;
     let nat_chains: Vec<&str> = saved
         .lines()
         .filter_map(|l| l.strip_prefix(':')?.split_whitespace().next())

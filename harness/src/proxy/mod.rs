@@ -1,7 +1,7 @@
 //! Service proxies: what turns Services into packet rewriting inside the node
 //! namespaces, as kube-proxy does on a real node. A proxy is told the current objects on
 //! every change and brings every node in line; what the rules are is decided in `sim`
-//! (`sim::kube_proxy::model::input` gathers what a node's kube-proxy knows,
+//! (`sim::kube_proxy::model` gathers what a node's kube-proxy knows,
 //! `sim::kube_proxy::iptables` renders it), so a proxy only applies text, remembers what
 //! it applied, and reports how long it took and how much it wrote.
 //!
@@ -23,19 +23,62 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
+use sim::kube_proxy::model::ProxyInput;
 use sim::scenario::ProxyKind;
 
 use crate::cluster::NODE_UPLINK;
 use crate::netns::Netns;
-use crate::policy::run_in;
+use crate::system::fanout::{NodeErrors, NodeWork, sync_each};
+use crate::system::{NsRef, System, SystemError, ToolError, node_refs};
 
 pub mod iptables;
 pub mod ipvs;
 pub mod nftables;
 pub mod userspace;
+
+/// Why a proxy sync, or reading what a node holds, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("node {0} is not in the plan")]
+    UnknownNode(String),
+    #[error("the service proxy input of node {node}")]
+    Input {
+        node: String,
+        #[source]
+        source: sim::kube_proxy::model::ProxyInputError,
+    },
+    /// `sim` refused to render a node's rules; the text says which and why.
+    #[error("{0}")]
+    Render(String),
+    /// Some nodes could not be brought in line; the others were. `mode` is `service
+    /// proxy` or `IPVS proxy`.
+    #[error("{mode} sync failed:\n  {errors}")]
+    Sync {
+        mode: &'static str,
+        errors: NodeErrors,
+    },
+    /// IPVS mode on a kernel without IPVS, and the scenario does not fall back.
+    #[error("{message}{}", .detect_error.as_ref().map(|e| format!(" (asking the kernel failed: {e})")).unwrap_or_default())]
+    IpvsMissing {
+        message: String,
+        detect_error: Option<String>,
+    },
+    /// The userspace proxy serves connections with tokio tasks.
+    #[error("the userspace proxy serves connections with tokio: sync it inside a runtime")]
+    NoRuntime,
+    #[error("a proxy lock was poisoned")]
+    Poisoned,
+    #[error(transparent)]
+    System(#[from] SystemError),
+}
+
+impl From<ToolError> for ProxyError {
+    fn from(e: ToolError) -> Self {
+        ProxyError::System(e.into())
+    }
+}
 
 /// Runs Services in the nodes. Blocking: applying means running short-lived tools
 /// inside each node namespace, nodes in parallel.
@@ -51,14 +94,29 @@ pub trait ServiceProxy: Send {
         plan: &Plan,
         nodes: &[(String, Netns)],
         objects: &ClusterObjects,
-    ) -> Result<ProxySyncReport>;
+    ) -> Result<ProxySyncReport, ProxyError> {
+        self.sync_refs(plan, &node_refs(nodes), objects)
+    }
+
+    /// [`Self::sync`] for nodes given by reference (what unit tests give with the fake).
+    fn sync_refs(
+        &mut self,
+        plan: &Plan,
+        nodes: &[(String, NsRef)],
+        objects: &ClusterObjects,
+    ) -> Result<ProxySyncReport, ProxyError>;
 
     /// What the proxy's rules in a node are now, read from the kernel and normalised
     /// (for iptables: the kube-proxy part of `iptables-save`, as
     /// `sim::kube_proxy::iptables::kube_proxy_view` prints it; for nftables:
     /// `nft list table ip kube-proxy`, as `sim::kube_proxy::nftables::normalise_listing`
     /// prints it).
-    fn installed(&self, node: &Netns) -> Result<String>;
+    fn installed(&self, node: &Netns) -> Result<String, ProxyError> {
+        self.installed_in(&NsRef::from(node))
+    }
+
+    /// [`Self::installed`] for a namespace given by reference.
+    fn installed_in(&self, node: &NsRef) -> Result<String, ProxyError>;
 }
 
 /// The proxy a scenario asks for.
@@ -87,6 +145,31 @@ pub struct ProxyNodeSync {
     pub elapsed: Duration,
 }
 
+impl ProxyNodeSync {
+    /// A node left alone: its rules did not change.
+    pub fn unchanged(node: &str, start: Instant) -> Self {
+        Self {
+            node: node.to_string(),
+            changed: false,
+            full: false,
+            restore_bytes: 0,
+            restore_lines: 0,
+            elapsed: start.elapsed(),
+        }
+    }
+
+    /// A node that was written `bytes` and `lines` of rules.
+    pub fn written(node: &str, full: bool, bytes: usize, lines: usize, start: Instant) -> Self {
+        Self {
+            node: node.to_string(),
+            changed: true,
+            full,
+            restore_bytes: bytes,
+            restore_lines: lines,
+            elapsed: start.elapsed(),
+        }
+    }
+}
 /// What one sync did, per node (in the order the nodes were given).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxySyncReport {
@@ -118,67 +201,85 @@ impl ProxySyncReport {
 /// kube-proxy's `! -s <podCIDR> -j KUBE-MARK-MASQ` then masquerades node traffic as on
 /// a real node. A packet no rule DNATs is sent to nobody and dies there (no ARP answer),
 /// where on a real node the gateway would drop it.
-pub fn route_service_cidr(plan: &Plan, ns: &Netns) -> Result<()> {
-    let cidr = plan.service_cidr.to_string();
-    run_in(
-        ns,
-        "ip",
-        &["route", "replace", &cidr, "dev", NODE_UPLINK],
-        None,
-    )
-    .with_context(|| format!("route the service CIDR {cidr} in namespace {}", ns.name()))?;
-    Ok(())
+pub fn route_service_cidr(system: &dyn System, plan: &Plan, ns: &NsRef) -> Result<(), SystemError> {
+    system.replace_link_route(ns, plan.service_cidr, NODE_UPLINK)
 }
 
-/// The sync every rule-writing proxy shares (iptables, nftables): compute the endpoints
-/// once (every node's kube-proxy sees the same slices), render each node's rules with
-/// `render`, bring the nodes in line in parallel with `apply` (given what the node got
-/// last time, if it is known), and remember what each node now holds. A node whose apply
-/// failed is forgotten, so the next sync starts it up again; every failure is reported.
-pub(crate) fn sync_nodes<R: Send + Sync>(
+/// Every node's input and rendering, in the nodes' order: the endpoints are computed
+/// once (every node's kube-proxy sees the same slices), then `render` makes each node's
+/// rules from its input.
+pub(crate) fn render_nodes<R>(
     plan: &Plan,
-    nodes: &[(String, Netns)],
+    nodes: &[(String, NsRef)],
     objects: &ClusterObjects,
-    applied: &mut BTreeMap<String, R>,
-    render: impl Fn(&str, sim::kube_proxy::model::ProxyInput) -> Result<R>,
-    apply: impl Fn(&str, &Netns, &R, Option<&R>) -> Result<ProxyNodeSync> + Sync,
-) -> Result<ProxySyncReport> {
-    let start = Instant::now();
+    render: impl Fn(&str, ProxyInput) -> Result<R, ProxyError>,
+) -> Result<Vec<NodeWork<R>>, ProxyError> {
     let ports = sim::kube_proxy::model::service_ports(objects);
-    let work = nodes
+    nodes
         .iter()
         .map(|(node, ns)| {
-            let input = sim::kube_proxy::model::node_input(plan, node, ports.clone())
-                .with_context(|| format!("the service proxy input of node {node}"))?;
-            let rules = render(node, input)?;
-            let before = applied.remove(ns.name());
-            Ok((node, ns, rules, before))
+            let input = sim::kube_proxy::model::node_input(plan, node, ports.clone()).map_err(
+                |source| ProxyError::Input {
+                    node: node.clone(),
+                    source,
+                },
+            )?;
+            Ok(NodeWork {
+                node: node.clone(),
+                ns: ns.clone(),
+                want: render(node, input)?,
+            })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let rendered = start.elapsed();
-
-    let results: Vec<Result<ProxyNodeSync>> =
-        crate::parallel::each(&work, "a node's proxy sync", |(node, ns, rules, before)| {
-            apply(node, ns, rules, before.as_ref())
-        });
-
-    let mut report = ProxySyncReport {
-        render: rendered,
-        ..ProxySyncReport::default()
-    };
-    let mut errors = Vec::new();
-    for ((node, ns, rules, _), result) in work.into_iter().zip(results) {
-        match result {
-            Ok(done) => {
-                applied.insert(ns.name().to_string(), rules);
-                report.nodes.push(done);
-            }
-            Err(e) => errors.push(format!("node {node}: {e:#}")),
-        }
-    }
-    report.elapsed = start.elapsed();
-    if !errors.is_empty() {
-        bail!("service proxy sync failed:\n  {}", errors.join("\n  "));
-    }
-    Ok(report)
+        .collect()
 }
+
+/// Brings the rendered nodes in line in parallel with `apply` (given what the node got
+/// last time, if it is known), and remembers what each node now holds in `applied`. A
+/// node whose rendering equals what it got last time is not touched. A node whose apply
+/// failed is forgotten, so the next sync starts it up again; every failure is reported.
+pub(crate) fn apply_nodes<R: PartialEq + Clone + Send + Sync>(
+    work: Vec<NodeWork<R>>,
+    applied: &mut BTreeMap<String, R>,
+    mode: &'static str,
+    apply: impl Fn(&NodeWork<R>, Option<&R>) -> anyhow::Result<ProxyNodeSync> + Sync,
+) -> Result<Vec<ProxyNodeSync>, ProxyError> {
+    sync_each(work, applied, "a node's proxy sync", |w, before| {
+        let start = Instant::now();
+        let done = if before.as_ref() == Some(&w.want) {
+            ProxyNodeSync::unchanged(&w.node, start)
+        } else {
+            apply(w, before.as_ref())?
+        };
+        Ok((done, w.want.clone()))
+    })
+    .map_err(|errors| ProxyError::Sync { mode, errors })
+}
+
+/// The sync every rule-writing proxy shares (iptables, nftables): [`render_nodes`],
+/// then [`apply_nodes`], timed.
+pub(crate) fn sync_nodes<R: PartialEq + Clone + Send + Sync>(
+    plan: &Plan,
+    nodes: &[(String, NsRef)],
+    objects: &ClusterObjects,
+    applied: &mut BTreeMap<String, R>,
+    render: impl Fn(&str, ProxyInput) -> Result<R, ProxyError>,
+    apply: impl Fn(&NodeWork<R>, Option<&R>) -> anyhow::Result<ProxyNodeSync> + Sync,
+) -> Result<ProxySyncReport, ProxyError> {
+    let start = Instant::now();
+    let work = render_nodes(plan, nodes, objects, render)?;
+    let render = start.elapsed();
+    let nodes = apply_nodes(work, applied, "service proxy", apply)?;
+    Ok(ProxySyncReport {
+        nodes,
+        render,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The system the proxies use unless told otherwise: the real kernel.
+pub(crate) fn default_system() -> std::sync::Arc<dyn System> {
+    crate::system::real()
+}
+
+#[cfg(test)]
+mod tests;

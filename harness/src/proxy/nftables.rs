@@ -1,5 +1,5 @@
 //! The `nftables` proxy: kube-proxy's nftables mode, rendered by
-//! `sim::kube_proxy::nftables` from `sim::kube_proxy::model::input` (the same input as the
+//! `sim::kube_proxy::nftables` from `sim::kube_proxy::model` (the same input as the
 //! iptables proxy) and loaded into each node with one `nft -f -` transaction per sync,
 //! nodes in parallel.
 //!
@@ -26,31 +26,50 @@
 //! hook), and the masquerade mark bit (0x4000) is not one the engine uses.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
-use sim::kube_proxy::nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
+use anyhow::Context as _;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
+use sim::kube_proxy::nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
 
-use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
+use super::{
+    ProxyError, ProxyNodeSync, ProxySyncReport, ServiceProxy, default_system, route_service_cidr,
+    sync_nodes,
+};
 use crate::netns::Netns;
-use crate::policy::run_in;
+use crate::system::{NsRef, Real, System, Tool, ToolError};
 
-/// The nft binary (nftables 1.0.6 here; kube-proxy needs 1.0.1 or later).
-pub const NFT: &str = "nft";
+/// The nft binary (nftables 1.0.6 here; kube-proxy needs 1.0.1 or later), for callers
+/// outside the proxy that run it themselves (benchmarks).
+pub const NFT: &str = Tool::Nft.binary();
 
 /// kube-proxy in nftables mode.
-#[derive(Debug, Default)]
 pub struct NftablesProxy {
     /// The rendering last applied to each node, keyed by namespace name; absent = the
     /// node was never synced (or its last sync failed): start it up.
     applied: BTreeMap<String, NftRules>,
+    system: Arc<dyn System>,
+}
+
+impl Default for NftablesProxy {
+    fn default() -> Self {
+        Self::with_system(default_system())
+    }
 }
 
 impl NftablesProxy {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The proxy acting through `system` (the fake, in unit tests).
+    pub fn with_system(system: Arc<dyn System>) -> Self {
+        Self {
+            applied: BTreeMap::new(),
+            system,
+        }
     }
 }
 
@@ -59,90 +78,101 @@ impl ServiceProxy for NftablesProxy {
         "nftables"
     }
 
-    fn sync(
+    fn sync_refs(
         &mut self,
         plan: &Plan,
-        nodes: &[(String, Netns)],
+        nodes: &[(String, NsRef)],
         objects: &ClusterObjects,
-    ) -> Result<ProxySyncReport> {
-        super::sync_nodes(
+    ) -> Result<ProxySyncReport, ProxyError> {
+        let system = &*self.system;
+        sync_nodes(
             plan,
             nodes,
             objects,
             &mut self.applied,
             |node, input| {
-                render(&input, Some(plan.service_cidr))
-                    .map_err(|e| anyhow!("render kube-proxy's nftables for node {node}: {e}"))
+                render(&input, Some(plan.service_cidr)).map_err(|e| {
+                    ProxyError::Render(format!("render kube-proxy's nftables for node {node}: {e}"))
+                })
             },
-            |node, ns, rules, before| apply_node(plan, node, ns, rules, before),
+            |w, before| apply_node(system, plan, &w.node, &w.ns, &w.want, before),
         )
     }
 
-    fn installed(&self, node: &Netns) -> Result<String> {
-        let listing = list_table(node)?.unwrap_or_default();
+    fn installed_in(&self, node: &NsRef) -> Result<String, ProxyError> {
+        let listing = list_table_in(&*self.system, node)?.unwrap_or_default();
         Ok(normalise_listing(&listing))
     }
 }
 
 /// Loads an `nft -f` transaction into a node (atomic: all or nothing).
-pub fn load(ns: &Netns, transaction: &str) -> Result<()> {
-    run_in(ns, NFT, &["-f", "-"], Some(transaction))
-        .with_context(|| format!("load kube-proxy's nftables into namespace {}", ns.name()))?;
+pub fn load(ns: &Netns, transaction: &str) -> Result<(), ToolError> {
+    load_in(&Real, &NsRef::from(ns), transaction)
+}
+
+fn load_in(system: &dyn System, ns: &NsRef, transaction: &str) -> Result<(), ToolError> {
+    system.run(ns, Tool::Nft, &["-f", "-"], Some(transaction))?;
     Ok(())
 }
 
 /// `nft list table ip kube-proxy` in a node, or `None` if the node has no such table.
-pub fn list_table(ns: &Netns) -> Result<Option<String>> {
-    let tables = run_in(ns, NFT, &["list", "tables", "ip"], None)?;
+pub fn list_table(ns: &Netns) -> Result<Option<String>, ToolError> {
+    list_table_in(&Real, &NsRef::from(ns))
+}
+
+fn list_table_in(system: &dyn System, ns: &NsRef) -> Result<Option<String>, ToolError> {
+    let tables = system.run(ns, Tool::Nft, &["list", "tables", "ip"], None)?;
     let wanted = format!("table ip {TABLE}");
     if !tables.lines().any(|l| l.trim() == wanted) {
         return Ok(None);
     }
-    run_in(ns, NFT, &["list", "table", "ip", TABLE], None).map(Some)
+    system
+        .run(ns, Tool::Nft, &["list", "table", "ip", TABLE], None)
+        .map(Some)
 }
 
-/// Brings one node from `before` (the rendering last applied, or nothing) to `rules`.
+/// Brings one node from `before` (a different rendering last applied, or nothing) to
+/// `rules`.
 fn apply_node(
+    system: &dyn System,
     plan: &Plan,
     node: &str,
-    ns: &Netns,
+    ns: &NsRef,
     rules: &NftRules,
     before: Option<&NftRules>,
-) -> Result<ProxyNodeSync> {
+) -> anyhow::Result<ProxyNodeSync> {
     let start = Instant::now();
     let (text, full) = match before {
-        Some(prev) if prev == rules => (String::new(), false),
         Some(prev) => (rules.incremental_transaction(prev), false),
-        None => (start_up(plan, ns, rules)?, true),
+        None => (start_up(system, plan, ns, rules)?, true),
     };
-    // Equal renderings, or different ones with the same kernel state (e.g. a Service
-    // reordered): nothing to write.
+    // Different renderings with the same kernel state (e.g. a Service reordered):
+    // nothing to write.
     if text.is_empty() {
-        return Ok(ProxyNodeSync {
-            node: node.to_string(),
-            changed: false,
-            full: false,
-            restore_bytes: 0,
-            restore_lines: 0,
-            elapsed: start.elapsed(),
-        });
+        return Ok(ProxyNodeSync::unchanged(node, start));
     }
-    load(ns, &text).with_context(|| format!("sync kube-proxy's nftables in node {node}"))?;
-    Ok(ProxyNodeSync {
-        node: node.to_string(),
-        changed: true,
+    load_in(system, ns, &text)
+        .with_context(|| format!("load kube-proxy's nftables into namespace {}", ns.name()))
+        .with_context(|| format!("sync kube-proxy's nftables in node {node}"))?;
+    Ok(ProxyNodeSync::written(
+        node,
         full,
-        restore_bytes: text.len(),
-        restore_lines: text.lines().count(),
-        elapsed: start.elapsed(),
-    })
+        text.len(),
+        text.lines().count(),
+        start,
+    ))
 }
 
 /// The transaction of a node's first sync, after routing the service CIDR: a full sync,
 /// which on a node that already has the table also removes what is no longer wanted.
-fn start_up(plan: &Plan, ns: &Netns, rules: &NftRules) -> Result<String> {
-    route_service_cidr(plan, ns)?;
-    Ok(match list_table(ns)? {
+fn start_up(
+    system: &dyn System,
+    plan: &Plan,
+    ns: &NsRef,
+    rules: &NftRules,
+) -> Result<String, ProxyError> {
+    route_service_cidr(system, plan, ns)?;
+    Ok(match list_table_in(system, ns)? {
         None => rules.full_transaction(),
         Some(listing) => {
             let (chains, sets) = listed_names(&listing);
@@ -157,8 +187,8 @@ fn start_up(plan: &Plan, ns: &Netns, rules: &NftRules) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
     use sim::protocol::Protocol;
+    use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
 
     fn ip(s: &str) -> std::net::Ipv4Addr {
         s.parse().unwrap()
@@ -243,7 +273,7 @@ mod tests {
             }
         }
         let _cleanup = Cleanup(names.clone());
-        let result = (|| -> Result<()> {
+        let result = (|| -> anyhow::Result<()> {
             let ns = Netns::create_many(&names)?;
             let cidr = Some("10.96.0.0/12".parse().unwrap());
             let (before, after) = states();

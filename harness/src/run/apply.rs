@@ -17,7 +17,7 @@ use crate::policy::{self, SyncReport};
 use crate::probe::{self, ServerSpec, Servers};
 use crate::proxy::ProxySyncReport;
 
-use super::*;
+use super::{CniReport, DEFAULT_CNI_CHECK, Live, dns_step::without_dns_ports, ms};
 
 /// Brings the service proxy (when there is one) and then the policy engine in line with
 /// the objects in every node, and forgets the nodes' tracked flows if either changed

@@ -10,7 +10,7 @@ use sim::scenario::{Peer, Scenario};
 
 use crate::netns::Netns;
 
-use super::*;
+use super::{Live, dns_step::dns_ports};
 
 /// The cells a step measures, in a stable order: clients × servers × the ports each
 /// server declares (or `probe.ports`). A Service target `svc/NS/NAME:PORT` is probed on

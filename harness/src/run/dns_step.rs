@@ -17,7 +17,11 @@ use sim::scenario::{Peer, Scenario};
 use crate::dns::{Answer, ClusterDns, DnsStep, Resolution};
 use crate::probe::{self, ProbeOptions, ProbeTask};
 
-use super::*;
+use super::{
+    Live,
+    drive::CellId,
+    probe_step::{Said, no_probe, oracle_says},
+};
 
 /// After a step's changes: the DNS server serves the new records, new pods get their
 /// resolv.conf, deleted ones lose it. Nothing without `cluster.dns`.

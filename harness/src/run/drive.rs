@@ -13,7 +13,15 @@ use sim::scenario::{Peer, Scenario, Step};
 use crate::probe::ProbeOptions;
 use crate::probe::throughput::{self, ThroughputCheck, ThroughputOptions};
 
-use super::*;
+use super::{
+    CniReport, Explained, Live, RunOptions, RunReport, StepAhead, StepTimings, Timings,
+    apply::{apply_step, installed_proxy_rules, installed_rules, sync_rules},
+    dns_step::{dns_step_report, refresh_dns},
+    ingress_step::ingress_step,
+    ms, note,
+    probe_step::probe_step,
+    trace_step::trace_cell,
+};
 
 /// Takes down the underlay link of the nodes the step wants down and brings back the
 /// others that are down (see [`Cluster::set_node_underlay`]). Returns whether a node

@@ -17,7 +17,10 @@ use crate::ingress::Controller;
 use crate::ingress::checks::{self, IngressStep};
 use crate::ingress::client::{self, Request};
 
-use super::*;
+use super::{
+    Live, RunOptions, note,
+    probe_step::{node_addresses, oracle_context},
+};
 
 /// Whether some step of the scenario creates an Ingress.
 pub(super) fn has_ingress(scenario: &Scenario) -> bool {

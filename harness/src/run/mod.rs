@@ -17,17 +17,9 @@ mod report;
 mod report_data;
 mod trace_step;
 
-use apply::*;
-use cells::*;
-use dns_step::*;
-use drive::*;
-use ingress_step::*;
-use preflight::*;
-use probe_step::*;
 pub use report::{CniReport, Explained, Kept, RunReport, StepTimings, Timings};
 pub use report_data::{report_data, topology};
 pub use trace_step::Traced;
-use trace_step::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -43,6 +35,11 @@ use crate::cluster::{Cluster, FABRIC_BRIDGE};
 use crate::policy::{self, PolicyEngine};
 use crate::probe::Servers;
 use crate::proxy::{self, ServiceProxy};
+
+use apply::start_host_servers;
+use dns_step::finish_dns;
+use drive::drive;
+use preflight::{has_services, ipvs_preflight, refuse_what_no_engine_runs, userspace_preflight};
 
 /// Whether pods are CNI CHECKed after their ADD when the scenario does not say
 /// (`cluster.cni.check: true`, or `cargo xtask scenario --cni-check`). Off, because of
@@ -230,7 +227,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
                 let t = Instant::now();
                 let td = cluster.teardown().await;
                 report.timings.teardown_ms = ms(t.elapsed());
-                report.teardown_errors = td.errors;
+                report.teardown_errors = td.errors.to_strings();
             }
             report.teardown_errors.extend(dns_errors);
             Ok(report)

@@ -15,7 +15,12 @@ use sim::scenario::{Loopback, Peer, Scenario, Step};
 
 use crate::probe::{self, ProbeOptions, ProbeTask};
 
-use super::*;
+use super::{
+    Explained, Live,
+    cells::{cells_of, endpoint, external_address, service_ip},
+    dns_step::{dns_task, resolve_dns_cells, run_probes_except, said_for},
+    drive::CellId,
+};
 
 /// What the oracle says of one cell, in the two shapes it comes in.
 pub(super) enum Said {

@@ -11,7 +11,12 @@ use sim::trace::{NodeInfo, TraceContext};
 use crate::netns::Netns;
 use crate::probe::{ProbeOptions, ProbeTask};
 
-use super::*;
+use super::{
+    Live,
+    cells::{endpoint, external_address, service_ip},
+    drive::RETRY_DEADLINE,
+    probe_step::{node_addresses, oracle_context, oracle_says},
+};
 
 /// A step's trace: the story, in words.
 #[derive(Debug, Clone)]

@@ -1,58 +1,26 @@
-//! The `userspace` proxy: kube-proxy's first mode (removed in v1.26), for the "why
-//! iptables replaced it" lesson. kube-proxy itself carried every connection:
-//! - per service port it listened on a port of its own on the node (here: a socket
-//!   bound inside the node's namespace from a thread that entered it, served by tokio
-//!   tasks of this process; no process per node);
-//! - nat rules sent the cluster IP there: `KUBE-PORTALS-CONTAINER` (from PREROUTING,
-//!   for pods: `REDIRECT --to-ports`) and `KUBE-PORTALS-HOST` (from OUTPUT, for the
-//!   node itself: `DNAT` to the node's address and the proxy port);
-//! - for each connection it picked a ready endpoint round-robin (`LoadBalancerRR`,
-//!   keeping a client on its endpoint with `sessionAffinity: ClientIP`) and dialled it,
-//!   trying the next endpoint when a dial failed, with timeouts 250 ms, 500 ms, 1 s and
-//!   2 s (`EndpointDialTimeouts`, `TryConnectEndpoints`), then copied bytes both ways;
-//! - UDP was relayed per client "session" (one socket towards the endpoint per client
-//!   address), dropped after `--udp-timeout` (250 ms) without traffic.
-//!
-//! So a backend sees the **node's** address as the source (the proxy's own connection),
-//! never the client's: NetworkPolicies that name client pods stop matching (the oracle
-//! knows: `sim::oracle`'s userspace branch), and every byte crosses user space twice.
-//! Proxy ports are taken in order from [`PROXY_PORT_BASE`] (kube-proxy's
-//! `--proxy-port-range`; random by default there), so rules and snapshots are stable.
-//! A port without endpoints has its socket closed, so connections are refused (kube-proxy
-//! accepted them and closed them at once; a refusal is what a probe can measure).
-//! SCTP ports get no proxy (kube-proxy's userspace mode had none either); NodePorts,
-//! external and load-balancer IPs are not proxied by this lesson engine.
-//!
-//! Teardown: dropping the proxy aborts every listener task, and with it the connection
-//! and session tasks it owns (each listener keeps them in a `JoinSet`), which closes
-//! every socket it made in the nodes.
+//! The userspace proxy's data path: per service port a listener (a socket bound inside
+//! the node's namespace, served by tokio tasks of this process) with its endpoints; for
+//! each connection it picks a ready endpoint round-robin (`LoadBalancerRR`, keeping a
+//! client on its endpoint with `sessionAffinity: ClientIP`), dials it, trying the next
+//! endpoint when a dial fails, then copies bytes both ways; UDP is relayed per client
+//! session. [`sync_listeners`] brings a node's listeners in line with the service ports.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use sim::kube_proxy::iptables::normalise_rule;
-use sim::kube_proxy::model::{ServicePort, SessionAffinity};
-use sim::kube_proxy::model::{cluster_ip_backends, service_ports};
-use sim::objects::ClusterObjects;
-use sim::plan::Plan;
+use anyhow::{Result, anyhow, bail};
 use sim::protocol::Protocol;
+use sim::kube_proxy::model::{ServicePort, SessionAffinity};
+use sim::kube_proxy::model::cluster_ip_backends;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{ProxyNodeSync, ProxySyncReport, ServiceProxy, route_service_cidr};
+use super::portals::{PROXY_PORT_BASE, Portal};
 use crate::netns::Netns;
-use crate::policy::{IPTABLES_RESTORE, IPTABLES_SAVE, run_in};
+use crate::system::NsRef;
 
-/// nat chain jumped to from PREROUTING: pods' connections to cluster IPs.
-pub const PORTALS_CONTAINER: &str = "KUBE-PORTALS-CONTAINER";
-/// nat chain jumped to from OUTPUT: the node's own connections to cluster IPs.
-pub const PORTALS_HOST: &str = "KUBE-PORTALS-HOST";
-/// The first proxy port; service ports get the next free one in their order.
-pub const PROXY_PORT_BASE: u16 = 20000;
 /// `EndpointDialTimeouts`: one dial per entry, each to the next endpoint.
 pub const DIAL_TIMEOUTS: [Duration; 4] = [
     Duration::from_millis(250),
@@ -62,106 +30,15 @@ pub const DIAL_TIMEOUTS: [Duration; 4] = [
 ];
 /// `--udp-timeout`'s default: a UDP session idle this long is dropped.
 pub const UDP_SESSION_TIMEOUT: Duration = Duration::from_millis(250);
-/// The comment of both jumps (kube-proxy's `iptablesInit`).
-const JUMP_COMMENT: &str = "handle ClusterIPs; NOTE: this must be before the NodePort rules";
-
-/// One proxied service port, as the rules and the listener see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Portal {
-    /// `ns/name:port`.
-    pub service: String,
-    pub protocol: Protocol,
-    pub cluster_ip: Ipv4Addr,
-    pub port: u16,
-    /// Where the proxy listens on the node.
-    pub proxy_port: u16,
-}
-
-/// The nat restore text for `portals` on a node whose address is `node_ip` (chain lines
-/// flush both chains, so it is a full rewrite), as kube-proxy's
-/// `iptablesContainerPortalArgs` / `iptablesHostPortalArgs` wrote them for a proxy bound
-/// to 0.0.0.0.
-pub fn portal_restore(portals: &[Portal], node_ip: Ipv4Addr) -> String {
-    let mut out = format!("*nat\n:{PORTALS_CONTAINER} - [0:0]\n:{PORTALS_HOST} - [0:0]\n");
-    for p in portals {
-        let args = format!(
-            "-m comment --comment \"{}\" -p {proto} -m {proto} --dport {} -d {}/32",
-            p.service,
-            p.port,
-            p.cluster_ip,
-            proto = p.protocol.lower()
-        );
-        let _ = writeln!(
-            out,
-            "-A {PORTALS_CONTAINER} {args} -j REDIRECT --to-ports {}",
-            p.proxy_port
-        );
-        let _ = writeln!(
-            out,
-            "-A {PORTALS_HOST} {args} -j DNAT --to-destination {node_ip}:{}",
-            p.proxy_port
-        );
-    }
-    out.push_str("COMMIT\n");
-    out
-}
-
-/// The jumps from the built-in chains, inserted once at a node's first sync.
-fn jump_restore() -> String {
-    format!(
-        "*nat\n:{PORTALS_CONTAINER} - [0:0]\n:{PORTALS_HOST} - [0:0]\n\
-         -I PREROUTING -m comment --comment \"{JUMP_COMMENT}\" -j {PORTALS_CONTAINER}\n\
-         -I OUTPUT -m comment --comment \"{JUMP_COMMENT}\" -j {PORTALS_HOST}\nCOMMIT\n"
-    )
-}
-
-/// The userspace proxy's part of `iptables-save`: the nat table's built-in chain lines,
-/// its two chains with their rules, and the jumps into them (normalised).
-pub fn portal_view(iptables_save: &str) -> String {
-    let ours = |c: &str| c == PORTALS_CONTAINER || c == PORTALS_HOST;
-    let mut out = String::new();
-    let mut in_nat = false;
-    for line in iptables_save.lines().map(str::trim_end) {
-        if let Some(t) = line.strip_prefix('*') {
-            in_nat = t == "nat";
-            if in_nat {
-                out.push_str("*nat\n");
-            }
-            continue;
-        }
-        if !in_nat || line.starts_with('#') {
-            continue;
-        }
-        if line == "COMMIT" {
-            out.push_str("COMMIT\n");
-            in_nat = false;
-        } else if let Some(decl) = line.strip_prefix(':') {
-            let mut parts = decl.split_whitespace();
-            let name = parts.next().unwrap_or_default();
-            let policy = parts.next().unwrap_or("-");
-            if policy != "-" || ours(name) {
-                let _ = writeln!(out, ":{name} {policy} [0:0]");
-            }
-        } else {
-            let mut words = line.split_whitespace();
-            let chain = words.nth(1).unwrap_or_default();
-            let target = line.rsplit_once(" -j ").map(|(_, t)| t.trim());
-            if ours(chain) || target.is_some_and(ours) {
-                let _ = writeln!(out, "{}", normalise_rule(line));
-            }
-        }
-    }
-    out
-}
 
 /// The endpoints a port's proxy picks from, updated by every sync.
 #[derive(Debug, Default)]
-struct Balancer {
+pub(super) struct Balancer {
     /// Ready endpoints, sorted (kube-proxy's order).
-    endpoints: Vec<SocketAddrV4>,
+    pub(super) endpoints: Vec<SocketAddrV4>,
     next: usize,
     /// `sessionAffinity: ClientIP`: the timeout and each client's endpoint.
-    affinity: Option<Duration>,
+    pub(super) affinity: Option<Duration>,
     sticky: HashMap<Ipv4Addr, (SocketAddrV4, Instant)>,
 }
 
@@ -191,14 +68,14 @@ impl Balancer {
     }
 }
 
-type Shared = Arc<Mutex<Balancer>>;
+pub(super) type Shared = Arc<Mutex<Balancer>>;
 
 /// One port proxy: its portal, its endpoints and, while it has endpoints, the task
 /// serving its socket.
-struct Listener {
-    portal: Portal,
-    balancer: Shared,
-    task: Option<AbortHandle>,
+pub(super) struct Listener {
+    pub(super) portal: Portal,
+    pub(super) balancer: Shared,
+    pub(super) task: Option<AbortHandle>,
 }
 
 impl Listener {
@@ -207,7 +84,7 @@ impl Listener {
     /// refuses them (the kernel answers the redirected connection with a reset, or an
     /// ICMP port unreachable for UDP), so a probe sees a refusal, as REJECT gives in the
     /// other modes, rather than an accepted connection that dies.
-    fn serve(&mut self, ns: &Netns, rt: &tokio::runtime::Handle) -> Result<()> {
+    fn serve(&mut self, ns: &NsRef, rt: &tokio::runtime::Handle) -> Result<()> {
         let has_endpoints = !self
             .balancer
             .lock()
@@ -220,6 +97,7 @@ impl Listener {
                 self.task = None;
             }
             (None, true) => {
+                let ns = ns.netns()?;
                 let port = self.portal.proxy_port;
                 let b = self.balancer.clone();
                 self.task = Some(match self.portal.protocol {
@@ -250,133 +128,17 @@ impl Drop for Listener {
 
 /// One node: its listeners and the rule text last written.
 #[derive(Default)]
-struct NodeState {
-    listeners: BTreeMap<(String, Protocol), Listener>,
-    rules: Option<String>,
-}
-
-/// kube-proxy's userspace mode.
-#[derive(Default)]
-pub struct UserspaceProxy {
-    nodes: BTreeMap<String, NodeState>,
-}
-
-impl UserspaceProxy {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl ServiceProxy for UserspaceProxy {
-    fn name(&self) -> &'static str {
-        "userspace"
-    }
-
-    fn sync(
-        &mut self,
-        plan: &Plan,
-        nodes: &[(String, Netns)],
-        objects: &ClusterObjects,
-    ) -> Result<ProxySyncReport> {
-        let start = Instant::now();
-        let rt = tokio::runtime::Handle::try_current().context(
-            "the userspace proxy serves connections with tokio: sync it inside a runtime",
-        )?;
-        let _guard = rt.enter();
-        let mut ports = service_ports(objects);
-        ports.retain(|p| p.cluster_ip.is_some() && p.protocol != Protocol::Sctp);
-        ports.sort_by(|a, b| {
-            (&a.namespace, &a.name, &a.port_name, a.protocol).cmp(&(
-                &b.namespace,
-                &b.name,
-                &b.port_name,
-                b.protocol,
-            ))
-        });
-        let mut report = ProxySyncReport {
-            render: start.elapsed(),
-            ..ProxySyncReport::default()
-        };
-        for (node, ns) in nodes {
-            let node_start = Instant::now();
-            let np = plan
-                .node(node)
-                .ok_or_else(|| anyhow!("node {node} is not in the plan"))?;
-            let state = self.nodes.entry(ns.name().to_string()).or_default();
-            sync_listeners(state, node, ns, &ports, &rt)
-                .with_context(|| format!("run the userspace proxy's listeners in node {node}"))?;
-            let portals: Vec<Portal> = state.listeners.values().map(|l| l.portal.clone()).collect();
-            let text = portal_restore(&portals, np.underlay_ip);
-            let first = state.rules.is_none();
-            let changed = state.rules.as_deref() != Some(&text);
-            if first {
-                route_service_cidr(plan, ns)?;
-                run_in(ns, IPTABLES_RESTORE, &["--noflush"], Some(&jump_restore())).with_context(
-                    || format!("insert the userspace proxy's jumps in node {node}"),
-                )?;
-            }
-            if changed {
-                run_in(ns, IPTABLES_RESTORE, &["--noflush"], Some(&text)).with_context(|| {
-                    format!("load the userspace proxy's portals into node {node}")
-                })?;
-                state.rules = Some(text.clone());
-            }
-            report.nodes.push(ProxyNodeSync {
-                node: node.clone(),
-                changed,
-                full: first,
-                restore_bytes: if changed { text.len() } else { 0 },
-                restore_lines: if changed { text.lines().count() } else { 0 },
-                elapsed: node_start.elapsed(),
-            });
-        }
-        report.elapsed = start.elapsed();
-        Ok(report)
-    }
-
-    fn installed(&self, node: &Netns) -> Result<String> {
-        let saved = run_in(node, IPTABLES_SAVE, &["-t", "nat"], None)?;
-        let mut text = portal_view(&saved);
-        if let Some(state) = self.nodes.get(node.name()) {
-            text.push_str(
-                "# userspace proxy listeners (tasks of this process, sockets in the node)\n",
-            );
-            for l in state.listeners.values() {
-                let b = l
-                    .balancer
-                    .lock()
-                    .map_err(|_| anyhow!("a proxy lock was poisoned"))?;
-                let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
-                let _ = writeln!(
-                    text,
-                    "{} 0.0.0.0:{} for {} {}:{} -> [{}] round-robin{}{}",
-                    l.portal.protocol,
-                    l.portal.proxy_port,
-                    l.portal.service,
-                    l.portal.cluster_ip,
-                    l.portal.port,
-                    eps.join(" "),
-                    b.affinity
-                        .map(|t| format!(", ClientIP affinity {}s", t.as_secs()))
-                        .unwrap_or_default(),
-                    if l.task.is_none() {
-                        " (closed: no endpoints, connections are refused)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-        Ok(text)
-    }
+pub(super) struct NodeState {
+    pub(super) listeners: BTreeMap<(String, Protocol), Listener>,
+    pub(super) rules: Option<String>,
 }
 
 /// Starts listeners for new service ports, stops those of ports that went away, and
 /// hands every listener its current endpoints.
-fn sync_listeners(
+pub(super) fn sync_listeners(
     state: &mut NodeState,
     node: &str,
-    ns: &Netns,
+    ns: &NsRef,
     ports: &[ServicePort],
     rt: &tokio::runtime::Handle,
 ) -> Result<()> {
@@ -589,31 +351,6 @@ mod tests {
     use futures::FutureExt;
 
     #[test]
-    fn portals_redirect_pods_and_dnat_the_node() {
-        let p = Portal {
-            service: "default/web:http".into(),
-            protocol: Protocol::Tcp,
-            cluster_ip: "10.96.0.10".parse().unwrap(),
-            port: 80,
-            proxy_port: 20000,
-        };
-        let text = portal_restore(&[p], "192.168.200.11".parse().unwrap());
-        assert_eq!(
-            text,
-            "*nat\n:KUBE-PORTALS-CONTAINER - [0:0]\n:KUBE-PORTALS-HOST - [0:0]\n\
-             -A KUBE-PORTALS-CONTAINER -m comment --comment \"default/web:http\" -p tcp -m tcp --dport 80 -d 10.96.0.10/32 -j REDIRECT --to-ports 20000\n\
-             -A KUBE-PORTALS-HOST -m comment --comment \"default/web:http\" -p tcp -m tcp --dport 80 -d 10.96.0.10/32 -j DNAT --to-destination 192.168.200.11:20000\n\
-             COMMIT\n"
-        );
-        let saved = "# Generated\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [1:2]\n:KUBE-PORTALS-HOST - [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"x y\" -j KUBE-PORTALS-CONTAINER\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-PORTALS-HOST -d 10.96.0.10/32 -p tcp -j DNAT --to-destination 1.2.3.4:5\nCOMMIT\n";
-        let view = portal_view(saved);
-        assert_eq!(
-            view,
-            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-PORTALS-HOST - [0:0]\n-A PREROUTING -m comment --comment \"x y\" -j KUBE-PORTALS-CONTAINER\n-A KUBE-PORTALS-HOST -d 10.96.0.10/32 -p tcp -j DNAT --to-destination 1.2.3.4:5\nCOMMIT\n"
-        );
-    }
-
-    #[test]
     fn round_robin_with_and_without_affinity() {
         let a: SocketAddrV4 = "10.244.1.2:80".parse().unwrap();
         let b: SocketAddrV4 = "10.244.2.2:80".parse().unwrap();
@@ -648,7 +385,12 @@ mod tests {
             .unwrap()
             .remove(0);
         let outcome = async {
-            run_in(&ns, "ip", &["link", "set", "lo", "up"], None).unwrap();
+            crate::system::netlink::blocking(
+                &NsRef::from(&ns),
+                "set lo up".into(),
+                |nl| async move { nl.set_up("lo").await },
+            )
+            .unwrap();
             let backend = crate::probe::server::tcp_listener(&ns, 18080).unwrap();
             let server = tokio::spawn(crate::probe::server::serve_tcp(backend, "b".into()));
             let refused: SocketAddrV4 = "127.0.0.1:1".parse().unwrap();
