@@ -16,4 +16,5 @@ pub mod prereq;
 pub mod probe;
 pub mod proxy;
 pub mod run;
+pub mod sweep;
 pub mod trace;

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
-use harness::netns::{self, Netns, processes, sweep};
+use harness::netns::{self, Netns};
+use harness::sweep::{self, processes};
 use sim::plan::Plan;
 use sim::scenario::ClusterConfig;
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::Cluster;
-use crate::netns::sweep;
+use crate::sweep;
 
 /// What a teardown did and what went wrong on the way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
