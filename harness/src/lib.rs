@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cni;
 pub mod dns;
+pub mod host;
 pub mod ingress;
 pub mod netns;
 pub mod parallel;

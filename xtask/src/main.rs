@@ -46,6 +46,8 @@ enum Command {
     Exec(commands::exec::Args),
     /// Remove a cluster kept with `--keep` (CNI DEL, then its namespaces).
     Down(commands::down::Args),
+    /// Run scenarios many times (some killed, then `clean`) and check the host after each.
+    Soak(commands::soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Shell(args) => commands::shell::main(args),
         Command::Exec(args) => commands::exec::main(args),
         Command::Down(args) => commands::down::main(args),
+        Command::Soak(args) => commands::soak::main(args),
     };
     ExitCode::from(code)
 }

@@ -11,4 +11,5 @@ pub mod list;
 pub mod report;
 pub mod scenario;
 pub mod shell;
+pub mod soak;
 pub mod test;
