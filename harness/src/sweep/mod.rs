@@ -510,17 +510,16 @@ pub fn live_owner(dir: &Path) -> Option<u32> {
     (owner.start == 0 || owner.start == now.start).then_some(owner.pid)
 }
 
-/// A running process, other than this one, that holds one of the run's namespaces open
-/// or has a thread inside one.
+/// A running process that holds one of the run's namespaces open or has a thread inside
+/// one; this process too (a handle it still holds is a user like any other).
 fn namespace_user(prefix: &str) -> Option<u32> {
     let ids = processes::namespace_ids(prefix);
     if ids.is_empty() {
         return None;
     }
-    let me = std::process::id();
     processes::all()
         .into_iter()
-        .filter(|pid| *pid != me && processes::running(*pid))
+        .filter(|pid| processes::running(*pid))
         .find(|pid| processes::uses_namespaces(*pid, &ids))
 }
 
