@@ -10,6 +10,7 @@ pub mod cni;
 pub mod dns;
 #[cfg(test)]
 mod fixtures;
+pub mod host;
 pub mod ingress;
 pub mod netns;
 pub mod policy;
@@ -17,5 +18,6 @@ pub mod prereq;
 pub mod probe;
 pub mod proxy;
 pub mod run;
+pub mod sweep;
 pub mod system;
 pub mod trace;

@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
-use harness::netns::{self, Netns, sweep};
+use harness::netns::{self, Netns};
+use harness::sweep;
 use sim::matrix::{Outcome, Verdict};
 use sim::objects::PodRef;
 use sim::plan::Plan;

@@ -315,7 +315,7 @@ async fn runs_leave_nothing_behind() {
         .shutdown()
         .await
         .unwrap();
-    let swept = harness::netns::sweep::clean_prefix(&prefix);
+    let swept = harness::sweep::clean_prefix(&prefix);
     assert!(swept.is_ok(), "{swept}");
     assert!(
         etc_netns_of(&prefix).is_empty(),

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use harness::ingress::{Controller, workers};
 use harness::netns::Netns;
-use harness::netns::processes::nginx_using;
-use harness::netns::sweep;
+use harness::sweep;
+use harness::sweep::processes::nginx_using;
 
 /// One test at a time: each watches the machine's processes.
 static SERIAL: Mutex<()> = Mutex::new(());

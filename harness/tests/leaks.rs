@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::cluster::Cluster;
-use harness::netns::{self, Netns, processes, sweep};
+use harness::netns::{self, Netns};
+use harness::sweep::{self, processes};
 use sim::plan::Plan;
 use sim::scenario::ClusterConfig;
 
@@ -79,9 +80,12 @@ fn clean_ends_what_a_killed_run_started_but_not_other_users() {
     let own_pid = own.id();
     reap_later(own);
     // Somebody else's, in a process group of its own (`ip netns exec NAME sh`).
-    let mut other = ns.command("sleep");
-    other.arg("60").process_group(0);
-    let other = other.spawn().unwrap();
+    // (The Command holds a handle on the namespace: it must go before the sweep looks.)
+    let other = {
+        let mut c = ns.command("sleep");
+        c.arg("60").process_group(0);
+        c.spawn().unwrap()
+    };
     let other_pid = other.id();
     std::thread::sleep(Duration::from_millis(50));
     drop(ns);

@@ -124,7 +124,7 @@ async fn the_node_join_scenario_in_host_gw_mode() {
     let report = match harness::run::run(&scenario, &opts).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = netns::sweep::clean_prefix(&opts.prefix);
+            let _ = harness::sweep::clean_prefix(&opts.prefix);
             panic!("{e:#}");
         }
     };

@@ -74,7 +74,7 @@ fn run_one(name: &str, file: &Path) -> Result<(), Failed> {
     let report = match result {
         Ok(r) => r.map_err(|e| format!("{e:#}"))?,
         Err(_) => {
-            let _ = harness::netns::sweep::clean_prefix(&prefix);
+            let _ = harness::sweep::clean_prefix(&prefix);
             return Err("the run panicked (its namespaces were swept)".into());
         }
     };

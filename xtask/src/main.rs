@@ -34,6 +34,8 @@ enum Command {
     },
     /// Measure bring-up, probing and teardown, and write BENCHMARKS.md.
     Bench(commands::bench::Args),
+    /// Run scenarios many times (some killed, then `clean`) and check the host after each.
+    Soak(commands::soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::User(c) => knetlab::cli::run(&cli.global, c, Invocation::XTASK),
         Command::Test { cargo_args } => commands::test::main(&cargo_args),
         Command::Bench(args) => commands::bench::main(args),
+        Command::Soak(args) => commands::soak::main(args),
     };
     ExitCode::from(code)
 }

@@ -46,7 +46,7 @@ struct Sweep(String);
 impl Drop for Sweep {
     fn drop(&mut self) {
         if !self.0.is_empty() {
-            let _ = harness::netns::sweep::clean_prefix(&self.0);
+            let _ = harness::sweep::clean_prefix(&self.0);
         }
     }
 }
@@ -213,7 +213,7 @@ fn a_kept_cluster_is_entered_with_exec_and_shell_and_removed_with_down() {
     let mut sweep = Sweep(prefix_of(&out));
     let prefix = sweep.0.clone();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let kept = harness::netns::sweep::kept_runs()
+    let kept = harness::sweep::kept_runs()
         .into_iter()
         .find(|r| r.prefix == prefix)
         .expect("the kept run is findable");
@@ -288,9 +288,9 @@ fn a_kept_cluster_is_entered_with_exec_and_shell_and_removed_with_down() {
         text(&o)
     );
     assert!(harness::netns::list_run(&prefix).unwrap().is_empty());
-    assert!(!harness::netns::sweep::state_dir(&prefix).exists());
+    assert!(!harness::sweep::state_dir(&prefix).exists());
     assert!(
-        harness::netns::sweep::kept_runs()
+        harness::sweep::kept_runs()
             .iter()
             .all(|r| r.prefix != prefix)
     );

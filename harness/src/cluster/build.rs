@@ -24,7 +24,8 @@ use sim::scenario::NetworkMode;
 
 use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside, vxlan};
 use crate::cni;
-use crate::netns::{self, Netns, sweep};
+use crate::netns::{self, Netns};
+use crate::sweep;
 
 /// The fabric's bridge.
 pub const FABRIC_BRIDGE: &str = "br0";

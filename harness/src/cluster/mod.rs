@@ -21,7 +21,8 @@ use sim::objects::PodRef;
 use sim::plan::Plan;
 
 use crate::cni;
-use crate::netns::{Netns, sweep};
+use crate::netns::Netns;
+use crate::sweep;
 
 mod build;
 mod describe;

@@ -23,7 +23,8 @@ use sim::plan::Plan;
 use super::teardown::TeardownError;
 use super::{Cluster, NodeHandle, PodHandle};
 use crate::cni::{self, CheckNote, CniResult, ConfList, RuntimeConf};
-use crate::netns::{self, Netns, sweep};
+use crate::netns::{self, Netns};
+use crate::sweep;
 
 /// One pod's ADD on its node's thread: the pod, its node, its namespace's name, and its
 /// attachments in ADD order.

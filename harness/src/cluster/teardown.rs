@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::Cluster;
-use crate::netns::sweep;
+use crate::sweep;
 
 /// One thing a teardown could not undo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

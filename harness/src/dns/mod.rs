@@ -10,7 +10,7 @@
 //! the cluster DNS while the run is up. Issue 6 asks for it; the files are removed when
 //! their pod goes and at teardown, and `cargo xtask clean` sweeps the
 //! `/etc/netns/<prefix>-*` directories a killed run left
-//! ([`crate::netns::sweep::ETC_NETNS`]).
+//! ([`crate::sweep::ETC_NETNS`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use sim::dns::{CLUSTER_DOMAIN, Zone};
 use sim::objects::{ClusterObjects, PodRef};
 
 use crate::cluster::Cluster;
-use crate::netns::sweep::ETC_NETNS;
+use crate::sweep::ETC_NETNS;
 
 pub mod client;
 pub mod server;

@@ -3,7 +3,7 @@
 //! [`sim::ingress::render`], as ingress-nginx does. Its files (nginx.conf, certificates,
 //! pid file, logs, temp paths) live in the run's state directory
 //! (`/run/knetlab/<prefix>/ingress`), so `cargo xtask clean` finds a killed run's nginx by
-//! its command line and process group ([`crate::netns::processes`]) before the namespaces
+//! its command line and process group ([`crate::sweep::processes`]) before the namespaces
 //! go.
 //!
 //! [`Controller::sync`] renders the configuration; the first time it starts nginx (in the
@@ -33,7 +33,7 @@ use sim::ingress::IngressModel;
 use sim::ingress::render::{self, RenderOptions};
 
 use crate::netns::Netns;
-use crate::netns::processes;
+use crate::sweep::processes;
 
 /// The directory under a run's state directory that holds the controller's files.
 pub const DIR: &str = processes::INGRESS_DIR;

@@ -17,9 +17,6 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::{CloneFlags, setns, unshare};
 
-pub mod processes;
-pub mod sweep;
-
 /// Where named namespaces live (what `ip netns list` reads).
 pub const NETNS_DIR: &str = "/var/run/netns";
 

@@ -49,7 +49,7 @@ pub(super) async fn ingress_step(
         .ok_or_else(|| anyhow!("the ingress controller pod {pod} is not running"))?;
     if live.ingress.is_none() {
         crate::prereq::ensure_ingress(&mut |m| note(opts, || m.to_string()))?;
-        let state = crate::netns::sweep::state_dir(&opts.prefix);
+        let state = crate::sweep::state_dir(&opts.prefix);
         live.ingress = Some(Controller::new(handle.netns.clone(), handle.ip, &state)?);
     }
     let model = IngressModel::new(&live.objects);

@@ -3,7 +3,7 @@
 //! the enforcer), probe, and compare what was measured with what the scenario expects and
 //! what the oracle predicts. Teardown is
 //! the caller's guarantee: [`run`] tears down on success and on error, and the caller
-//! sweeps the run's prefix after a panic or Ctrl-C (see `netns::sweep::clean_prefix`).
+//! sweeps the run's prefix after a panic or Ctrl-C (see `sweep::clean_prefix`).
 
 mod apply;
 mod cells;
@@ -216,8 +216,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
             report.notes.extend(notes);
             if opts.keep {
                 let left = kept(&cluster);
-                if let Err(e) =
-                    crate::netns::sweep::write_kept(&left.state(&scenario.name, &opts.prefix))
+                if let Err(e) = crate::sweep::write_kept(&left.state(&scenario.name, &opts.prefix))
                 {
                     report.notes.push(format!("{e:#}"));
                 }

@@ -102,9 +102,9 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// What `cargo xtask shell|exec|down` find later (see [`crate::netns::sweep::KeptRun`]).
-    pub fn state(&self, scenario: &str, prefix: &str) -> crate::netns::sweep::KeptRun {
-        crate::netns::sweep::KeptRun {
+    /// What `cargo xtask shell|exec|down` find later (see [`crate::sweep::KeptRun`]).
+    pub fn state(&self, scenario: &str, prefix: &str) -> crate::sweep::KeptRun {
+        crate::sweep::KeptRun {
             scenario: scenario.to_string(),
             prefix: prefix.to_string(),
             nodes: self.nodes.iter().cloned().collect(),

@@ -5,7 +5,7 @@ pub fn main(force: bool) -> u8 {
         eprintln!("error: clean removes network namespaces and needs root: run it with sudo");
         return 2;
     }
-    let report = harness::netns::sweep::clean(force);
+    let report = harness::sweep::clean(force);
     print!("{report}");
     if report.errors.is_empty() { 0 } else { 2 }
 }

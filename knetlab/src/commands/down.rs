@@ -1,10 +1,10 @@
 //! `knetlab down [--prefix P]`: removes a cluster left up with `--keep`: its cached
 //! CNI attachments are DELeted through the plugins (inside their node namespaces), then
-//! its namespaces and state directory go (`harness::netns::sweep::clean_prefix`, the
+//! its namespaces and state directory go (`harness::sweep::clean_prefix`, the
 //! same sweep `clean` and a crashed run use). With several kept runs, `--prefix` says
 //! which; a run whose process is still going is left alone.
 
-use harness::netns::sweep;
+use harness::sweep;
 
 #[derive(clap::Args)]
 pub struct Args {

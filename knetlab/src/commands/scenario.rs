@@ -245,12 +245,12 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
         },
         Guarded::Interrupted => {
             eprintln!("interrupted: tearing down run {}", opts.prefix);
-            print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
+            print!("{}", harness::sweep::clean_prefix(&opts.prefix));
             130
         }
         Guarded::Panicked => {
             eprintln!("knetlab crashed: tearing down run {}", opts.prefix);
-            print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
+            print!("{}", harness::sweep::clean_prefix(&opts.prefix));
             2
         }
     };

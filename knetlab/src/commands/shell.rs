@@ -1,13 +1,13 @@
 //! `knetlab shell NODE|NS/POD [--prefix P]`: an interactive shell inside one
 //! namespace of a cluster left up with `--keep`, with a prompt that names where it is.
 //! Kept runs are found by the file they leave in their state directory
-//! (`harness::netns::sweep::KEPT_FILE`); with several, `--prefix` picks one.
+//! (`harness::sweep::KEPT_FILE`); with several, `--prefix` picks one.
 //! The shell runs through `ip netns exec`, which also shows the namespace's own `/sys`
 //! and its `/etc/netns/NAME` files (the pods' resolv.conf), as `--keep` tells people.
 
 use std::process::Command;
 
-use harness::netns::sweep::{KeptRun, kept_runs};
+use harness::sweep::{KeptRun, kept_runs};
 
 #[derive(clap::Args)]
 pub struct Args {

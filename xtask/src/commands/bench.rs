@@ -181,7 +181,7 @@ fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result
     let r: RunReport = match rt.block_on(harness::run::run(scenario, &opts)) {
         Ok(r) => r,
         Err(e) => {
-            print!("{}", harness::netns::sweep::clean_prefix(&opts.prefix));
+            print!("{}", harness::sweep::clean_prefix(&opts.prefix));
             return Err(e);
         }
     };

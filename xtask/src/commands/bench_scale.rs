@@ -204,7 +204,7 @@ pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
          inflates every time here. Targets \
          (issue 5): < {TARGET_MS_PER_POD} ms a pod including the plugin execs, < \
          {TARGET_PEAK_MB} MB at 5 000 pods, nothing left behind.\n",
-        harness::netns::sweep::DEL_THREADS,
+        harness::sweep::DEL_THREADS,
         runs.max(1),
         if runs.max(1) == 1 { "" } else { "s" },
     );

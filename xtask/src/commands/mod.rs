@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod bench_scale;
 pub mod bench_services;
+pub mod soak;
 pub mod test;

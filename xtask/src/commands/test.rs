@@ -40,9 +40,8 @@ pub fn main(cargo_args: &[String]) -> u8 {
         .into_iter()
         .filter(|n| !before.contains(n))
         .filter(|n| {
-            sim::plan::prefix_of(n).is_none_or(|p| {
-                harness::netns::sweep::live_owner(&harness::netns::sweep::state_dir(p)).is_none()
-            })
+            sim::plan::prefix_of(n)
+                .is_none_or(|p| harness::sweep::live_owner(&harness::sweep::state_dir(p)).is_none())
         })
         .collect();
     if !left.is_empty() {

@@ -5,7 +5,7 @@
 //!   ingress controller's master, found by its command line even before it wrote its
 //!   pid file); or
 //! - it sits in (or holds) one of the run's namespaces and belongs to the process group
-//!   the run's owner recorded (see [`super::sweep::write_owner`]): everything the harness
+//!   the run's owner recorded (see [`super::write_owner`]): everything the harness
 //!   starts (nginx and its workers, CNI plugins and `nft` in flight, `xtables-monitor`)
 //!   inherits that group, because none of it calls `setsid` or `setpgid`; or
 //! - it descends from one of those (an nginx worker forked a moment ago).
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::NETNS_DIR;
+use crate::netns::{self, NETNS_DIR};
 
 /// The ingress controller's nginx binary (Debian's `nginx` package).
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -102,7 +102,7 @@ fn is_nginx_using(pid: u32, dir: &Path) -> bool {
 /// The (device, inode) of each namespace of a run: what an open handle or a thread's
 /// `ns/net` link resolves to.
 pub fn namespace_ids(prefix: &str) -> BTreeSet<(u64, u64)> {
-    super::list_run(prefix)
+    netns::list_run(prefix)
         .unwrap_or_default()
         .iter()
         .filter_map(|n| file_id(&Path::new(NETNS_DIR).join(n)))

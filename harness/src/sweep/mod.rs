@@ -7,8 +7,10 @@
 //! records its owner in `<state dir>/pid`, so `clean` leaves runs that are still going
 //! alone unless forced. Processes a run started inside its namespaces (the ingress
 //! controller's nginx and its workers, plugins in flight) are ended first, by their ids
-//! ([`super::processes`]), and never taken for another live user of the run.
+//! ([`processes`]), and never taken for another live user of the run.
 //! [`clean_prefix`] is also a run's fallback teardown on panic or Ctrl-C.
+
+pub mod processes;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -18,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sim::plan::{STATE_ROOT, is_prefix, prefix_of};
 
+use self::processes::RunMarks;
 use crate::cni;
-use crate::netns::processes::{self, RunMarks};
 use crate::netns::{self, Netns};
 
 /// The file in a run's state directory naming the process that owns the run.
@@ -508,17 +510,16 @@ pub fn live_owner(dir: &Path) -> Option<u32> {
     (owner.start == 0 || owner.start == now.start).then_some(owner.pid)
 }
 
-/// A running process, other than this one, that holds one of the run's namespaces open
-/// or has a thread inside one.
+/// A running process that holds one of the run's namespaces open or has a thread inside
+/// one; this process too (a handle it still holds is a user like any other).
 fn namespace_user(prefix: &str) -> Option<u32> {
     let ids = processes::namespace_ids(prefix);
     if ids.is_empty() {
         return None;
     }
-    let me = std::process::id();
     processes::all()
         .into_iter()
-        .filter(|pid| *pid != me && processes::running(*pid))
+        .filter(|pid| processes::running(*pid))
         .find(|pid| processes::uses_namespaces(*pid, &ids))
 }
 
