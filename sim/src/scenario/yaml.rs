@@ -450,7 +450,7 @@ mod tests {
         let text = format!(
             "a: &a \"{big}\"\nb: &b [{}]\nc: [{}]\n",
             vec!["*a"; 100].join(","),
-            vec!["*b"; 2].join(",")
+            ["*b"; 2].join(",")
         );
         let e = parse(Path::new("t.yaml"), &text, false).unwrap_err();
         assert!(e.message.contains("copy more than 16 MiB"), "{e}");
