@@ -7,11 +7,11 @@
 //! later by path is then turned back into file, line and column.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use saphyr::{MarkedYaml, Scalar, ScalarStyle, YamlData, YamlLoader};
-use saphyr_parser::Parser;
+use saphyr_parser::{Event, Parser};
 use serde_json::Value;
 
 use crate::error::{Location, ScenarioError};
@@ -97,6 +97,7 @@ pub(crate) fn parse(
     text: &str,
     multi: bool,
 ) -> Result<(Vec<Option<Value>>, Positions), ScenarioError> {
+    check_alias_copies(file, text)?;
     let mut loader: YamlLoader<MarkedYaml> = YamlLoader::default();
     // Keep scalars as written (with their style) so that quoted `"80"` stays a string and
     // literal blocks can be told apart; we resolve them ourselves below.
@@ -156,6 +157,70 @@ pub(crate) fn parse(
         out.push((!value.is_null()).then_some(value));
     }
     Ok((out, positions))
+}
+
+/// The most text that aliases may copy in one file, in bytes.
+const MAX_ALIAS_COPIES: usize = 16 << 20;
+
+/// The loader resolves an alias by copying its anchor's value, and it bounds the number
+/// of nodes copied (against "billion laughs") but not their size: one large anchor named
+/// by thousands of aliases makes gigabytes out of a small file. This walks the events
+/// first and refuses a file whose aliases would copy more than [`MAX_ALIAS_COPIES`]
+/// bytes of text. YAML errors are left to the loader, which reports them with context.
+fn check_alias_copies(file: &Path, text: &str) -> Result<(), ScenarioError> {
+    // Bytes of text in each anchored value, aliases inside it counted as copies.
+    let mut anchors: HashMap<usize, usize> = HashMap::new();
+    // The collections still open: their anchor (0 for none) and their bytes so far.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut copied: usize = 0;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        let bytes = match event {
+            Event::Scalar(value, _, anchor, _) => {
+                if anchor != 0 {
+                    anchors.insert(anchor, value.len());
+                }
+                value.len()
+            }
+            Event::Alias(anchor) => {
+                let bytes = anchors.get(&anchor).copied().unwrap_or(0);
+                copied = copied.saturating_add(bytes);
+                if copied > MAX_ALIAS_COPIES {
+                    return Err(ScenarioError::new(
+                        file,
+                        Some(loc(&span.start)),
+                        "",
+                        format!(
+                            "the aliases (`*name`) up to here copy more than {} MiB of text: \
+                             each alias repeats its anchor's whole value",
+                            MAX_ALIAS_COPIES >> 20
+                        ),
+                    ));
+                }
+                bytes
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, 0));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, bytes)) = open.pop() else {
+                    continue;
+                };
+                if anchor != 0 {
+                    anchors.insert(anchor, bytes);
+                }
+                bytes
+            }
+            _ => continue,
+        };
+        if let Some((_, total)) = open.last_mut() {
+            *total = total.saturating_add(bytes);
+        }
+    }
+    Ok(())
 }
 
 /// The usual cause of a YAML error just after a literal block: the block takes its
@@ -371,6 +436,27 @@ mod tests {
         assert_eq!(docs.len(), 3);
         assert!(docs[1].is_none());
         assert_eq!(pos.key("documents[2].b.c"), at(5, 3));
+    }
+
+    #[test]
+    fn aliases_may_not_copy_a_large_anchor_thousands_of_times() {
+        let big = "x".repeat(100_000);
+        let aliases = vec!["*b"; 200].join(", ");
+        let text = format!("big: &b \"{big}\"\nlist: [{aliases}]\n");
+        let e = parse(Path::new("t.yaml"), &text, false).unwrap_err();
+        assert!(e.message.contains("copy more than 16 MiB"), "{e}");
+        assert_eq!(e.location.map(|l| l.line), Some(2), "{e}");
+        // Nested anchors count their aliases' copies too.
+        let text = format!(
+            "a: &a \"{big}\"\nb: &b [{}]\nc: [{}]\n",
+            vec!["*a"; 100].join(","),
+            ["*b"; 2].join(",")
+        );
+        let e = parse(Path::new("t.yaml"), &text, false).unwrap_err();
+        assert!(e.message.contains("copy more than 16 MiB"), "{e}");
+        // A few aliases of small anchors, as scenarios use them, are fine.
+        let (docs, _) = parse(Path::new("t.yaml"), "x: &x [1, 2]\ny: *x\nz: *x\n", false).unwrap();
+        assert_eq!(docs[0].as_ref().unwrap()["z"], serde_json::json!([1, 2]));
     }
 
     #[test]
