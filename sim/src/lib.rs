@@ -3,6 +3,7 @@
 //! and renders rules and matrices as text. Nothing here needs root or touches the kernel:
 //! every function is data in, data out, so it is all unit-tested without privileges.
 
+pub mod cluster_policy;
 pub mod dns;
 pub mod error;
 pub mod ingress;
