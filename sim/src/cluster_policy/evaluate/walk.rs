@@ -18,6 +18,18 @@ enum TierEnd {
     Next,
 }
 
+/// What one direction's walk compares rules against.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    view: &'a ClusterView,
+    /// The other end: the source for ingress, the destination for egress.
+    other: &'a Endpoint,
+    conn: &'a Connection,
+    direction: Direction,
+    /// The destination pod, where named ports are resolved.
+    destination: Option<&'a PodView>,
+}
+
 /// Walk one direction.
 pub(super) fn direction(
     policies: &[ClusterPolicy],
@@ -53,18 +65,15 @@ pub(super) fn direction(
         steps.push(Step::HostNetwork);
     }
     let subject = pod.filter(|p| !p.host_network);
+    let side = Side {
+        view,
+        other,
+        conn,
+        direction,
+        destination,
+    };
     let tier_walk = |tier, steps: &mut Vec<Step>| match subject {
-        Some(p) => walk_tier(
-            tier,
-            policies,
-            view,
-            p,
-            other,
-            conn,
-            direction,
-            destination,
-            steps,
-        ),
+        Some(p) => walk_tier(tier, policies, p, &side, steps),
         None => TierEnd::Next,
     };
     if let TierEnd::Final(v) = tier_walk(Tier::Admin, &mut steps) {
@@ -87,18 +96,20 @@ pub(super) fn direction(
 /// The policies of `tier` selecting `pod`, by priority; in each priority the first
 /// matching rule of each policy. One action among them decides (Pass leaves the tier);
 /// different actions at one priority are undefined.
-#[allow(clippy::too_many_arguments)]
 fn walk_tier(
     tier: Tier,
     policies: &[ClusterPolicy],
-    view: &ClusterView,
     pod: &PodView,
-    other: &Endpoint,
-    conn: &Connection,
-    direction: Direction,
-    destination: Option<&PodView>,
+    side: &Side,
     steps: &mut Vec<Step>,
 ) -> TierEnd {
+    let Side {
+        view,
+        other,
+        conn,
+        direction,
+        destination,
+    } = *side;
     let mut by_priority: BTreeMap<u16, Vec<&ClusterPolicy>> = BTreeMap::new();
     for p in policies
         .iter()
