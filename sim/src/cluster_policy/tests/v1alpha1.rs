@@ -104,7 +104,7 @@ fn baseline_admin_network_policy_has_no_pass_and_no_priority() {
 }
 
 #[test]
-fn admin_network_policy_needs_a_priority_and_rule_names() {
+fn admin_network_policy_needs_a_priority_but_not_rule_names() {
     let e = parse(&manifest(
         "AdminNetworkPolicy",
         "a",
@@ -115,11 +115,18 @@ fn admin_network_policy_needs_a_priority_and_rule_names() {
     let e = parse(&manifest(
         "AdminNetworkPolicy",
         "a",
+        json!({"priority": 1001, "subject": {"namespaces": {}}}),
+    ))
+    .expect_err("too high");
+    assert_eq!(e.path(), "spec.priority");
+    let p = parse(&manifest(
+        "AdminNetworkPolicy",
+        "a",
         json!({"priority": 1, "subject": {"namespaces": {}},
         "egress": [{"action": "Deny", "to": [{"namespaces": {}}]}]}),
     ))
-    .expect_err("no name");
-    assert_eq!(e.path(), "spec.egress[0].name");
+    .expect("a rule name is optional");
+    assert_eq!(p.policy.egress[0].name, "");
 }
 
 #[test]

@@ -127,13 +127,6 @@ fn rule(
     egress: bool,
     path: &str,
 ) -> Result<Rule, ClusterPolicyError> {
-    // The rule name is required in v1alpha1.
-    if r.name.is_empty() {
-        return Err(ClusterPolicyError::invalid(
-            format!("{path}.name"),
-            "Required value",
-        ));
-    }
     checks::rule_name(&r.name, path)?;
     let action = match (r.action.as_str(), baseline) {
         ("Allow", _) => Action::Accept,
