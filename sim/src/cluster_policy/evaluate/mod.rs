@@ -30,12 +30,12 @@ pub enum Endpoint {
     External(IpAddr),
 }
 
-/// A connection to a pod.
+/// A connection. A pod's NetworkPolicy-like rules judge it where it is a pod: egress at
+/// a source pod, ingress at a destination pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     pub source: Endpoint,
-    /// `(namespace, name)` of the destination pod.
-    pub destination: (String, String),
+    pub destination: Endpoint,
     pub protocol: Protocol,
     pub port: u16,
 }
@@ -110,7 +110,7 @@ pub enum Step {
     NoMatch { tier: Tier },
     /// The pod is on the host network: no cluster-wide policy has it as a subject.
     HostNetwork,
-    /// The source is not a pod: nothing judges egress.
+    /// This end is not a pod: nothing judges this direction.
     NotAPod,
     /// What the NetworkPolicy tier said.
     NetworkPolicy(NetworkPolicyTier),
@@ -144,7 +144,7 @@ impl fmt::Display for Step {
             Step::HostNetwork => {
                 f.write_str("host-network pod: never a subject of a cluster-wide policy")
             }
-            Step::NotAPod => f.write_str("source is not a pod: no egress policy applies → allow"),
+            Step::NotAPod => f.write_str("not a pod: no policy applies → allow"),
             Step::NetworkPolicy(NetworkPolicyTier::NotSelected) => {
                 f.write_str("NetworkPolicy: no policy selects the pod")
             }

@@ -38,15 +38,13 @@ pub(super) fn direction(
     direction: Direction,
     network_policy: &dyn Fn(Direction) -> NetworkPolicyTier,
 ) -> DirectionVerdict {
-    let (ns, name) = &conn.destination;
-    let destination_ref = Endpoint::Pod {
-        namespace: ns.clone(),
-        name: name.clone(),
+    let destination = match &conn.destination {
+        Endpoint::Pod { namespace, name } => view.pod(namespace, name),
+        _ => None,
     };
-    let destination = view.pod(ns, name);
     let (judged, other) = match direction {
-        Direction::Egress => (&conn.source, &destination_ref),
-        Direction::Ingress => (&destination_ref, &conn.source),
+        Direction::Egress => (&conn.source, &conn.destination),
+        Direction::Ingress => (&conn.destination, &conn.source),
     };
     let mut steps = Vec::new();
     let finish = |verdict, steps| DirectionVerdict {

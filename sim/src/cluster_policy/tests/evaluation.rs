@@ -17,7 +17,7 @@ fn pod(ns: &str, name: &str) -> Endpoint {
 fn conn(source: Endpoint, to: (&str, &str), protocol: Protocol, port: u16) -> Connection {
     Connection {
         source,
-        destination: (to.0.into(), to.1.into()),
+        destination: pod(to.0, to.1),
         protocol,
         port,
     }
@@ -388,7 +388,40 @@ fn sources_outside_the_cluster_are_not_judged_for_egress() {
     );
     let e = evaluate(&[], &cluster(), &from_outside, no_np);
     assert_eq!(e.egress.verdict, Verdict::Allow);
+    assert_eq!(
+        e.egress.steps[0].to_string(),
+        "not a pod: no policy applies → allow"
+    );
     assert_eq!(e.verdict, Verdict::Allow);
+}
+
+#[test]
+fn networks_peers_judge_egress_to_addresses_outside_the_cluster() {
+    let p = cnp(
+        "no-internet",
+        json!({"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+        "egress": [
+            {"action": "Accept", "to": [{"networks": ["192.0.2.0/24"]}]},
+            {"action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]},
+        ]}),
+    );
+    let to = |ip: &str| Connection {
+        source: pod("gryffindor", "harry"),
+        destination: Endpoint::External(ip.parse().expect("ip")),
+        protocol: Protocol::Tcp,
+        port: 443,
+    };
+    let e = evaluate(
+        std::slice::from_ref(&p),
+        &cluster(),
+        &to("203.0.113.9"),
+        no_np,
+    );
+    assert_eq!(
+        (e.egress.verdict, e.ingress.verdict),
+        (Verdict::Deny, Verdict::Allow)
+    );
+    assert_eq!(verdict(&[p], &to("192.0.2.7")), Verdict::Allow);
 }
 
 #[test]
