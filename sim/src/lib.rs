@@ -4,6 +4,7 @@
 //! every function is data in, data out, so it is all unit-tested without privileges.
 
 pub mod cluster;
+pub mod cluster_policy;
 pub mod dns;
 pub mod error;
 pub mod ingress;
