@@ -29,12 +29,20 @@ const SIM_LAYERS: &[(&str, &[&str])] = &[
         &["protocol", "error", "selector", "names", "peers", "cluster"],
     ),
     // The cluster's objects (with the API server's defaulting) and the address plan.
-    ("objects", &["objects", "plan"]),
+    // The objects the workload controllers would create, and where the scheduler puts them.
+    ("objects", &["objects", "plan", "workloads"]),
     // What the objects mean: NetworkPolicy, Services and endpoints, the pod network,
     // DNS records, the Ingress model.
     (
         "semantics",
-        &["policy", "services", "podnet", "dns", "ingress"],
+        &[
+            "policy",
+            "cluster_policy",
+            "services",
+            "podnet",
+            "dns",
+            "ingress",
+        ],
     ),
     // Text for the kernel and from it: the policy enforcer's rules, kube-proxy's model and
     // its three modes, and kernel traces told as stories.
@@ -47,6 +55,32 @@ const SIM_LAYERS: &[(&str, &[&str])] = &[
     ("report", &["report"]),
     // Random cases for the differential tests (cargo feature `testgen`).
     ("test support", &["testgen"]),
+];
+
+/// `harness`, bottom up: namespaces and packages before the seam around the kernel, the
+/// CNI before what sweeps its leftovers, the cluster before the engines that program it,
+/// the run on top.
+const HARNESS_LAYERS: &[(&str, &[&str])] = &[
+    // Entering and naming network namespaces; the Debian packages a run needs.
+    ("namespaces", &["netns", "prereq"]),
+    // The seam: tools in a namespace (one table of names), typed netlink, the fan-out.
+    ("system", &["system"]),
+    // A small libcni: conflists, ADD/CHECK/DEL, the result cache.
+    ("cni", &["cni"]),
+    // What killed runs left, and the processes they started.
+    ("sweep", &["sweep"]),
+    // The cluster (fabric, nodes, pods), the host snapshot, packet captures.
+    ("cluster", &["cluster", "host", "capture"]),
+    // Probe servers and clients.
+    ("probes", &["probe"]),
+    // What runs in the nodes: the policy enforcer, the service proxies, DNS, Ingress.
+    ("engines", &["policy", "proxy", "dns", "ingress"]),
+    // Following one packet through netfilter.
+    ("trace", &["trace"]),
+    // One scenario, step by step.
+    ("run", &["run"]),
+    // Fixtures of the unit tests (`#[cfg(test)]`).
+    ("test support", &["fixtures"]),
 ];
 
 /// One reference from a module to another top-level module.
@@ -495,6 +529,11 @@ fn sim_imports_only_from_lower_layers() {
 }
 
 /// The checker itself, on a small crate written to a temporary folder.
+#[test]
+fn harness_imports_only_from_lower_layers() {
+    assert_layered("harness", HARNESS_LAYERS);
+}
+
 #[test]
 fn the_checker_finds_upward_imports_cycles_globs_and_unlisted_modules() {
     let dir = std::env::temp_dir().join(format!("knetlab-layers-{}", std::process::id()));

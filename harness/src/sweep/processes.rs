@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use crate::netns::{self, NETNS_DIR};
 
 /// The ingress controller's nginx binary (Debian's `nginx` package).
-pub const NGINX: &str = "/usr/sbin/nginx";
+pub const NGINX: &str = crate::system::Tool::Nginx.binary();
 /// The directory (under a run's state directory) holding the controller's files.
 pub const INGRESS_DIR: &str = "ingress";
 /// How long ending a run's processes may take, from the first kill until they are gone.
