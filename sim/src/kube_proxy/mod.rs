@@ -1,8 +1,9 @@
-//! kube-proxy, all of it in one place: what one node's kube-proxy knows ([`input`], built
-//! from the cluster's objects), and its three modes as pure renderers of that input —
-//! [`iptables`], [`nftables`] and [`ipvs`] — with the chain names and hashes they share
-//! ([`names`]). The oracle reads the same input, so what the rules do and what the
-//! oracle predicts come from one model.
+//! kube-proxy, all of it in one place: its model ([`model`]: what one node's kube-proxy
+//! knows, built from the cluster's objects, and which endpoints each kind of traffic
+//! reaches), and its three modes as pure renderers of that model — [`iptables`],
+//! [`nftables`] and [`ipvs`] — with the iptables chain names and hashes ([`names`]).
+//! The oracle reads the same model, so what the rules do and what the oracle predicts
+//! come from one place.
 
 pub mod iptables;
 pub mod ipvs;

@@ -12,8 +12,8 @@
 //! selectors and IP blocks run, so a manifest that the parser accepts is one a real
 //! cluster would accept too.
 //!
-//! Manifests may use `${ip:NS/POD}` (the pod's IPv4 address) and `${cidr:NS/POD}`
-//! (`IP/32`) in any string; they are substituted when the manifest is applied.
+//! Manifests may use `${ip:NS/POD}` and `${cidr:NS/POD}` in any string; they are
+//! substituted when the manifest is applied ([`super::placeholders`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -36,23 +36,12 @@ use crate::objects::{Kind, Object, PodRef};
 use crate::protocol::Protocol;
 use crate::services::{self, FieldError};
 
+use super::RawObject;
 use super::fields::{self, Seg};
+use super::placeholders::substitute;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
-use super::{Peer, RawObject};
 use crate::names;
-
-/// The pods whose addresses a manifest uses, sorted and without repeats. References
-/// that are not well formed are left out (the parser reports them).
-pub(super) fn referenced_pods(value: &Value) -> Vec<PodRef> {
-    let mut out = BTreeSet::new();
-    walk_strings(value, &mut |s| {
-        if let Ok(refs) = placeholders(s) {
-            out.extend(refs.into_iter().map(|p| p.pod));
-        }
-    });
-    out.into_iter().collect()
-}
 
 /// Substitutes pod addresses into a manifest and decodes it strictly.
 pub(super) fn decode_object(
@@ -772,169 +761,5 @@ pub(crate) fn field_error(src: &Source, base: &str, e: FieldError) -> ScenarioEr
         src.at_key(&path, e.message)
     } else {
         src.at_value(&path, e.message)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// `${ip:NS/POD}` and `${cidr:NS/POD}`
-
-/// One placeholder in a string: its byte range, the pod, and whether it wants `/32`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Placeholder {
-    range: std::ops::Range<usize>,
-    pod: PodRef,
-    cidr: bool,
-}
-
-/// Finds the placeholders of a string. Other `${...}` text is left alone.
-fn placeholders(s: &str) -> Result<Vec<Placeholder>, String> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(i) = s[from..].find("${").map(|i| i + from) {
-        let body = &s[i + 2..];
-        let (cidr, rest) = if let Some(r) = body.strip_prefix("ip:") {
-            (false, r)
-        } else if let Some(r) = body.strip_prefix("cidr:") {
-            (true, r)
-        } else {
-            from = i + 2;
-            continue;
-        };
-        let Some(end) = rest.find('}') else {
-            return Err(format!("`{}` has no closing `}}`", &s[i..]));
-        };
-        let target = &rest[..end];
-        let pod = match target.parse::<Peer>() {
-            Ok(Peer::Pod(p)) => p,
-            _ => {
-                return Err(format!(
-                    "`{target}` is not a pod: write ${{ip:NS/POD}} or ${{cidr:NS/POD}}"
-                ));
-            }
-        };
-        let stop = i + 2 + (body.len() - rest.len()) + end + 1;
-        out.push(Placeholder {
-            range: i..stop,
-            pod,
-            cidr,
-        });
-        from = stop;
-    }
-    Ok(out)
-}
-
-/// Every well-formed placeholder of a manifest: the field path of its string, the pod,
-/// and the placeholder as written.
-pub(crate) fn placeholder_uses(value: &Value, path: &str) -> Vec<(String, PodRef, String)> {
-    let mut out = Vec::new();
-    collect_uses(value, path, &mut out);
-    out
-}
-
-fn collect_uses(value: &Value, path: &str, out: &mut Vec<(String, PodRef, String)>) {
-    match value {
-        Value::String(s) => {
-            for p in placeholders(s).unwrap_or_default() {
-                out.push((path.to_string(), p.pod, s[p.range].to_string()));
-            }
-        }
-        Value::Array(a) => {
-            for (i, v) in a.iter().enumerate() {
-                collect_uses(v, &join_index(path, i), out);
-            }
-        }
-        Value::Object(m) => {
-            for (k, v) in m {
-                collect_uses(v, &join_key(path, k), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn walk_strings(value: &Value, f: &mut dyn FnMut(&str)) {
-    match value {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|v| walk_strings(v, f)),
-        Value::Object(m) => m.values().for_each(|v| walk_strings(v, f)),
-        _ => {}
-    }
-}
-
-/// Replaces every placeholder with the pod's address; an error names the string's field.
-pub(crate) fn substitute(
-    src: &Source,
-    path: &str,
-    value: &Value,
-    pod_ip: &dyn Fn(&PodRef) -> Option<Ipv4Addr>,
-) -> Result<Value, ScenarioError> {
-    Ok(match value {
-        Value::String(s) => {
-            let found = placeholders(s).map_err(|e| src.at_value(path, e))?;
-            let mut out = String::with_capacity(s.len());
-            let mut last = 0;
-            for p in found {
-                let ip = pod_ip(&p.pod).ok_or_else(|| {
-                    src.at_value(
-                        path,
-                        format!(
-                            "pod {} has no IP address at this point, so `{}` cannot be filled in",
-                            p.pod,
-                            &s[p.range.clone()]
-                        ),
-                    )
-                })?;
-                out.push_str(&s[last..p.range.start]);
-                out.push_str(&ip.to_string());
-                if p.cidr {
-                    out.push_str("/32");
-                }
-                last = p.range.end;
-            }
-            out.push_str(&s[last..]);
-            Value::String(out)
-        }
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .enumerate()
-                .map(|(i, v)| substitute(src, &join_index(path, i), v, pod_ip))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| Ok((k.clone(), substitute(src, &join_key(path, k), v, pod_ip)?)))
-                .collect::<Result<_, ScenarioError>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_placeholders() {
-        let p = placeholders("a ${ip:x/a} b ${cidr:y/b}${HOME}").unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[0].pod, PodRef::new("x", "a"));
-        assert!(!p[0].cidr);
-        assert_eq!(
-            &"a ${ip:x/a} b ${cidr:y/b}${HOME}"[p[1].range.clone()],
-            "${cidr:y/b}"
-        );
-        assert!(p[1].cidr);
-        assert!(placeholders("${ip:x/a").is_err());
-        assert!(placeholders("${ip:node/n1}").is_err());
-        assert!(placeholders("${ip:xa}").is_err());
-    }
-
-    #[test]
-    fn referenced_pods_are_sorted_and_unique() {
-        let v = serde_json::json!({"a": ["${cidr:y/b}", {"c": "${ip:x/a}-${ip:y/b}"}], "d": "${ip:bad}"});
-        assert_eq!(
-            referenced_pods(&v),
-            vec![PodRef::new("x", "a"), PodRef::new("y", "b")]
-        );
     }
 }

@@ -22,6 +22,7 @@ mod expect;
 mod fields;
 mod header;
 mod model_shorthand;
+mod placeholders;
 mod replay;
 mod replay_check;
 mod source;
@@ -250,7 +251,7 @@ impl Scenario {
 impl RawObject {
     /// The pods whose addresses the manifest uses (`${ip:..}` / `${cidr:..}`).
     pub fn referenced_pods(&self) -> Vec<PodRef> {
-        decode::referenced_pods(&self.value)
+        placeholders::referenced_pods(&self.value)
     }
 
     /// Substitutes pod addresses and decodes the manifest into a Kubernetes object.

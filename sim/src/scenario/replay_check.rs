@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::build::{DEFAULT_NAMESPACE, Pending};
 use super::decode;
 use super::expect::{self, PeerUse};
+use super::placeholders;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
 use super::{ClusterConfig, Expectation, Peer, RawObject};
@@ -185,7 +186,7 @@ impl<'a> Sim<'a> {
         declared: &mut Declared,
     ) -> Result<RawObject, ScenarioError> {
         let src = &p.src;
-        for (path, pod, text) in decode::placeholder_uses(&p.value, &p.path) {
+        for (path, pod, text) in placeholders::placeholder_uses(&p.value, &p.path) {
             if !self.objects.pods.contains_key(&pod) {
                 return Err(src.at_value(
                     &path,
@@ -197,7 +198,7 @@ impl<'a> Sim<'a> {
             }
         }
         let pods = &self.objects.pods;
-        let value = decode::substitute(src, &p.path, &p.value, &|r| {
+        let value = placeholders::substitute(src, &p.path, &p.value, &|r| {
             pods.get(r).and_then(objects::pod_ip)
         })?;
         let mut object = decode::decode_value(src, &p.path, &value)?;
