@@ -8,76 +8,62 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::system::tools::{self, Tool};
+
 /// Where Debian's `containernetworking-plugins` puts the plugins.
 pub const CNI_PATH: &str = "/usr/lib/cni";
 
-/// A file we need and the Debian package that ships it.
-struct Need {
-    path: &'static str,
-    package: &'static str,
+/// A file we need and the Debian package that ships it: a tool of the one table, or a
+/// CNI plugin.
+#[derive(Clone, Copy)]
+enum Need {
+    Tool(Tool),
+    Plugin(&'static str),
 }
 
-const NEEDS: &[Need] = &[
-    Need {
-        path: "/usr/lib/cni/bridge",
-        package: "containernetworking-plugins",
-    },
-    Need {
-        path: "/usr/lib/cni/host-local",
-        package: "containernetworking-plugins",
-    },
-    Need {
-        path: "/usr/lib/cni/loopback",
-        package: "containernetworking-plugins",
-    },
-    Need {
-        path: "/usr/sbin/ip",
-        package: "iproute2",
-    },
-    Need {
-        path: "/usr/sbin/iptables-restore",
-        package: "iptables",
-    },
-    Need {
-        path: "/usr/sbin/iptables-save",
-        package: "iptables",
-    },
-    Need {
-        path: "/usr/sbin/ipset",
-        package: "ipset",
-    },
-    Need {
-        path: "/usr/sbin/nft",
-        package: "nftables",
-    },
-    Need {
-        path: "/usr/sbin/conntrack",
-        package: "conntrack",
-    },
-    Need {
-        path: "/usr/bin/ping",
-        package: "iputils-ping",
-    },
-];
+impl Need {
+    fn package(self) -> &'static str {
+        match self {
+            Need::Tool(t) => t.package(),
+            Need::Plugin(_) => "containernetworking-plugins",
+        }
+    }
+
+    fn missing(self) -> bool {
+        match self {
+            Need::Tool(t) => !t.installed(),
+            Need::Plugin(name) => !Path::new(CNI_PATH).join(name).exists(),
+        }
+    }
+}
+
+/// The CNI plugins every scenario's default chain calls.
+const PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
+
+/// Everything a run needs: the plugins, then the tools of [`tools::REQUIRED`].
+fn needs() -> impl Iterator<Item = Need> {
+    PLUGINS
+        .into_iter()
+        .map(Need::Plugin)
+        .chain(tools::REQUIRED.iter().copied().map(Need::Tool))
+}
+
+/// The packages of the `needs` that are missing, sorted and without duplicates.
+fn missing_of(needs: impl Iterator<Item = Need>) -> Vec<&'static str> {
+    let mut pkgs: Vec<&'static str> = needs.filter(|n| n.missing()).map(Need::package).collect();
+    pkgs.sort();
+    pkgs.dedup();
+    pkgs
+}
 
 /// What scenarios with an Ingress also need: the controller pod runs Debian's nginx
 /// (the certificates a scenario does not give are made in-process, see
 /// `ingress::certificate`).
-const INGRESS_NEEDS: &[Need] = &[Need {
-    path: "/usr/sbin/nginx",
-    package: "nginx",
-}];
+const INGRESS_NEEDS: [Need; 1] = [Need::Tool(Tool::Nginx)];
 
 /// The Debian packages the ingress controller needs that are missing.
 pub fn missing_ingress_packages() -> Vec<&'static str> {
-    let mut pkgs: Vec<&'static str> = INGRESS_NEEDS
-        .iter()
-        .filter(|n| !Path::new(n.path).exists())
-        .map(|n| n.package)
-        .collect();
-    pkgs.sort();
-    pkgs.dedup();
-    pkgs
+    missing_of(INGRESS_NEEDS.into_iter())
 }
 
 /// Makes sure nginx is there for a scenario with an Ingress: installs it
@@ -111,7 +97,7 @@ pub fn ensure_ingress(log: &mut dyn FnMut(&str)) -> Result<()> {
 /// Runs apt-get for `missing` (as root), then checks with `still_missing` that the
 /// files are really there now.
 fn apt_install(missing: &[&str], still_missing: fn() -> Vec<&'static str>) -> Result<()> {
-    let status = Command::new("sh")
+    let status = Command::new(Tool::Shell.binary())
         .arg("-c")
         .arg(install_command(missing))
         .status()
@@ -128,14 +114,7 @@ fn apt_install(missing: &[&str], still_missing: fn() -> Vec<&'static str>) -> Re
 
 /// The Debian packages whose files are missing, sorted and without duplicates.
 pub fn missing_packages() -> Vec<&'static str> {
-    let mut pkgs: Vec<&'static str> = NEEDS
-        .iter()
-        .filter(|n| !Path::new(n.path).exists())
-        .map(|n| n.package)
-        .collect();
-    pkgs.sort();
-    pkgs.dedup();
-    pkgs
+    missing_of(needs())
 }
 
 /// The command that installs `packages`.
@@ -176,29 +155,21 @@ pub fn ensure(log: &mut dyn FnMut(&str)) -> Result<()> {
 
 /// What only the test suite needs: headless Chromium for the report's browser test
 /// (`xtask/tests/lab.rs`).
-const TEST_NEEDS: &[Need] = &[Need {
-    path: "/usr/bin/chromium",
-    package: "chromium",
-}];
+const TEST_NEEDS: [Need; 1] = [Need::Tool(Tool::Chromium)];
 
 /// Where the browser test finds Chromium.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = Tool::Chromium.binary();
 
 /// Installs what only the tests need (`cargo xtask test`), when root; otherwise says
-/// which tests will skip. Never fails the run: a test without its tool skips with a reason.
+/// which tests will fail for want of it. Never fails the run itself.
 pub fn ensure_test_tools(log: &mut dyn FnMut(&str)) {
-    let mut missing: Vec<&str> = TEST_NEEDS
-        .iter()
-        .filter(|n| !Path::new(n.path).exists())
-        .map(|n| n.package)
-        .collect();
-    missing.dedup();
+    let missing = missing_of(TEST_NEEDS.into_iter());
     if missing.is_empty() {
         return;
     }
     if !nix::unistd::geteuid().is_root() {
         log(&format!(
-            "note: the browser test of the HTML report will skip: it needs {} (sudo sh -c '{}')",
+            "note: the browser test of the HTML report will fail: it needs {} (sudo sh -c '{}')",
             missing.join(" "),
             install_command(&missing)
         ));
@@ -208,14 +179,14 @@ pub fn ensure_test_tools(log: &mut dyn FnMut(&str)) {
         "installing packages the tests need: {}",
         missing.join(" ")
     ));
-    let ok = Command::new("sh")
+    let ok = Command::new(Tool::Shell.binary())
         .arg("-c")
         .arg(install_command(&missing))
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         log(&format!(
-            "note: could not install {}; the browser test will skip",
+            "note: could not install {}; the browser test will fail",
             missing.join(" ")
         ));
     }

@@ -61,10 +61,11 @@ const SIM_LAYERS: &[(&str, &[&str])] = &[
 /// CNI before what sweeps its leftovers, the cluster before the engines that program it,
 /// the run on top.
 const HARNESS_LAYERS: &[(&str, &[&str])] = &[
-    // Entering and naming network namespaces; the Debian packages a run needs.
-    ("namespaces", &["netns", "prereq"]),
-    // The seam: tools in a namespace (one table of names), typed netlink, the fan-out.
-    ("system", &["system"]),
+    // Entering and naming network namespaces.
+    ("namespaces", &["netns"]),
+    // The seam: tools in a namespace (one table of names), typed netlink, the fan-out;
+    // the Debian packages those tools come from.
+    ("system", &["system", "prereq"]),
     // A small libcni: conflists, ADD/CHECK/DEL, the result cache.
     ("cni", &["cni"]),
     // What killed runs left, and the processes they started.

@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use sim::objects::ClusterObjects;
-use sim::plan::Plan;
 use sim::kube_proxy::iptables::{
     ProxyRules, Table, bootstrap_restore, is_kube_proxy_chain, kube_proxy_view, render,
 };
 use sim::kube_proxy::names::KUBE_PROXY_CANARY;
+use sim::objects::ClusterObjects;
+use sim::plan::Plan;
 
 use super::{
     ProxyError, ProxyNodeSync, ProxySyncReport, ServiceProxy, default_system, route_service_cidr,

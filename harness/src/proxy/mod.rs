@@ -23,9 +23,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use sim::kube_proxy::model::ProxyInput;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
-use sim::kube_proxy::model::ProxyInput;
 use sim::scenario::ProxyKind;
 
 use crate::cluster::NODE_UPLINK;

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use sim::kube_proxy::nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
-use sim::kube_proxy::nftables::{NftRules, TABLE, listed_names, normalise_listing, render};
 
 use super::{
     ProxyError, ProxyNodeSync, ProxySyncReport, ServiceProxy, default_system, route_service_cidr,
@@ -187,8 +187,8 @@ fn start_up(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::protocol::Protocol;
     use sim::kube_proxy::model::{Endpoint, ProxyConfig, ProxyInput, ServicePort, SessionAffinity};
+    use sim::protocol::Protocol;
 
     fn ip(s: &str) -> std::net::Ipv4Addr {
         s.parse().unwrap()

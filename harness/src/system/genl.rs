@@ -8,8 +8,8 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
-use sim::protocol::Protocol;
 use sim::kube_proxy::ipvs::VirtualServer;
+use sim::protocol::Protocol;
 
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;

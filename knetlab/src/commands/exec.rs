@@ -2,6 +2,7 @@
 //! namespace of a kept cluster (see [`super::shell`] for how the run is found) and exits
 //! with the command's exit code (128 + the signal when a signal ended it).
 
+use harness::system::Tool;
 use std::process::{Command, ExitStatus};
 
 #[derive(clap::Args)]
@@ -48,7 +49,7 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
-    let status = Command::new("ip")
+    let status = Command::new(Tool::Ip.binary())
         .args(["netns", "exec", &ns])
         .args(&args.command)
         .status();

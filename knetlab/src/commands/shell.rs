@@ -5,6 +5,7 @@
 //! The shell runs through `ip netns exec`, which also shows the namespace's own `/sys`
 //! and its `/etc/netns/NAME` files (the pods' resolv.conf), as `--keep` tells people.
 
+use harness::system::Tool;
 use std::process::Command;
 
 use harness::sweep::{KeptRun, kept_runs};
@@ -77,7 +78,7 @@ pub fn namespace(run: &KeptRun, target: &str) -> Result<String, String> {
 /// `ip netns exec NS bash --norc -i` with a prompt naming the target.
 pub fn shell_command(run: &KeptRun, target: &str) -> Result<Command, String> {
     let ns = namespace(run, target)?;
-    let mut cmd = Command::new("ip");
+    let mut cmd = Command::new(Tool::Ip.binary());
     cmd.args(["netns", "exec", &ns, "bash", "--norc", "-i"])
         .env(
             "PS1",
@@ -135,7 +136,7 @@ mod tests {
     fn the_shell_enters_the_targets_namespace_with_a_prompt_naming_it() {
         let r = run("kl000001");
         let cmd = shell_command(&r, "x/a").unwrap();
-        assert_eq!(cmd.get_program(), "ip");
+        assert_eq!(cmd.get_program(), Tool::Ip.binary());
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args,

@@ -183,7 +183,7 @@ mod tests {
     use crate::matrix::Verdict;
     use crate::objects::{ClusterObjects, Object};
     use crate::oracle::{Case, OracleContext, predict, predict_service};
-    use crate::policy::fixtures::*;
+    use crate::policy::fixtures::{model_with, node_addresses};
     use crate::services::alloc::{ServiceRanges, allocate};
 
     /// The standard model (x/a, x/c on n1; x/b on n2) with the policies given and a

@@ -743,7 +743,7 @@ mod tests {
     use crate::cluster::ClusterConfig;
     use crate::objects::{ClusterObjects, Object};
     use crate::oracle::NodeAddresses;
-    use crate::policy::fixtures::*;
+    use crate::policy::fixtures::{model_with, node_addresses};
     use crate::services::alloc::{ServiceRanges, allocate};
     use crate::services::targets::targets_of;
 

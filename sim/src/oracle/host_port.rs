@@ -432,7 +432,7 @@ mod tests {
 
     use super::*;
     use crate::oracle::predict;
-    use crate::policy::fixtures::*;
+    use crate::policy::fixtures::{add_pod, model_with, node_addresses, pr};
 
     /// The standard model (x/a, x/c on n1; x/b on n2) plus `x/web` on n1, labelled
     /// `app=web`, serving 8080 with hostPort 30080, and the policies given.

@@ -515,7 +515,7 @@ mod tests {
     use super::*;
     use crate::cluster::{ClusterConfig, PolicyEngineKind};
     use crate::objects::{ClusterObjects, Kind, Object};
-    use crate::policy::fixtures::*;
+    use crate::policy::fixtures::{model_with, node_addresses};
     use crate::services::alloc::{ServiceRanges, allocate};
 
     /// The standard model with x/a, x/b, x/c also labelled `app=web` (x/a and x/c on

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use super::*;
 use crate::matrix::Verdict;
 use crate::objects::{Kind, Object, pod_ip};
-use crate::policy::fixtures::*;
+use crate::policy::fixtures::{
+    NAMESPACES, PODS, add_pod, model_with, namespace, node_addresses, pod, policy, pr,
+    standard_model,
+};
 use crate::protocol::Protocol;
 
 /// Predicts one cell: `from` is `ns/pod` or `node/N`, `to` is `ns/pod`, port `TCP/80`.

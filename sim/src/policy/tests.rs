@@ -1,7 +1,7 @@
 //! Tests of policy resolution itself (the semantics end to end are tested through the
 //! oracle, in `oracle::tests`).
 
-use super::fixtures::*;
+use super::fixtures::{add_pod, model_with, namespace, pod, policy, pr, standard_model};
 use super::*;
 
 #[test]

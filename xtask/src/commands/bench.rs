@@ -264,12 +264,7 @@ fn machine() -> String {
     format!("{cpus} vCPU ({model}), Linux {}", kernel.trim())
 }
 
+/// Today's date (UTC), as BENCHMARKS.md dates its figures.
 fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().date().to_string()
 }

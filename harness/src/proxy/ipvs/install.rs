@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use sim::plan::Plan;
 use sim::kube_proxy::ipvs::{DUMMY_DEVICE, IpvsRules, JUMPS};
+use sim::plan::Plan;
 
 use super::super::{ProxyNodeSync, route_service_cidr};
 use crate::netns::Netns;

@@ -33,9 +33,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sim::kube_proxy::ipvs::{self as proxy_ipvs, DUMMY_DEVICE, IpvsRules};
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
-use sim::kube_proxy::ipvs::{self as proxy_ipvs, DUMMY_DEVICE, IpvsRules};
 use sim::scenario::{IpvsConfig, IpvsFallback};
 
 use super::iptables::IptablesProxy;

@@ -38,10 +38,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use sim::kube_proxy::model::service_ports;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
 use sim::protocol::Protocol;
-use sim::kube_proxy::model::service_ports;
 
 use super::{
     ProxyError, ProxyNodeSync, ProxySyncReport, ServiceProxy, default_system, route_service_cidr,

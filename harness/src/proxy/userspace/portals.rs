@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use sim::protocol::Protocol;
 use sim::kube_proxy::iptables::normalise_rule;
+use sim::protocol::Protocol;
 
 /// nat chain jumped to from PREROUTING: pods' connections to cluster IPs.
 pub const PORTALS_CONTAINER: &str = "KUBE-PORTALS-CONTAINER";

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use sim::protocol::Protocol;
-use sim::kube_proxy::model::{ServicePort, SessionAffinity};
 use sim::kube_proxy::model::cluster_ip_backends;
+use sim::kube_proxy::model::{ServicePort, SessionAffinity};
+use sim::protocol::Protocol;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 

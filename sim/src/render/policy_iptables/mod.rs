@@ -59,20 +59,24 @@
 //! node's underlay address as source and is judged like any outside address.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use crate::cluster::DenyStyle;
 use crate::policy::{
-    Direction, Endpoint, IpBlockMatch, PeerCheck, PeerKind, PodInfo, PortEntry, PortSpan,
-    ResolvedPolicies, ResolvedPolicy, ResolvedRule,
+    Direction, Endpoint, PeerCheck, PeerKind, PodInfo, PortEntry, PortSpan, ResolvedPolicies,
+    ResolvedPolicy, ResolvedRule,
 };
-use crate::protocol::Protocol;
+
+mod rule;
+mod sets;
 
 use super::names::{self, save_quote};
-use super::ruleset::{self, ApplyScripts, Hook, IpSet, Ruleset, SetEntry, SetKind};
+use super::ruleset::{self, ApplyScripts, Hook, IpSet, Ruleset, SetKind};
+use rule::{Rule, deny_target, proto_name, with_span};
+pub(crate) use sets::ip_block_entries;
+use sets::pod_set;
 
 /// Set by KUBE-NWPLCY-DEFAULT and by policy rules: "some policy (or no isolation)
 /// allows this in the direction being judged".
@@ -189,107 +193,6 @@ pub fn render_node(resolved: &ResolvedPolicies, node: &str, ctx: &RenderContext)
         node: node.to_string(),
         ctx: *ctx,
         ruleset: b.finish(),
-    }
-}
-
-/// One rule, written in the order `iptables-save` prints its parts, so the text we load
-/// is the text we read back.
-#[derive(Debug, Clone, Default)]
-struct Rule {
-    src: Option<Ipv4Addr>,
-    dst: Option<Ipv4Addr>,
-    proto: Option<&'static str>,
-    comment: Option<String>,
-    matches: Vec<String>,
-    target: String,
-}
-
-impl Rule {
-    fn new() -> Self {
-        Self::default()
-    }
-    fn src(mut self, ip: Ipv4Addr) -> Self {
-        self.src = Some(ip);
-        self
-    }
-    fn dst(mut self, ip: Ipv4Addr) -> Self {
-        self.dst = Some(ip);
-        self
-    }
-    fn proto(mut self, p: &'static str) -> Self {
-        self.proto = Some(p);
-        self
-    }
-    fn comment(mut self, c: impl Into<String>) -> Self {
-        self.comment = Some(c.into());
-        self
-    }
-    fn m(mut self, m: impl Into<String>) -> Self {
-        self.matches.push(m.into());
-        self
-    }
-    fn jump(mut self, target: impl Into<String>) -> Self {
-        self.target = target.into();
-        self
-    }
-
-    /// The rule without `-A CHAIN`.
-    fn spec(&self) -> String {
-        let mut s = String::new();
-        if let Some(ip) = self.src {
-            let _ = write!(s, " -s {ip}/32");
-        }
-        if let Some(ip) = self.dst {
-            let _ = write!(s, " -d {ip}/32");
-        }
-        if let Some(p) = self.proto {
-            let _ = write!(s, " -p {p}");
-        }
-        if let Some(c) = &self.comment {
-            // The comment match holds at most 255 bytes.
-            let c = ruleset::truncate_bytes(c, 255);
-            let _ = write!(s, " -m comment --comment {}", save_quote(c));
-        }
-        for m in &self.matches {
-            let _ = write!(s, " {m}");
-        }
-        let _ = write!(s, " -j {}", self.target);
-        s.trim_start().to_string()
-    }
-
-    fn line(&self, chain: &str) -> String {
-        format!("-A {chain} {}", self.spec())
-    }
-}
-
-/// What a pod chain does with traffic no policy allowed.
-fn deny_target(deny: DenyStyle) -> &'static str {
-    match deny {
-        // Not kube-router's plain REJECT (port-unreachable, which reads as a closed port):
-        // admin-prohibited gives the client EHOSTUNREACH, "a filter said no".
-        DenyStyle::Reject => "REJECT --reject-with icmp-admin-prohibited",
-        DenyStyle::Drop => "DROP",
-    }
-}
-
-/// The protocol as iptables names it.
-fn proto_name(p: Protocol) -> &'static str {
-    p.lower()
-}
-
-/// `-p PROTO` plus `-m PROTO --dport N[:M]` for one span (no port match for "every port").
-fn with_span(rule: Rule, span: Option<&PortSpan>) -> Rule {
-    match span {
-        None => rule,
-        Some(s) => {
-            let p = proto_name(s.protocol);
-            let rule = rule.proto(p);
-            match s.range {
-                None => rule,
-                Some((a, b)) if a == b => rule.m(format!("-m {p} --dport {a}")),
-                Some((a, b)) => rule.m(format!("-m {p} --dport {a}:{b}")),
-            }
-        }
     }
 }
 
@@ -759,15 +662,6 @@ impl Builder {
     }
 }
 
-/// A `hash:ip` set of pods (those with an IP), commented with their names.
-fn pod_set(pods: &[&PodInfo]) -> IpSet {
-    IpSet::new(
-        SetKind::HashIp,
-        pods.iter()
-            .filter_map(|p| p.ip.map(|ip| SetEntry::host(ip, p.pod.to_string()))),
-    )
-}
-
 /// The destination pods of one named port entry, grouped by the port it resolves to on
 /// each: for ingress the policy's local pods, for egress every pod of the cluster the
 /// rule's peers admit. Pods where the name resolves to nothing are left out.
@@ -794,41 +688,4 @@ fn named_port_groups<'a>(
         }
     }
     groups
-}
-
-/// The `hash:net` entries of an ipBlock: the block (or its two /1 halves for /0) minus the
-/// halves an `except` covers entirely, plus each `except` lying strictly inside a kept
-/// entry as `nomatch`. ipset matches the most specific entry containing the address, so
-/// the set contains exactly the addresses [`IpBlockMatch::contains`] accepts.
-pub(crate) fn ip_block_entries(block: &IpBlockMatch) -> Vec<SetEntry> {
-    let halves: Vec<Ipv4Net> = if block.cidr.prefix_len() == 0 {
-        vec![
-            Ipv4Net::new(Ipv4Addr::new(0, 0, 0, 0), 1).expect("valid /1"),
-            Ipv4Net::new(Ipv4Addr::new(128, 0, 0, 0), 1).expect("valid /1"),
-        ]
-    } else {
-        vec![block.cidr]
-    };
-    let kept: Vec<Ipv4Net> = halves
-        .into_iter()
-        .filter(|h| !block.except.iter().any(|e| e.contains(h)))
-        .collect();
-    let mut entries: Vec<SetEntry> = kept
-        .iter()
-        .map(|n| SetEntry {
-            net: *n,
-            nomatch: false,
-            comment: format!("ipBlock {}", block.cidr),
-        })
-        .collect();
-    for e in &block.except {
-        if kept.iter().any(|k| k.contains(e) && k != e) {
-            entries.push(SetEntry {
-                net: *e,
-                nomatch: true,
-                comment: format!("except {e}"),
-            });
-        }
-    }
-    entries
 }
