@@ -23,7 +23,7 @@ fn a_small_soak_with_kills_leaves_nothing() {
             "33",
             "--seed",
             "13",
-            "--scenarios",
+            "--mix",
             "default-deny,proxy-modes-nftables,overlay-vxlan,dns,ingress-tls,label-change",
         ])
         .env("CI", "true")

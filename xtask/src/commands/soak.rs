@@ -65,8 +65,9 @@ pub struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Scenarios to cycle through, comma-separated (default: a mix of every feature).
-    #[arg(long, value_delimiter = ',')]
-    scenarios: Vec<String>,
+    /// (`--scenarios DIR`, the global option, says where their files are.)
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    mix: Vec<String>,
     /// Append the report to RELIABILITY.md with the machine and the date.
     #[arg(long)]
     write: bool,
@@ -108,10 +109,10 @@ pub fn main(args: Args) -> u8 {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let mix: Vec<String> = if args.scenarios.is_empty() {
+    let mix: Vec<String> = if args.mix.is_empty() {
         DEFAULT_MIX.iter().map(|s| s.to_string()).collect()
     } else {
-        args.scenarios.clone()
+        args.mix.clone()
     };
     let mut rng = SplitMix(seed);
     let plan: Vec<Planned> = (0..args.runs)
