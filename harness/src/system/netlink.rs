@@ -33,8 +33,8 @@ pub use read::{Address, FdbEntry, Link, Route, Scope, Vxlan};
 
 /// The routing protocol the router's and nodes' Service routes carry (`proto bgp`, as a
 /// gateway that learnt them from MetalLB's BGP speakers would show them), so a sync finds
-/// its own routes, and only those, again: every other route knetlab makes is `proto
-/// static` or `proto boot`.
+/// its own routes, and only those, again: every other route knetlab makes carries another
+/// protocol.
 const SERVICE_ROUTE_PROTOCOL: RouteProtocol = RouteProtocol::Bgp;
 
 /// Stands for the namespace in the errors of a [`Netlink`] made from a bare handle,
@@ -55,19 +55,19 @@ pub struct NewVxlan<'a> {
     pub mtu: u32,
 }
 
+/// An rtnetlink connection inside one namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+    ns: String,
+}
+
 /// Wraps a bare handle (what `crate::netns::Netns::netlink` returns) whose namespace the
 /// caller names in its own error context.
 impl From<&Handle> for Netlink {
     fn from(handle: &Handle) -> Self {
         Self::from_handle(handle.clone(), UNNAMED_NS)
     }
-}
-
-/// An rtnetlink connection inside one namespace.
-#[derive(Clone)]
-pub struct Netlink {
-    handle: Handle,
-    ns: String,
 }
 
 /// Runs `f` over a netlink connection inside `ns`, on a thread of its own, and waits for
@@ -481,8 +481,9 @@ impl Netlink {
             .map_err(|e| self.fail(format!("add route {dest} dev {dev}"), e))
     }
 
-    /// Deletes every Service route (a /32 of [`SERVICE_ROUTE_PROTOCOL`]) whose address is
-    /// not in `keep`, after listing them all. Returns how many it deleted.
+    /// Deletes every Service route (a /32 of `proto bgp`: `SERVICE_ROUTE_PROTOCOL`)
+    /// whose address is not in `keep`, after listing them all. Returns how many it
+    /// deleted.
     pub async fn delete_service_routes_except(
         &self,
         keep: &[Ipv4Addr],
