@@ -1,5 +1,5 @@
 //! Building the fabric and the nodes: the underlay bridge `br0` in the fabric namespace,
-//! one veth per node created by a single rtnetlink request with its peer born inside the
+//! one veth per node created by a single netlink request with its peer born inside the
 //! node as `eth0` (moving a link between namespaces afterwards costs an RCU grace period,
 //! ~16 ms), the node's underlay address and MAC, its sysctls, its CNI configuration,
 //! the way to every other node's pod subnet (host-gw routes via the node's underlay
@@ -8,17 +8,11 @@
 //! are built in [`super::outside`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
-};
+use ipnet::Ipv4Net;
 use sim::plan::{NodePlan, Plan, UNDERLAY, prefix_of};
 use sim::scenario::NetworkMode;
 
@@ -26,6 +20,7 @@ use super::{Cluster, HostHandle, NodeHandle, RunGuard, outside, vxlan};
 use crate::cni;
 use crate::netns::{self, Netns};
 use crate::sweep;
+use crate::system::netlink::Netlink;
 
 /// The fabric's bridge.
 pub const FABRIC_BRIDGE: &str = "br0";
@@ -197,25 +192,17 @@ async fn build(plan: &Plan) -> Result<Built> {
         .map(|_| next())
         .collect::<Result<Vec<_>>>()?;
 
-    let fh = fabric.netlink()?;
-    set_up(&fh, "lo")
-        .await
-        .with_context(|| format!("bring up lo in {}", fabric.name()))?;
-    fh.link()
-        .add(LinkBridge::new(FABRIC_BRIDGE).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("create bridge {FABRIC_BRIDGE} in {}", fabric.name()))?;
-    let br = index_of(&fh, FABRIC_BRIDGE)
-        .await
-        .with_context(|| format!("in {}", fabric.name()))?;
+    let fh = Netlink::from_handle(fabric.netlink()?, fabric.name());
+    fh.bring_up("lo").await?;
+    fh.add_bridge(FABRIC_BRIDGE).await?;
+    let br = fh.index_by_name(FABRIC_BRIDGE).await?;
     // rtnl serialises link creation anyway, so one request after the other is the floor.
     for (node, ns) in plan.nodes.iter().zip(&node_ns) {
-        add_veth_into(
-            &fh,
+        fh.add_veth_with_peer_in(
             &node.fabric_port,
             Some(br),
             ns,
+            NODE_UPLINK,
             Some(node.underlay_mac),
         )
         .await
@@ -229,11 +216,11 @@ async fn build(plan: &Plan) -> Result<Built> {
         })?;
     }
     if let (Some(router), Some(ns)) = (&plan.router, &router_ns) {
-        add_veth_into(
-            &fh,
+        fh.add_veth_with_peer_in(
             &router.fabric_port,
             Some(br),
             ns,
+            NODE_UPLINK,
             Some(router.underlay_mac),
         )
         .await
@@ -299,31 +286,18 @@ async fn build(plan: &Plan) -> Result<Built> {
     })
 }
 
-/// One request: a veth whose local end `local` is created in `h`'s namespace, up (and a
-/// port of `controller` if given), and whose peer is born inside `peer_ns` as `eth0`
-/// (with `peer_mac` if given). The peer must be created down: `IFF_UP` on the peer fails
-/// the whole request with ENOTCONN.
+/// [`Netlink::add_veth_with_peer_in`] with the peer named `eth0`, for callers that hold
+/// a bare handle of [`Netns::netlink`] (their context names the namespace).
 pub(super) async fn add_veth_into(
-    h: &Handle,
+    h: impl Into<Netlink>,
     local: &str,
     controller: Option<u32>,
     peer_ns: &Netns,
     peer_mac: Option<[u8; 6]>,
 ) -> Result<()> {
-    let ns_file =
-        File::open(peer_ns.path()).with_context(|| format!("open {}", peer_ns.path().display()))?;
-    let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(NODE_UPLINK.to_string());
-    if let Some(mac) = peer_mac {
-        peer = peer.address(mac.to_vec());
-    }
-    let peer = peer.setns_by_fd(ns_file.as_raw_fd()).build();
-    let mut msg =
-        LinkVeth::new(local, NODE_UPLINK).set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
-    if let Some(br) = controller {
-        msg = msg.controller(br);
-    }
-    h.link().add(msg.up().build()).execute().await?;
-    Ok(())
+    Ok(h.into()
+        .add_veth_with_peer_in(local, controller, peer_ns, NODE_UPLINK, peer_mac)
+        .await?)
 }
 
 /// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes
@@ -338,7 +312,7 @@ pub(super) async fn configure_node(
     for (key, value) in NODE_SYSCTLS {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = ns.netlink()?;
+    let h = Netlink::from_handle(ns.netlink()?, ns.name());
     let eth0 = underlay_up(&h, node.underlay_ip).await?;
     match plan.network {
         NetworkMode::HostGw => host_gw_routes(&h, plan, node, eth0).await?,
@@ -349,17 +323,14 @@ pub(super) async fn configure_node(
     // host traffic never enters the tunnel.
     if let Some(router) = &plan.router {
         for host in &plan.hosts {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(host.address, 32)
-                .gateway(router.underlay_ip)
-                .output_interface(eth0)
-                .build();
-            h.route().add(route).execute().await.with_context(|| {
-                format!(
-                    "add route {}/32 via {} dev {NODE_UPLINK} (host {})",
-                    host.address, router.underlay_ip, host.name
-                )
-            })?;
+            h.add_gateway_route(
+                Ipv4Net::from(host.address),
+                router.underlay_ip,
+                NODE_UPLINK,
+                eth0,
+            )
+            .await
+            .with_context(|| format!("route to host {}", host.name))?;
         }
     }
     let dirs = cni::NodeDirs::new(state_dir, &node.name);
@@ -368,61 +339,39 @@ pub(super) async fn configure_node(
 }
 
 /// host-gw: each other node's pod subnet via that node's underlay address.
-async fn host_gw_routes(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
+async fn host_gw_routes(h: &Netlink, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        host_gw_route(h, other, eth0).await?;
+        h.add_gateway_route(other.pod_subnet, other.underlay_ip, NODE_UPLINK, eth0)
+            .await?;
     }
     Ok(())
 }
 
 /// host-gw: the route to `other`'s pod subnet via its underlay address (`eth0`: the
-/// index of this node's underlay link).
-pub(super) async fn host_gw_route(h: &Handle, other: &NodePlan, eth0: u32) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(other.pod_subnet.network(), other.pod_subnet.prefix_len())
-        .gateway(other.underlay_ip)
-        .output_interface(eth0)
-        .build();
-    h.route().add(route).execute().await.with_context(|| {
-        format!(
-            "add route {} via {} dev {NODE_UPLINK}",
-            other.pod_subnet, other.underlay_ip
-        )
-    })
+/// index of this node's underlay link), for callers that hold a bare handle of
+/// [`Netns::netlink`] (their context names the namespace).
+pub(super) async fn host_gw_route(
+    h: impl Into<Netlink>,
+    other: &NodePlan,
+    eth0: u32,
+) -> Result<()> {
+    Ok(h.into()
+        .add_gateway_route(other.pod_subnet, other.underlay_ip, NODE_UPLINK, eth0)
+        .await?)
 }
 
 /// Brings up `lo` and the underlay `eth0` and gives `eth0` its underlay address.
 /// Returns `eth0`'s index.
-pub(super) async fn underlay_up(h: &Handle, ip: Ipv4Addr) -> Result<u32> {
-    set_up(h, "lo").await?;
-    let eth0 = set_up(h, NODE_UPLINK).await?;
-    h.address()
-        .add(eth0, IpAddr::V4(ip), UNDERLAY.prefix_len())
-        .execute()
-        .await
-        .with_context(|| format!("add {ip}/{} to {NODE_UPLINK}", UNDERLAY.prefix_len()))?;
+pub(super) async fn underlay_up(h: &Netlink, ip: Ipv4Addr) -> Result<u32> {
+    h.bring_up("lo").await?;
+    let eth0 = h.bring_up(NODE_UPLINK).await?;
+    let addr = Ipv4Net::new(ip, UNDERLAY.prefix_len()).context("the underlay's prefix")?;
+    h.add_address(NODE_UPLINK, eth0, addr).await?;
     Ok(eth0)
 }
 
-/// Brings the link called `name` up. Returns its index.
-pub(super) async fn set_up(h: &Handle, name: &str) -> Result<u32> {
-    let i = index_of(h, name).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(i).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("bring up {name}"))?;
-    Ok(i)
-}
-
-pub(super) async fn index_of(h: &Handle, name: &str) -> Result<u32> {
-    h.link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await
-        .with_context(|| format!("look up link {name}"))?
-        .map(|l| l.header.index)
-        .with_context(|| format!("no link {name}"))
+/// The index of the link called `name`, for callers that hold a bare handle of
+/// [`Netns::netlink`] (their context names the namespace).
+pub(super) async fn index_of(h: impl Into<Netlink>, name: &str) -> Result<u32> {
+    Ok(h.into().index_by_name(name).await?)
 }

@@ -16,20 +16,17 @@
 //! do behind a real gateway. [`sync_service_routes`] keeps these routes in line with
 //! the Services after every step.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
 use futures::future::try_join_all;
-use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteNextHop, RouteProtocol, RouteScope,
-};
+use ipnet::Ipv4Net;
 use sim::objects::ClusterObjects;
 use sim::plan::{HostPlan, Plan, ROUTER_HOST_GATEWAY, RouterPlan};
 
-use super::build::{NODE_SYSCTLS, NODE_UPLINK, add_veth_into, index_of, set_up, underlay_up};
+use super::build::{NODE_SYSCTLS, NODE_UPLINK, underlay_up};
 use crate::netns::Netns;
+use crate::system::netlink::Netlink;
 
 /// The router forwards, and answers with ICMP errors at once, like a node.
 pub const ROUTER_SYSCTLS: [(&str, &str); 2] = NODE_SYSCTLS;
@@ -41,10 +38,6 @@ pub const HOST_LINK: &str = NODE_UPLINK;
 /// Hash flows over the ECMP next hops by addresses and ports (layer 4), not by
 /// addresses alone: one client's connections then spread over the nodes.
 pub const ROUTER_MULTIPATH_SYSCTL: (&str, &str) = ("net/ipv4/fib_multipath_hash_policy", "1");
-/// The routing protocol the router's Service routes carry (`proto bgp`, as a gateway
-/// that learnt them from MetalLB's BGP speakers would show them), so a sync finds its
-/// own routes, and only those, again: every other route here is `proto static`.
-const SERVICE_ROUTE_PROTOCOL: RouteProtocol = RouteProtocol::Bgp;
 
 /// Inside the router: sysctls, the underlay address, one veth per host (created here,
 /// its peer born inside the host as `eth0`: one request each), the gateway address and
@@ -77,49 +70,23 @@ async fn configure_router(
     for (key, value) in ROUTER_SYSCTLS.into_iter().chain([ROUTER_MULTIPATH_SYSCTL]) {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = ns.netlink()?;
+    let h = Netlink::from_handle(ns.netlink()?, ns.name());
     let eth0 = underlay_up(&h, router.underlay_ip).await?;
     // rtnl serialises link creation: one request after the other is the floor.
     for (host, hns) in hosts {
-        add_veth_into(&h, &host.router_port, None, hns, None)
+        h.add_veth_with_peer_in(&host.router_port, None, hns, HOST_LINK, None)
             .await
-            .with_context(|| {
-                format!(
-                    "link host {} to the router ({} <-> {}/{HOST_LINK})",
-                    host.name,
-                    host.router_port,
-                    hns.name()
-                )
-            })?;
-        let port = index_of(&h, &host.router_port).await?;
-        h.address()
-            .add(port, IpAddr::V4(ROUTER_HOST_GATEWAY), 32)
-            .execute()
-            .await
-            .with_context(|| format!("add {ROUTER_HOST_GATEWAY}/32 to {}", host.router_port))?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(host.address, 32)
-            .output_interface(port)
-            .scope(RouteScope::Link)
-            .build();
-        h.route()
-            .add(route)
-            .execute()
-            .await
-            .with_context(|| format!("add route {}/32 dev {}", host.address, host.router_port))?;
+            .with_context(|| format!("link host {} to the router", host.name))?;
+        let port = h.index_by_name(&host.router_port).await?;
+        h.add_address(&host.router_port, port, Ipv4Net::from(ROUTER_HOST_GATEWAY))
+            .await?;
+        h.add_link_scope_route(Ipv4Net::from(host.address), &host.router_port, port)
+            .await?;
     }
     for node in &plan.nodes {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(node.pod_subnet.network(), node.pod_subnet.prefix_len())
-            .gateway(node.underlay_ip)
-            .output_interface(eth0)
-            .build();
-        h.route().add(route).execute().await.with_context(|| {
-            format!(
-                "add route {} via {} dev {NODE_UPLINK} (node {})",
-                node.pod_subnet, node.underlay_ip, node.name
-            )
-        })?;
+        h.add_gateway_route(node.pod_subnet, node.underlay_ip, NODE_UPLINK, eth0)
+            .await
+            .with_context(|| format!("route to node {}", node.name))?;
     }
     Ok(())
 }
@@ -130,33 +97,16 @@ async fn configure_host(host: &HostPlan, ns: &Netns) -> Result<()> {
     for (key, value) in HOST_SYSCTLS {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = ns.netlink()?;
-    set_up(&h, "lo").await?;
-    let eth0 = set_up(&h, HOST_LINK).await?;
-    h.address()
-        .add(eth0, IpAddr::V4(host.address), 32)
-        .execute()
+    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    h.bring_up("lo").await?;
+    let eth0 = h.bring_up(HOST_LINK).await?;
+    h.add_address(HOST_LINK, eth0, Ipv4Net::from(host.address))
+        .await?;
+    h.add_link_scope_route(Ipv4Net::from(ROUTER_HOST_GATEWAY), HOST_LINK, eth0)
+        .await?;
+    h.add_onlink_route(Ipv4Net::default(), ROUTER_HOST_GATEWAY, eth0)
         .await
-        .with_context(|| format!("add {}/32 to {HOST_LINK}", host.address))?;
-    let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(ROUTER_HOST_GATEWAY, 32)
-        .output_interface(eth0)
-        .scope(RouteScope::Link)
-        .build();
-    h.route()
-        .add(gw)
-        .execute()
-        .await
-        .with_context(|| format!("add route {ROUTER_HOST_GATEWAY}/32 dev {HOST_LINK}"))?;
-    let default = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-        .gateway(ROUTER_HOST_GATEWAY)
-        .output_interface(eth0)
-        .onlink()
-        .build();
-    h.route().add(default).execute().await.with_context(|| {
-        format!("add route default via {ROUTER_HOST_GATEWAY} dev {HOST_LINK} onlink")
-    })?;
+        .with_context(|| format!("the default route via {ROUTER_HOST_GATEWAY} dev {HOST_LINK}"))?;
     Ok(())
 }
 
@@ -204,76 +154,14 @@ pub async fn sync_service_routes(
 }
 
 /// In `ns`: every address of `wanted` as a /32 via `hops` (one next hop, or ECMP over
-/// several) out of `eth0`, and none of its other Service routes. Returns how many
-/// stale routes it deleted.
+/// several) out of `eth0`, and none of its other Service routes (those the kernel shows
+/// as `proto bgp`). Returns how many stale routes it deleted.
 async fn sync_routes(ns: &Netns, wanted: &[Ipv4Addr], hops: &[Ipv4Addr]) -> Result<usize> {
-    let h = ns.netlink()?;
-    let eth0 = index_of(&h, NODE_UPLINK)
-        .await
-        .with_context(|| format!("find {NODE_UPLINK} in {}", ns.name()))?;
-    let mut stale = Vec::new();
-    let mut dump = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
-    while let Some(route) = dump
-        .try_next()
-        .await
-        .with_context(|| format!("list the routes of {}", ns.name()))?
-    {
-        if route.header.protocol != SERVICE_ROUTE_PROTOCOL
-            || route.header.destination_prefix_length != 32
-        {
-            continue;
-        }
-        let dst = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        if dst.is_some_and(|ip| !wanted.contains(&ip)) {
-            stale.push(route);
-        }
-    }
-    let deleted = stale.len();
-    for route in stale {
-        h.route()
-            .del(route)
-            .execute()
-            .await
-            .with_context(|| format!("delete a stale Service route in {}", ns.name()))?;
-    }
-    let next_hops: Vec<RouteNextHop> = hops
-        .iter()
-        .map(|ip| {
-            let mut hop = RouteNextHop::default();
-            hop.interface_index = eth0;
-            hop.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(*ip))];
-            hop
-        })
-        .collect();
+    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    let eth0 = h.index_by_name(NODE_UPLINK).await?;
+    let deleted = h.delete_service_routes_except(wanted).await?;
     for ip in wanted {
-        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(*ip, 32)
-            .protocol(SERVICE_ROUTE_PROTOCOL);
-        let route = match hops {
-            [one] => builder.gateway(*one).output_interface(eth0).build(),
-            _ => builder.multipath(next_hops.clone()).build(),
-        };
-        h.route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| {
-                format!(
-                    "route {ip}/32 via {} in {}",
-                    hops.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    ns.name()
-                )
-            })?;
+        h.replace_service_route(*ip, hops, eth0).await?;
     }
     Ok(deleted)
 }

@@ -1,168 +1,43 @@
-//! Reading a namespace's links, IPv4 addresses and main-table IPv4 routes back from the
-//! kernel over rtnetlink (no process spawns), for [`super::Cluster::verify`] and
-//! [`super::Cluster::describe`].
+//! A namespace's links, IPv4 addresses and main-table IPv4 routes as the kernel has
+//! them, read through [`crate::system::netlink`] (no process spawns), for
+//! [`super::Cluster::verify`] and [`super::Cluster::describe`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteScope, RouteType,
-};
 
 use crate::netns::Netns;
-
-/// The kernel's main routing table.
-const MAIN_TABLE: u32 = 254;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Link {
-    pub index: u32,
-    pub name: String,
-    /// Administratively up (IFF_UP).
-    pub up: bool,
-    /// The bridge it is a port of.
-    pub controller: Option<u32>,
-    pub mac: Option<Vec<u8>>,
-    pub mtu: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Addr {
-    pub index: u32,
-    pub net: Ipv4Net,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Route {
-    pub dst: Ipv4Net,
-    pub gateway: Option<Ipv4Addr>,
-    pub oif: Option<u32>,
-    pub scope: RouteScope,
-    /// The gateway is used without a route to it (`onlink`).
-    pub onlink: bool,
-}
+pub(super) use crate::system::netlink::Link;
+use crate::system::netlink::{Address, Netlink, Route, Scope};
 
 /// What a namespace holds.
 #[derive(Debug, Clone, Default)]
 pub(super) struct NsState {
     pub links: Vec<Link>,
-    pub addrs: Vec<Addr>,
+    pub addrs: Vec<Address>,
     /// Unicast IPv4 routes of the main table.
     pub routes: Vec<Route>,
 }
 
 impl NsState {
     pub async fn read(ns: &Netns) -> Result<NsState> {
-        let h = ns.netlink()?;
+        let h = Netlink::from_handle(ns.netlink()?, ns.name());
         let ctx = || {
             format!(
                 "read links, addresses and routes in namespace {}",
                 ns.name()
             )
         };
-        let links: Vec<_> = h
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .with_context(ctx)?;
-        let addrs: Vec<_> = h
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .with_context(ctx)?;
-        let routes: Vec<_> = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .with_context(ctx)?;
-        let mut state = NsState::default();
-        for l in links {
-            let mut link = Link {
-                index: l.header.index,
-                name: String::new(),
-                up: l.header.flags.contains(LinkFlags::Up),
-                controller: None,
-                mac: None,
-                mtu: None,
-            };
-            for a in l.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => link.name = n,
-                    LinkAttribute::Controller(c) => link.controller = Some(c),
-                    LinkAttribute::Address(m) => link.mac = Some(m),
-                    LinkAttribute::Mtu(m) => link.mtu = Some(m),
-                    _ => {}
-                }
-            }
-            state.links.push(link);
-        }
-        for a in addrs {
-            if a.header.family != AddressFamily::Inet {
-                continue;
-            }
-            let ip = a.attributes.iter().find_map(|x| match x {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-            let ip = ip.or_else(|| {
-                a.attributes.iter().find_map(|x| match x {
-                    AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                    _ => None,
-                })
-            });
-            if let Some(ip) = ip
-                && let Ok(net) = Ipv4Net::new(ip, a.header.prefix_len)
-            {
-                state.addrs.push(Addr {
-                    index: a.header.index,
-                    net,
-                });
-            }
-        }
-        for r in routes {
-            if r.header.address_family != AddressFamily::Inet || r.header.kind != RouteType::Unicast
-            {
-                continue;
-            }
-            let mut table = u32::from(r.header.table);
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut gateway = None;
-            let mut oif = None;
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Table(t) => table = *t,
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if table != MAIN_TABLE {
-                continue;
-            }
-            if let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) {
-                state.routes.push(Route {
-                    dst,
-                    gateway,
-                    oif,
-                    scope: r.header.scope,
-                    onlink: r.header.flags.contains(RouteFlags::Onlink),
-                });
-            }
-        }
-        Ok(state)
+        // One after the other on one socket: [`read_many`] bounds the sockets open at once.
+        let links = h.links().await.with_context(ctx)?;
+        let addrs = h.all_ipv4_addresses().await.with_context(ctx)?;
+        let routes = h.main_ipv4_routes().await.with_context(ctx)?;
+        Ok(NsState {
+            links,
+            addrs,
+            routes,
+        })
     }
 
     pub fn link(&self, name: &str) -> Option<&Link> {
@@ -220,10 +95,10 @@ impl NsState {
                     s.push_str(&format!(" dev {}", self.link_name(i)));
                 }
                 match r.scope {
-                    RouteScope::Universe => {}
-                    RouteScope::Link => s.push_str(" scope link"),
-                    RouteScope::Host => s.push_str(" scope host"),
-                    other => s.push_str(&format!(" scope {}", u8::from(other))),
+                    Scope::Universe => {}
+                    Scope::Link => s.push_str(" scope link"),
+                    Scope::Host => s.push_str(" scope host"),
+                    Scope::Other(n) => s.push_str(&format!(" scope {n}")),
                 }
                 if r.onlink {
                     s.push_str(" onlink");

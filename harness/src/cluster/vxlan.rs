@@ -15,56 +15,40 @@
 //! [`super::Cluster::verify`] and [`super::Cluster::describe`].
 
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo};
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::{Handle, LinkVxlan};
 use sim::plan::{NodePlan, Plan, VtepPlan};
 
 use super::build::NODE_UPLINK;
 use super::readback::NsState;
 use crate::netns::Netns;
-use crate::system::netlink::Netlink;
+use crate::system::netlink::{Netlink, NewVxlan};
 
 /// Creates the node's VTEP and the route, ARP and FDB entries for every other node.
 /// `eth0` is the index of the node's (already up) underlay link.
-pub(super) async fn configure(h: &Handle, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
+pub(super) async fn configure(h: &Netlink, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
     let vtep = plan
         .vtep(node)
         .context("the plan has no VXLAN endpoint for this node (not in vxlan mode)")?;
     let dev = &vtep.device;
     // One request: device, MAC, MTU and up together (the underlay link is up already).
-    let msg = LinkVxlan::new(dev, vtep.vni)
-        .dev(eth0)
-        .local(vtep.local)
-        .port(vtep.port)
-        .learning(false)
-        .address(vtep.mac.to_vec())
-        .mtu(vtep.mtu)
-        .up()
-        .build();
-    h.link().add(msg).execute().await.with_context(|| {
-        format!(
-            "create {dev} (vxlan id {} local {} dev {NODE_UPLINK} dstport {} nolearning)",
-            vtep.vni, vtep.local, vtep.port
-        )
-    })?;
-    let vx = super::build::index_of(h, dev).await?;
-    h.address()
-        .add(vx, IpAddr::V4(vtep.address), 32)
-        .execute()
-        .await
-        .with_context(|| format!("add {}/32 to {dev}", vtep.address))?;
-    let nl = Netlink::from_handle(h.clone(), &node.netns);
+    h.add_vxlan(&NewVxlan {
+        name: dev,
+        vni: vtep.vni,
+        underlay: eth0,
+        local: vtep.local,
+        port: vtep.port,
+        mac: &vtep.mac,
+        mtu: vtep.mtu,
+    })
+    .await
+    .with_context(|| format!("through {NODE_UPLINK}"))?;
+    let vx = h.index_by_name(dev).await?;
+    h.add_address(dev, vx, Ipv4Net::from(vtep.address)).await?;
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        add_remote(&nl, plan, vx, dev, other).await?;
+        add_remote(h, plan, vx, dev, other).await?;
     }
     Ok(())
 }
@@ -136,122 +120,42 @@ pub(super) async fn read_node(plan: &Plan, node: &str, ns: &Netns) -> Result<Opt
     let Some(want) = plan.node(node).and_then(|n| plan.vtep(n)) else {
         return Ok(None);
     };
-    let h = ns.netlink()?;
-    read(&h, &want.device)
-        .await
-        .with_context(|| format!("in namespace {}", ns.name()))
+    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    read(&h, &want.device).await
 }
 
 /// Reads the VXLAN device called `dev` with its neighbours and FDB, or `None` if the
 /// namespace has no such device.
-pub(super) async fn read(h: &Handle, dev: &str) -> Result<Option<VtepState>> {
-    let link = h
-        .link()
-        .get()
-        .match_name(dev.to_string())
-        .execute()
-        .try_next()
-        .await;
-    let link = match link {
-        Ok(Some(l)) => l,
-        Ok(None) => return Ok(None),
-        // A lookup by name answers ENODEV when there is no such device.
-        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == nix::libc::ENODEV => {
-            return Ok(None);
-        }
-        Err(e) => return Err(e).with_context(|| format!("look up {dev}")),
+pub(super) async fn read(h: &Netlink, dev: &str) -> Result<Option<VtepState>> {
+    let Some(link) = h.vxlan(dev).await? else {
+        return Ok(None);
     };
-    let index = link.header.index;
-    let mut s = VtepState {
-        name: dev.to_string(),
-        up: link.header.flags.contains(LinkFlags::Up),
-        ..Default::default()
-    };
-    for a in link.attributes {
-        match a {
-            LinkAttribute::Address(m) => s.mac = Some(m),
-            LinkAttribute::Mtu(m) => s.mtu = Some(m),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    if let LinkInfo::Data(InfoData::Vxlan(nlas)) = info {
-                        for n in nlas {
-                            match n {
-                                InfoVxlan::Id(v) => s.vni = Some(v),
-                                InfoVxlan::Port(p) => s.port = Some(p),
-                                InfoVxlan::Local(ip) => s.local = Some(ip),
-                                InfoVxlan::Link(l) => s.link = Some(l),
-                                InfoVxlan::Learning(l) => s.learning = Some(l),
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let neigh: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
+    let mut neighbours = h
+        .permanent_neighbours(link.index)
         .await
         .with_context(|| format!("read the neighbours of {dev}"))?;
-    for n in neigh.iter().filter(|n| n.header.ifindex == index) {
-        if n.header.state != NeighbourState::Permanent {
-            continue;
-        }
-        let (dst, lladdr) = neigh_attrs(n);
-        if let (Some(IpAddr::V4(ip)), Some(m)) = (dst, lladdr) {
-            s.neighbours.push((ip, m));
-        }
-    }
-    s.neighbours.sort();
-    let fdb: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_collect()
+    neighbours.sort();
+    let mut fdb: Vec<_> = h
+        .own_fdb(link.index)
         .await
-        .with_context(|| format!("read the FDB of {dev}"))?;
-    for n in fdb.iter().filter(|n| n.header.ifindex == index) {
-        if !n.header.flags.contains(NeighbourFlags::Own) {
-            continue;
-        }
-        let (dst, lladdr) = neigh_attrs(n);
-        let Some(m) = lladdr else { continue };
-        let dst = match dst {
-            Some(IpAddr::V4(ip)) => Some(ip),
-            _ => None,
-        };
-        s.fdb
-            .push((m, dst, n.header.state == NeighbourState::Permanent));
-    }
-    s.fdb.sort();
-    Ok(Some(s))
-}
-
-fn neigh_attrs(n: &NeighbourMessage) -> (Option<IpAddr>, Option<Vec<u8>>) {
-    let mut dst = None;
-    let mut lladdr = None;
-    for a in &n.attributes {
-        match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
-                dst = Some(IpAddr::V4(*ip))
-            }
-            // FDB entries (family AF_BRIDGE) carry their IPv4 destination as raw bytes.
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-                if let Ok(octets) = <[u8; 4]>::try_from(b.as_slice()) {
-                    dst = Some(IpAddr::V4(Ipv4Addr::from(octets)));
-                }
-            }
-            NeighbourAttribute::LinkLayerAddress(m) => lladdr = Some(m.clone()),
-            _ => {}
-        }
-    }
-    (dst, lladdr)
+        .with_context(|| format!("read the FDB of {dev}"))?
+        .into_iter()
+        .map(|e| (e.mac, e.dst, e.permanent))
+        .collect();
+    fdb.sort();
+    Ok(Some(VtepState {
+        name: dev.to_string(),
+        up: link.up,
+        mac: link.mac,
+        mtu: link.mtu,
+        vni: link.vni,
+        port: link.port,
+        local: link.local,
+        link: link.link,
+        learning: link.learning,
+        neighbours,
+        fdb,
+    }))
 }
 
 /// Checks a node's VTEP, its address and its entries for every other node against the

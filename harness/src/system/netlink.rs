@@ -1,25 +1,73 @@
-//! Typed rtnetlink for what the engines change in a node (links, addresses, routes), and
-//! the one way to run such calls from blocking code: [`blocking`] opens the netlink
-//! socket on a thread of its own inside the namespace (so no tokio worker ever switches
-//! namespace) and drives the calls on a small runtime of that thread.
+//! Typed rtnetlink: every link, address, route, neighbour and FDB entry knetlab makes or
+//! reads in a namespace (the cluster's fabric, nodes, router and hosts, and what the
+//! engines change in a node) goes through [`Netlink`], so nothing outside `system`
+//! speaks rtnetlink, and every error names the namespace and the object. [`blocking`] is
+//! the one way to run such calls from blocking code: it opens the netlink socket on a
+//! thread of its own inside the namespace (so no tokio worker ever switches namespace)
+//! and drives the calls on a small runtime of that thread.
 
+use std::fs::File;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::packet_route::neighbour::NeighbourFlags;
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::{Handle, LinkDummy, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteNextHop, RouteProtocol, RouteScope,
+};
+use rtnetlink::{
+    Handle, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
+};
 
 use super::{NsRef, SystemError};
+use crate::netns::Netns;
+
+mod read;
+
+pub use read::{Address, FdbEntry, Link, Route, Scope, Vxlan};
+
+/// The routing protocol the router's and nodes' Service routes carry (`proto bgp`, as a
+/// gateway that learnt them from MetalLB's BGP speakers would show them), so a sync finds
+/// its own routes, and only those, again: every other route knetlab makes carries another
+/// protocol.
+const SERVICE_ROUTE_PROTOCOL: RouteProtocol = RouteProtocol::Bgp;
+
+/// Stands for the namespace in the errors of a [`Netlink`] made from a bare handle,
+/// whose caller names the namespace in its own context.
+const UNNAMED_NS: &str = "?";
+
+/// A VXLAN device to create: `ip link add NAME type vxlan id VNI dev UNDERLAY local LOCAL
+/// dstport PORT nolearning address MAC mtu MTU up`, in one request.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVxlan<'a> {
+    pub name: &'a str,
+    pub vni: u32,
+    /// The index of the link the device sends through.
+    pub underlay: u32,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub mac: &'a [u8],
+    pub mtu: u32,
+}
 
 /// An rtnetlink connection inside one namespace.
+#[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
     ns: String,
+}
+
+/// Wraps a bare handle (what `crate::netns::Netns::netlink` returns) whose namespace the
+/// caller names in its own error context.
+impl From<&Handle> for Netlink {
+    fn from(handle: &Handle) -> Self {
+        Self::from_handle(handle.clone(), UNNAMED_NS)
+    }
 }
 
 /// Runs `f` over a netlink connection inside `ns`, on a thread of its own, and waits for
@@ -265,6 +313,260 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+/// Building the cluster: the fabric bridge, the veths, the underlay and host addresses
+/// and the static routes, each one request as `ip` would send it.
+impl Netlink {
+    /// The index of the link `name`, asked for by name (one request, not a dump).
+    pub async fn index_by_name(&self, name: &str) -> Result<u32, SystemError> {
+        self.handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| self.fail(format!("look up link {name}"), e))?
+            .map(|l| l.header.index)
+            .ok_or_else(|| SystemError::NoLink {
+                ns: self.ns.clone(),
+                link: name.to_string(),
+            })
+    }
+
+    /// `ip link set NAME up`, the link asked for by name. Returns its index.
+    pub async fn bring_up(&self, name: &str) -> Result<u32, SystemError> {
+        let index = self.index_by_name(name).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("bring up {name}"), e))?;
+        Ok(index)
+    }
+
+    /// `ip link add NAME type bridge up`.
+    pub async fn add_bridge(&self, name: &str) -> Result<(), SystemError> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).up().build())
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("create bridge {name}"), e))
+    }
+
+    /// One request: a veth whose end `local` is created here, up (and a port of the
+    /// bridge of index `controller` if given), and whose peer is born inside `peer_ns`
+    /// as `peer_name` (with `peer_mac` if given), so it never has to move between
+    /// namespaces (which costs an RCU grace period). The peer is created down: `IFF_UP`
+    /// on the peer fails the whole request with ENOTCONN.
+    pub async fn add_veth_with_peer_in(
+        &self,
+        local: &str,
+        controller: Option<u32>,
+        peer_ns: &Netns,
+        peer_name: &str,
+        peer_mac: Option<[u8; 6]>,
+    ) -> Result<(), SystemError> {
+        let path = peer_ns.path();
+        let ns_file = File::open(&path).map_err(|e| SystemError::Kernel {
+            ns: self.ns.clone(),
+            what: format!("open {}", path.display()),
+            source: e.into(),
+        })?;
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new().name(peer_name.to_string());
+        if let Some(mac) = peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let peer = peer.setns_by_fd(ns_file.as_raw_fd()).build();
+        let mut msg =
+            LinkVeth::new(local, peer_name).set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+        if let Some(br) = controller {
+            msg = msg.controller(br);
+        }
+        self.handle
+            .link()
+            .add(msg.up().build())
+            .execute()
+            .await
+            .map_err(|e| {
+                self.fail(
+                    format!(
+                        "create veth {local} with peer {}/{peer_name}",
+                        peer_ns.name()
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// `ip link add` of a VXLAN device, its MAC, MTU and up state in one request.
+    pub async fn add_vxlan(&self, v: &NewVxlan<'_>) -> Result<(), SystemError> {
+        let msg = LinkVxlan::new(v.name, v.vni)
+            .dev(v.underlay)
+            .local(v.local)
+            .port(v.port)
+            .learning(false)
+            .address(v.mac.to_vec())
+            .mtu(v.mtu)
+            .up()
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            self.fail(
+                format!(
+                    "create {} (vxlan id {} local {} dstport {} nolearning)",
+                    v.name, v.vni, v.local, v.port
+                ),
+                e,
+            )
+        })
+    }
+
+    /// `ip addr add ADDR dev DEV` (`index`: DEV's index).
+    pub async fn add_address(
+        &self,
+        dev: &str,
+        index: u32,
+        addr: Ipv4Net,
+    ) -> Result<(), SystemError> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add {addr} to {dev}"), e))
+    }
+
+    /// `ip route add DEST via GW dev DEV` (`index`: DEV's index).
+    pub async fn add_gateway_route(
+        &self,
+        dest: Ipv4Net,
+        gateway: Ipv4Addr,
+        dev: &str,
+        index: u32,
+    ) -> Result<(), SystemError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add route {dest} via {gateway} dev {dev}"), e))
+    }
+
+    /// `ip route add DEST dev DEV scope link` (`index`: DEV's index).
+    pub async fn add_link_scope_route(
+        &self,
+        dest: Ipv4Net,
+        dev: &str,
+        index: u32,
+    ) -> Result<(), SystemError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dest.network(), dest.prefix_len())
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(|e| self.fail(format!("add route {dest} dev {dev}"), e))
+    }
+
+    /// Deletes every Service route (a /32 of `proto bgp`: `SERVICE_ROUTE_PROTOCOL`)
+    /// whose address is not in `keep`, after listing them all. Returns how many it
+    /// deleted.
+    pub async fn delete_service_routes_except(
+        &self,
+        keep: &[Ipv4Addr],
+    ) -> Result<usize, SystemError> {
+        let mut stale = Vec::new();
+        let mut dump = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = dump
+            .try_next()
+            .await
+            .map_err(|e| self.fail("list the routes".into(), e))?
+        {
+            if route.header.protocol != SERVICE_ROUTE_PROTOCOL
+                || route.header.destination_prefix_length != 32
+            {
+                continue;
+            }
+            let dst = route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            if dst.is_some_and(|ip| !keep.contains(&ip)) {
+                stale.push((dst, route));
+            }
+        }
+        let deleted = stale.len();
+        for (dst, route) in stale {
+            self.handle
+                .route()
+                .del(route)
+                .execute()
+                .await
+                .map_err(|e| {
+                    let dst = dst.map(|d| d.to_string()).unwrap_or_default();
+                    self.fail(format!("delete the stale Service route {dst}/32"), e)
+                })?;
+        }
+        Ok(deleted)
+    }
+
+    /// `ip route replace IP/32 proto bgp` via `hops` out of the link of index `index`:
+    /// one next hop, or ECMP over several.
+    pub async fn replace_service_route(
+        &self,
+        ip: Ipv4Addr,
+        hops: &[Ipv4Addr],
+        index: u32,
+    ) -> Result<(), SystemError> {
+        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .protocol(SERVICE_ROUTE_PROTOCOL);
+        let route = match hops {
+            [one] => builder.gateway(*one).output_interface(index).build(),
+            _ => builder
+                .multipath(
+                    hops.iter()
+                        .map(|gw| {
+                            let mut hop = RouteNextHop::default();
+                            hop.interface_index = index;
+                            hop.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(*gw))];
+                            hop
+                        })
+                        .collect(),
+                )
+                .build(),
+        };
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                let via = hops
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.fail(format!("route {ip}/32 via {via}"), e)
+            })
     }
 }
 
