@@ -58,3 +58,15 @@ pub fn workspace_root() -> PathBuf {
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole command line at once: two options of one name (a global one
+    /// and a subcommand's) would otherwise panic only when a user types that command.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
