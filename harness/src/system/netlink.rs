@@ -13,8 +13,9 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
+use nix::errno::Errno;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::neighbour::NeighbourFlags;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteNextHop, RouteProtocol, RouteScope,
@@ -140,27 +141,29 @@ impl Netlink {
         }
     }
 
-    /// The index of the link `name`, `None` if there is none.
+    /// The index of the link `name`, `None` if there is none: one request by name, as
+    /// `ip link show NAME` sends (the kernel answers ENODEV for a missing link), not a
+    /// dump of every link.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, SystemError> {
-        let links: Vec<_> = self
+        match self
             .handle
             .link()
             .get()
+            .match_name(name.to_string())
             .execute()
-            .try_collect()
+            .try_next()
             .await
-            .map_err(|e| self.fail("list links".into(), e))?;
-        Ok(links
-            .into_iter()
-            .find(|l| {
-                l.attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
-            })
-            .map(|l| l.header.index))
+        {
+            Ok(link) => Ok(link.map(|l| l.header.index)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(Errno::ENODEV as i32) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(format!("look up link {name}"), e)),
+        }
     }
 
-    async fn index(&self, name: &str) -> Result<u32, SystemError> {
+    /// The index of the link `name`; [`SystemError::NoLink`] if there is none.
+    pub async fn index_by_name(&self, name: &str) -> Result<u32, SystemError> {
         self.link_index(name)
             .await?
             .ok_or_else(|| SystemError::NoLink {
@@ -186,7 +189,7 @@ impl Netlink {
 
     /// Sets the link `name` up (`up`) or down.
     pub async fn set_state(&self, name: &str, up: bool) -> Result<(), SystemError> {
-        let index = self.index(name).await?;
+        let index = self.index_by_name(name).await?;
         let msg = LinkUnspec::new_with_index(index);
         let msg = if up { msg.up() } else { msg.down() };
         let state = if up { "up" } else { "down" };
@@ -200,7 +203,7 @@ impl Netlink {
 
     /// `ip route replace DEST dev DEV`: scope link, protocol boot, as `ip` makes it.
     pub async fn replace_link_route(&self, dest: Ipv4Net, dev: &str) -> Result<(), SystemError> {
-        let index = self.index(dev).await?;
+        let index = self.index_by_name(dev).await?;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dest.network(), dest.prefix_len())
             .output_interface(index)
@@ -267,7 +270,7 @@ impl Netlink {
     }
 
     async fn address_messages(&self, dev: &str) -> Result<Vec<AddressMessage>, SystemError> {
-        let index = self.index(dev).await?;
+        let index = self.index_by_name(dev).await?;
         self.handle
             .address()
             .get()
@@ -290,7 +293,7 @@ impl Netlink {
 
     /// `ip addr replace ADDR dev DEV`.
     pub async fn replace_address(&self, dev: &str, addr: Ipv4Net) -> Result<(), SystemError> {
-        let index = self.index(dev).await?;
+        let index = self.index_by_name(dev).await?;
         self.handle
             .address()
             .add(index, IpAddr::V4(addr.addr()), addr.prefix_len())
@@ -319,23 +322,6 @@ impl Netlink {
 /// Building the cluster: the fabric bridge, the veths, the underlay and host addresses
 /// and the static routes, each one request as `ip` would send it.
 impl Netlink {
-    /// The index of the link `name`, asked for by name (one request, not a dump).
-    pub async fn index_by_name(&self, name: &str) -> Result<u32, SystemError> {
-        self.handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(|e| self.fail(format!("look up link {name}"), e))?
-            .map(|l| l.header.index)
-            .ok_or_else(|| SystemError::NoLink {
-                ns: self.ns.clone(),
-                link: name.to_string(),
-            })
-    }
-
     /// `ip link set NAME up`, the link asked for by name. Returns its index.
     pub async fn bring_up(&self, name: &str) -> Result<u32, SystemError> {
         let index = self.index_by_name(name).await?;

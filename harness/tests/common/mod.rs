@@ -10,26 +10,15 @@
 // Every test binary compiles this module and uses its own part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
-
-/// A program a test needs beyond what [`harness::prereq`] already checks, and the
-/// Debian package that ships it.
-pub struct Tool {
-    pub path: &'static str,
-    pub package: &'static str,
-}
+/// The tools a test may need beyond knetlab's prerequisites come from the one tool
+/// table, with the path Debian installs them at and their package.
+pub use harness::system::Tool;
 
 /// Packet tracing (`--trace`) reads the kernel's TRACE events with it.
-pub const XTABLES_MONITOR: Tool = Tool {
-    path: "/usr/sbin/xtables-monitor",
-    package: "iptables",
-};
+pub const XTABLES_MONITOR: Tool = Tool::XtablesMonitor;
 
 /// The HTML report's browser test lays the page out in headless Chromium.
-pub const CHROMIUM: Tool = Tool {
-    path: harness::prereq::CHROMIUM,
-    package: "chromium",
-};
+pub const CHROMIUM: Tool = Tool::Chromium;
 
 /// The one gate of every test that builds namespaces: fails (with the command that
 /// fixes it) unless the process is root and knetlab's prerequisites and `extra` are
@@ -43,12 +32,7 @@ pub fn require_root(extra: &[Tool]) {
          (it runs the ignored tests with --include-ignored)"
     );
     let mut missing: Vec<&str> = harness::prereq::missing_packages();
-    missing.extend(
-        extra
-            .iter()
-            .filter(|t| !Path::new(t.path).exists())
-            .map(|t| t.package),
-    );
+    missing.extend(extra.iter().filter(|t| !t.installed()).map(|t| t.package()));
     missing.sort_unstable();
     missing.dedup();
     assert!(
