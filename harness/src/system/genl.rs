@@ -1,25 +1,26 @@
-//! Just enough generic netlink for IPVS: resolve a family, send a request and wait for
-//! its acknowledgement. Messages are built by hand (a netlink header, the 4-byte generic
-//! header, attributes padded to 4 bytes) on a `netlink-sys` socket. Written from the
-//! kernel's `include/uapi/linux/ip_vs.h` and the `net/netfilter/ipvs/ip_vs_ctl.c`
-//! netlink policy, and moby/ipvs, which kube-proxy uses.
+//! IPVS over generic netlink, with the rust-netlink crates: `genetlink` resolves the
+//! family through the kernel's controller and carries the requests, and
+//! `netlink-packet-generic` / `netlink-packet-core` frame them. What is ours is the IPVS
+//! family itself: its commands and attributes ([`IpvsMessage`]), written from the
+//! kernel's `include/uapi/linux/ip_vs.h` and the `net/netfilter/ipvs/ip_vs_ctl.c` netlink
+//! policy (moby/ipvs, which kube-proxy uses, lays them out the same way). Only the
+//! requests kube-proxy's IPVS mode needs are here: flush, add a virtual server, add a
+//! real server.
 
-use std::io;
 use std::net::Ipv4Addr;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
-use sim::kube_proxy::ipvs::VirtualServer;
+use futures::StreamExt as _;
+use genetlink::{GenetlinkError, GenetlinkHandle};
+use netlink_packet_core::{
+    DecodeError, Emitable, NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla,
+    ParseableParametrized,
+};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use sim::kube_proxy::ipvs::{RealServer, VirtualServer};
 use sim::protocol::Protocol;
 
-const GENL_ID_CTRL: u16 = 0x10;
-const CTRL_CMD_GETFAMILY: u8 = 3;
-const CTRL_ATTR_FAMILY_ID: u16 = 1;
-const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLMSG_ERROR: u16 = 0x2;
-const NLMSG_DONE: u16 = 0x3;
-
+/// The family name IPVS registers with the generic netlink controller.
+const IPVS_FAMILY: &str = "IPVS";
 // include/uapi/linux/ip_vs.h
 const IPVS_GENL_VERSION: u8 = 1;
 const IPVS_CMD_NEW_SERVICE: u8 = 1;
@@ -46,94 +47,105 @@ const IP_VS_SVC_F_PERSISTENT: u32 = 0x1;
 /// `IP_VS_CONN_F_MASQ`: NAT forwarding, what kube-proxy uses.
 const IP_VS_CONN_F_MASQ: u32 = 0;
 const AF_INET: u16 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
 
-/// One request being built.
-struct Msg {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
+/// One IPVS request: a command and its top-level attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpvsMessage {
+    pub cmd: u8,
+    pub attrs: Vec<IpvsAttr>,
 }
 
-impl Msg {
-    fn new(family: u16, cmd: u8, version: u8, seq: u32) -> Self {
-        let mut buf = Vec::with_capacity(256);
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in `finish`
-        buf.extend_from_slice(&family.to_ne_bytes());
-        buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        buf.extend_from_slice(&[cmd, version, 0, 0]);
+/// A top-level IPVS attribute: a virtual server or a real server, each nested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpvsAttr {
+    Service(Vec<ServiceAttr>),
+    Dest(Vec<DestAttr>),
+}
+
+/// `IPVS_SVC_ATTR_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAttr {
+    Family(u16),
+    Protocol(u16),
+    Address(Ipv4Addr),
+    Port(u16),
+    Scheduler(String),
+    /// `struct ip_vs_flags { flags, mask }`.
+    Flags(u32, u32),
+    Timeout(u32),
+    Netmask(u32),
+}
+
+/// `IPVS_DEST_ATTR_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestAttr {
+    Address(Ipv4Addr),
+    Port(u16),
+    ForwardMethod(u32),
+    Weight(u32),
+    UpperThreshold(u32),
+    LowerThreshold(u32),
+    AddressFamily(u16),
+}
+
+impl IpvsMessage {
+    /// `ipvsadm -C`.
+    pub fn flush() -> Self {
         Self {
-            buf,
-            nests: Vec::new(),
+            cmd: IPVS_CMD_FLUSH,
+            attrs: Vec::new(),
         }
     }
 
-    fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
-        let len = u16::try_from(4 + data.len()).expect("attributes are small");
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        while !self.buf.len().is_multiple_of(4) {
-            self.buf.push(0);
+    /// Adds virtual server `vs` (its real servers come one by one, [`Self::new_dest`]).
+    pub fn new_service(vs: &VirtualServer) -> Self {
+        let flags = if vs.persistence.is_some() {
+            IP_VS_SVC_F_PERSISTENT
+        } else {
+            0
+        };
+        let mut service = service_key(vs);
+        service.extend([
+            ServiceAttr::Scheduler(vs.scheduler.as_str().to_string()),
+            ServiceAttr::Flags(flags, u32::MAX),
+            ServiceAttr::Timeout(vs.persistence.unwrap_or(0)),
+            ServiceAttr::Netmask(u32::MAX),
+        ]);
+        Self {
+            cmd: IPVS_CMD_NEW_SERVICE,
+            attrs: vec![IpvsAttr::Service(service)],
         }
-        self
     }
 
-    fn u16(&mut self, ty: u16, v: u16) -> &mut Self {
-        self.attr(ty, &v.to_ne_bytes())
-    }
-
-    fn u32(&mut self, ty: u16, v: u32) -> &mut Self {
-        self.attr(ty, &v.to_ne_bytes())
-    }
-
-    /// An IPv4 address in a `union nf_inet_addr` (16 bytes).
-    fn addr(&mut self, ty: u16, a: Ipv4Addr) -> &mut Self {
-        let mut raw = [0u8; 16];
-        raw[..4].copy_from_slice(&a.octets());
-        self.attr(ty, &raw)
-    }
-
-    /// A port: `__be16`.
-    fn port(&mut self, ty: u16, p: u16) -> &mut Self {
-        self.attr(ty, &p.to_be_bytes())
-    }
-
-    fn begin(&mut self, ty: u16) -> &mut Self {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self
-    }
-
-    fn end(&mut self) -> &mut Self {
-        let at = self.nests.pop().expect("begin before end");
-        let len = u16::try_from(self.buf.len() - at).expect("attributes are small");
-        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = u32::try_from(self.buf.len()).expect("messages are small");
-        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf
+    /// Adds real server `rs` to virtual server `vs`, NAT-forwarded as kube-proxy does.
+    pub fn new_dest(vs: &VirtualServer, rs: &RealServer) -> Self {
+        Self {
+            cmd: IPVS_CMD_NEW_DEST,
+            attrs: vec![
+                IpvsAttr::Service(service_key(vs)),
+                IpvsAttr::Dest(vec![
+                    DestAttr::Address(rs.address),
+                    DestAttr::Port(rs.port),
+                    DestAttr::ForwardMethod(IP_VS_CONN_F_MASQ),
+                    DestAttr::Weight(rs.weight),
+                    DestAttr::UpperThreshold(0),
+                    DestAttr::LowerThreshold(0),
+                    DestAttr::AddressFamily(AF_INET),
+                ]),
+            ],
+        }
     }
 }
 
-/// Attributes of one level: (type without flags, payload).
-fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while data.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([data[0], data[1]]));
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
-        if len < 4 || len > data.len() {
-            break;
-        }
-        out.push((ty, &data[4..len]));
-        let next = (len + 3) & !3;
-        data = &data[next.min(data.len())..];
-    }
-    out
+/// What names a virtual server: family, protocol, address and port.
+fn service_key(vs: &VirtualServer) -> Vec<ServiceAttr> {
+    vec![
+        ServiceAttr::Family(AF_INET),
+        ServiceAttr::Protocol(protocol_number(vs.protocol)),
+        ServiceAttr::Address(vs.address),
+        ServiceAttr::Port(vs.port),
+    ]
 }
 
 fn protocol_number(p: Protocol) -> u16 {
@@ -144,202 +156,340 @@ fn protocol_number(p: Protocol) -> u16 {
     }
 }
 
-/// A generic netlink socket in the namespace of the thread that opened it.
-pub struct Genl {
-    sock: Socket,
-    seq: u32,
-}
-
-impl Genl {
-    pub fn open() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_GENERIC)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        Ok(Self { sock, seq: 0 })
+impl GenlFamily for IpvsMessage {
+    fn family_name() -> &'static str {
+        IPVS_FAMILY
     }
 
-    /// Sends `msg` and reads until the kernel answers its sequence number: the
-    /// payload (after the generic header) of the first reply, `None` for a bare
-    /// acknowledgement, or the error it sent.
-    fn request(&mut self, build: impl FnOnce(u32) -> Msg) -> io::Result<Option<Vec<u8>>> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let bytes = build(seq).finish();
-        self.sock.send(&bytes, 0)?;
-        let mut reply = None;
-        loop {
-            let (data, _) = self.sock.recv_from_full()?;
-            let mut rest = &data[..];
-            while rest.len() >= 16 {
-                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-                let mseq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                if len < 16 || len > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "truncated netlink message",
-                    ));
-                }
-                let body = &rest[16..len];
-                rest = &rest[((len + 3) & !3).min(rest.len())..];
-                if mseq != seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_ERROR => {
-                        let code = body
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        return Ok(reply);
-                    }
-                    NLMSG_DONE => return Ok(reply),
-                    _ => {
-                        if reply.is_none() {
-                            reply = Some(body.get(4..).unwrap_or_default().to_vec());
-                        }
-                    }
-                }
-            }
-        }
+    fn command(&self) -> u8 {
+        self.cmd
     }
 
-    /// The id of the generic netlink family `name`, `None` if the kernel has none.
-    pub fn family(&mut self, name: &str) -> io::Result<Option<u16>> {
-        let mut cname = name.as_bytes().to_vec();
-        cname.push(0);
-        let answer = self.request(|seq| {
-            let mut m = Msg::new(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, seq);
-            m.attr(CTRL_ATTR_FAMILY_NAME, &cname);
-            m
-        });
-        match answer {
-            Ok(Some(payload)) => Ok(attrs(&payload)
-                .into_iter()
-                .find(|(t, v)| *t == CTRL_ATTR_FAMILY_ID && v.len() >= 2)
-                .map(|(_, v)| u16::from_ne_bytes([v[0], v[1]]))),
-            Ok(None) => Ok(None),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `ipvsadm -C`.
-    pub fn ipvs_flush(&mut self, family: u16) -> io::Result<()> {
-        self.request(|seq| Msg::new(family, IPVS_CMD_FLUSH, IPVS_GENL_VERSION, seq))
-            .map(drop)
-    }
-
-    /// Adds a virtual server and then each of its real servers.
-    pub fn ipvs_add(&mut self, family: u16, vs: &VirtualServer) -> io::Result<()> {
-        let service = |m: &mut Msg, full: bool| {
-            m.begin(IPVS_CMD_ATTR_SERVICE)
-                .u16(IPVS_SVC_ATTR_AF, AF_INET)
-                .u16(IPVS_SVC_ATTR_PROTOCOL, protocol_number(vs.protocol))
-                .addr(IPVS_SVC_ATTR_ADDR, vs.address)
-                .port(IPVS_SVC_ATTR_PORT, vs.port);
-            if full {
-                let mut sched = vs.scheduler.as_str().as_bytes().to_vec();
-                sched.push(0);
-                let flags = if vs.persistence.is_some() {
-                    IP_VS_SVC_F_PERSISTENT
-                } else {
-                    0
-                };
-                // struct ip_vs_flags { __u32 flags; __u32 mask; }
-                let mut fl = flags.to_ne_bytes().to_vec();
-                fl.extend_from_slice(&u32::MAX.to_ne_bytes());
-                m.attr(IPVS_SVC_ATTR_SCHED_NAME, &sched)
-                    .attr(IPVS_SVC_ATTR_FLAGS, &fl)
-                    .u32(IPVS_SVC_ATTR_TIMEOUT, vs.persistence.unwrap_or(0))
-                    .u32(IPVS_SVC_ATTR_NETMASK, u32::MAX);
-            }
-            m.end();
-        };
-        self.request(|seq| {
-            let mut m = Msg::new(family, IPVS_CMD_NEW_SERVICE, IPVS_GENL_VERSION, seq);
-            service(&mut m, true);
-            m
-        })?;
-        for rs in &vs.real_servers {
-            self.request(|seq| {
-                let mut m = Msg::new(family, IPVS_CMD_NEW_DEST, IPVS_GENL_VERSION, seq);
-                service(&mut m, false);
-                m.begin(IPVS_CMD_ATTR_DEST)
-                    .addr(IPVS_DEST_ATTR_ADDR, rs.address)
-                    .port(IPVS_DEST_ATTR_PORT, rs.port)
-                    .u32(IPVS_DEST_ATTR_FWD_METHOD, IP_VS_CONN_F_MASQ)
-                    .u32(IPVS_DEST_ATTR_WEIGHT, rs.weight)
-                    .u32(IPVS_DEST_ATTR_U_THRESH, 0)
-                    .u32(IPVS_DEST_ATTR_L_THRESH, 0)
-                    .u16(IPVS_DEST_ATTR_ADDR_FAMILY, AF_INET)
-                    .end();
-                m
-            })?;
-        }
-        Ok(())
+    fn version(&self) -> u8 {
+        IPVS_GENL_VERSION
     }
 }
 
-/// Replaces the IPVS table of the calling thread's namespace with `servers`: flush, then
-/// add every virtual server and its real servers. Errors say which server failed.
-pub fn program_ipvs(servers: &[VirtualServer]) -> io::Result<()> {
-    let mut nl = Genl::open()?;
-    let family = nl
-        .family("IPVS")?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "this kernel has no IPVS"))?;
-    nl.ipvs_flush(family)
-        .map_err(|e| io::Error::new(e.kind(), format!("flush the IPVS table: {e}")))?;
+impl Emitable for IpvsMessage {
+    fn buffer_len(&self) -> usize {
+        self.attrs.as_slice().buffer_len()
+    }
+
+    fn emit(&self, buffer: &mut [u8]) {
+        self.attrs.as_slice().emit(buffer)
+    }
+}
+
+/// knetlab reads only acknowledgements from IPVS, never its dumps: a reply keeps its
+/// command and drops its attributes.
+impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
+    fn parse_with_param(_buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        Ok(Self {
+            cmd: header.cmd,
+            attrs: Vec::new(),
+        })
+    }
+}
+
+impl Nla for IpvsAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Service(attrs) => attrs.as_slice().buffer_len(),
+            Self::Dest(attrs) => attrs.as_slice().buffer_len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        NLA_F_NESTED
+            | match self {
+                Self::Service(_) => IPVS_CMD_ATTR_SERVICE,
+                Self::Dest(_) => IPVS_CMD_ATTR_DEST,
+            }
+    }
+
+    fn emit_value(&self, buffer: &mut [u8]) {
+        match self {
+            Self::Service(attrs) => attrs.as_slice().emit(buffer),
+            Self::Dest(attrs) => attrs.as_slice().emit(buffer),
+        }
+    }
+}
+
+/// An address as `union nf_inet_addr`: 16 bytes, IPv4 in the first four.
+const INET_ADDR_LEN: usize = 16;
+
+fn emit_address(buffer: &mut [u8], a: Ipv4Addr) {
+    buffer[..INET_ADDR_LEN].fill(0);
+    buffer[..4].copy_from_slice(&a.octets());
+}
+
+impl Nla for ServiceAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Family(_) | Self::Protocol(_) | Self::Port(_) => 2,
+            Self::Address(_) => INET_ADDR_LEN,
+            // NUL-terminated
+            Self::Scheduler(s) => s.len() + 1,
+            Self::Flags(..) => 8,
+            Self::Timeout(_) | Self::Netmask(_) => 4,
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        match self {
+            Self::Family(_) => IPVS_SVC_ATTR_AF,
+            Self::Protocol(_) => IPVS_SVC_ATTR_PROTOCOL,
+            Self::Address(_) => IPVS_SVC_ATTR_ADDR,
+            Self::Port(_) => IPVS_SVC_ATTR_PORT,
+            Self::Scheduler(_) => IPVS_SVC_ATTR_SCHED_NAME,
+            Self::Flags(..) => IPVS_SVC_ATTR_FLAGS,
+            Self::Timeout(_) => IPVS_SVC_ATTR_TIMEOUT,
+            Self::Netmask(_) => IPVS_SVC_ATTR_NETMASK,
+        }
+    }
+
+    fn emit_value(&self, buffer: &mut [u8]) {
+        match self {
+            Self::Family(v) | Self::Protocol(v) => buffer[..2].copy_from_slice(&v.to_ne_bytes()),
+            // `__be16`, unlike the other numbers
+            Self::Port(p) => buffer[..2].copy_from_slice(&p.to_be_bytes()),
+            Self::Address(a) => emit_address(buffer, *a),
+            Self::Scheduler(s) => {
+                buffer[..s.len()].copy_from_slice(s.as_bytes());
+                buffer[s.len()] = 0;
+            }
+            Self::Flags(flags, mask) => {
+                buffer[..4].copy_from_slice(&flags.to_ne_bytes());
+                buffer[4..8].copy_from_slice(&mask.to_ne_bytes());
+            }
+            Self::Timeout(v) | Self::Netmask(v) => buffer[..4].copy_from_slice(&v.to_ne_bytes()),
+        }
+    }
+}
+
+impl Nla for DestAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Address(_) => INET_ADDR_LEN,
+            Self::Port(_) | Self::AddressFamily(_) => 2,
+            Self::ForwardMethod(_)
+            | Self::Weight(_)
+            | Self::UpperThreshold(_)
+            | Self::LowerThreshold(_) => 4,
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        match self {
+            Self::Address(_) => IPVS_DEST_ATTR_ADDR,
+            Self::Port(_) => IPVS_DEST_ATTR_PORT,
+            Self::ForwardMethod(_) => IPVS_DEST_ATTR_FWD_METHOD,
+            Self::Weight(_) => IPVS_DEST_ATTR_WEIGHT,
+            Self::UpperThreshold(_) => IPVS_DEST_ATTR_U_THRESH,
+            Self::LowerThreshold(_) => IPVS_DEST_ATTR_L_THRESH,
+            Self::AddressFamily(_) => IPVS_DEST_ATTR_ADDR_FAMILY,
+        }
+    }
+
+    fn emit_value(&self, buffer: &mut [u8]) {
+        match self {
+            Self::Address(a) => emit_address(buffer, *a),
+            Self::Port(p) => buffer[..2].copy_from_slice(&p.to_be_bytes()),
+            Self::AddressFamily(v) => buffer[..2].copy_from_slice(&v.to_ne_bytes()),
+            Self::ForwardMethod(v)
+            | Self::Weight(v)
+            | Self::UpperThreshold(v)
+            | Self::LowerThreshold(v) => buffer[..4].copy_from_slice(&v.to_ne_bytes()),
+        }
+    }
+}
+
+/// The id of the IPVS family, `None` when the kernel has none (the controller answers
+/// ENOENT: no `ip_vs` module, as on knetlab's own kernels).
+pub async fn ipvs_family(handle: &GenetlinkHandle) -> Result<Option<u16>, GenetlinkError> {
+    match handle.resolve_family::<IpvsMessage>().await {
+        Ok(family) => Ok(Some(family.id)),
+        Err(GenetlinkError::NetlinkError(e)) if e.raw_os_error() == Some(nix::libc::ENOENT) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one request and waits for the kernel's acknowledgement.
+async fn request(handle: &mut GenetlinkHandle, msg: IpvsMessage) -> Result<(), GenetlinkError> {
+    let mut nl = NetlinkMessage::from(GenlMessage::from_payload(msg));
+    nl.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut replies = handle.request(nl).await?;
+    while let Some(reply) = replies.next().await {
+        if let NetlinkPayload::Error(e) = reply?.payload {
+            // an acknowledgement is an error message without a code
+            return match e.code {
+                None => Ok(()),
+                Some(_) => Err(e.into()),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the IPVS table of the handle's namespace with `servers`: flush, then add every
+/// virtual server and its real servers. Errors say which server failed.
+pub async fn program_ipvs(
+    handle: &mut GenetlinkHandle,
+    servers: &[VirtualServer],
+) -> Result<(), String> {
+    match ipvs_family(handle).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err("this kernel has no IPVS".into()),
+        Err(e) => return Err(format!("resolve the IPVS family: {e}")),
+    }
+    request(handle, IpvsMessage::flush())
+        .await
+        .map_err(|e| format!("flush the IPVS table: {e}"))?;
     for vs in servers {
-        nl.ipvs_add(family, vs).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "add IPVS virtual server {} {}:{}: {e}",
-                    vs.protocol, vs.address, vs.port
-                ),
+        let failed = |e: GenetlinkError| {
+            format!(
+                "add IPVS virtual server {} {}:{}: {e}",
+                vs.protocol, vs.address, vs.port
             )
-        })?;
+        };
+        request(handle, IpvsMessage::new_service(vs))
+            .await
+            .map_err(failed)?;
+        for rs in &vs.real_servers {
+            request(handle, IpvsMessage::new_dest(vs, rs))
+                .await
+                .map_err(failed)?;
+        }
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::{NlaBuffer, NlasIterator};
+    use sim::cluster::IpvsScheduler;
+    use sim::kube_proxy::ipvs::VirtualServerKind;
+
     use super::*;
 
-    #[test]
-    fn messages_are_laid_out_as_netlink_wants() {
-        let mut m = Msg::new(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, 7);
-        m.attr(CTRL_ATTR_FAMILY_NAME, b"IPVS\0");
-        m.begin(9).u16(1, 2).end();
-        let b = m.finish();
-        // 16 header + 4 genl + (4+5 → 12) + nest (4 + 8) = 44
-        assert_eq!(b.len(), 44);
-        assert_eq!(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), 44);
-        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), GENL_ID_CTRL);
-        assert_eq!(u32::from_ne_bytes([b[8], b[9], b[10], b[11]]), 7);
-        assert_eq!(&b[16..20], &[CTRL_CMD_GETFAMILY, 1, 0, 0]);
-        let top = attrs(&b[20..]);
-        assert_eq!(top.len(), 2);
-        assert_eq!(top[0], (CTRL_ATTR_FAMILY_NAME, &b"IPVS\0"[..]));
-        assert_eq!(top[1].0, 9);
-        assert_eq!(attrs(top[1].1), [(1u16, &2u16.to_ne_bytes()[..])]);
+    fn vs() -> VirtualServer {
+        VirtualServer {
+            protocol: Protocol::Tcp,
+            address: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            scheduler: IpvsScheduler::Rr,
+            persistence: Some(10800),
+            real_servers: vec![RealServer {
+                address: Ipv4Addr::new(10, 244, 1, 2),
+                port: 8080,
+                weight: 1,
+            }],
+            service: "x/web:http".into(),
+            kind: VirtualServerKind::ClusterIp,
+        }
     }
 
-    /// The controller itself always resolves; IPVS does not on knetlab's kernels
-    /// (printed, not asserted: a kernel with `ip_vs` would resolve it).
+    /// (kind without flags, payload) of each attribute at one level.
+    fn level(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        NlasIterator::new(bytes)
+            .map(|nla| {
+                let nla: NlaBuffer<&[u8]> = nla.expect("well-formed attribute");
+                (nla.kind(), nla.value().to_vec())
+            })
+            .collect()
+    }
+
+    fn emitted(msg: &IpvsMessage) -> Vec<u8> {
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
     #[test]
-    fn the_controller_answers_and_ipvs_is_looked_up() {
-        let mut nl = Genl::open().expect("open a generic netlink socket");
-        assert_eq!(nl.family("nlctrl").unwrap(), Some(GENL_ID_CTRL));
-        assert_eq!(nl.family("knetlab-none").unwrap(), None);
-        match nl.family("IPVS").unwrap() {
+    fn a_virtual_server_is_laid_out_as_ip_vs_h_says() {
+        let bytes = emitted(&IpvsMessage::new_service(&vs()));
+        let top = level(&bytes);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, IPVS_CMD_ATTR_SERVICE);
+        let svc = level(&top[0].1);
+        let kinds: Vec<u16> = svc.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                IPVS_SVC_ATTR_AF,
+                IPVS_SVC_ATTR_PROTOCOL,
+                IPVS_SVC_ATTR_ADDR,
+                IPVS_SVC_ATTR_PORT,
+                IPVS_SVC_ATTR_SCHED_NAME,
+                IPVS_SVC_ATTR_FLAGS,
+                IPVS_SVC_ATTR_TIMEOUT,
+                IPVS_SVC_ATTR_NETMASK
+            ]
+        );
+        assert_eq!(svc[1].1, 6u16.to_ne_bytes());
+        assert_eq!(&svc[2].1[..4], &[10, 96, 0, 10]);
+        assert_eq!(svc[2].1.len(), 16);
+        assert_eq!(svc[3].1, 80u16.to_be_bytes(), "ports are big-endian");
+        assert_eq!(svc[4].1, b"rr\0");
+        assert_eq!(&svc[5].1[..4], &IP_VS_SVC_F_PERSISTENT.to_ne_bytes());
+        assert_eq!(svc[6].1, 10800u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn a_real_server_names_its_virtual_server_then_itself() {
+        let v = vs();
+        let bytes = emitted(&IpvsMessage::new_dest(&v, &v.real_servers[0]));
+        let top = level(&bytes);
+        assert_eq!(
+            top.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST]
+        );
+        assert_eq!(level(&top[0].1).len(), 4, "only the key of the service");
+        let dest = level(&top[1].1);
+        assert_eq!(
+            dest[0],
+            (IPVS_DEST_ATTR_ADDR, {
+                let mut a = vec![10, 244, 1, 2];
+                a.resize(16, 0);
+                a
+            })
+        );
+        assert_eq!(
+            dest[1],
+            (IPVS_DEST_ATTR_PORT, 8080u16.to_be_bytes().to_vec())
+        );
+        assert_eq!(dest[2].1, IP_VS_CONN_F_MASQ.to_ne_bytes());
+        assert_eq!(
+            dest[6],
+            (IPVS_DEST_ATTR_ADDR_FAMILY, AF_INET.to_ne_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn nested_attributes_carry_the_nested_flag() {
+        let bytes = emitted(&IpvsMessage::new_service(&vs()));
+        let raw_kind = u16::from_ne_bytes([bytes[2], bytes[3]]);
+        assert_eq!(raw_kind, NLA_F_NESTED | IPVS_CMD_ATTR_SERVICE);
+        assert!(emitted(&IpvsMessage::flush()).is_empty());
+    }
+
+    /// The controller resolves itself, and an unknown family is `None`; IPVS resolves
+    /// only on a kernel with `ip_vs` (printed, not asserted). Needs no root.
+    #[tokio::test]
+    async fn the_controller_answers_and_ipvs_is_looked_up() {
+        let (conn, handle, _) = genetlink::new_connection().expect("a generic netlink socket");
+        let driver = tokio::spawn(conn);
+        let nlctrl = handle
+            .resolve_family::<netlink_packet_generic::ctrl::GenlCtrl>()
+            .await
+            .expect("the controller resolves itself");
+        assert_eq!(nlctrl.id, 0x10);
+        match ipvs_family(&handle).await.expect("ask for IPVS") {
             Some(id) => eprintln!("this kernel has IPVS (family {id})"),
             None => eprintln!("this kernel has no IPVS"),
         }
+        driver.abort();
     }
 }

@@ -196,18 +196,45 @@ impl System for Real {
     }
 
     fn ipvs_family(&self) -> Result<Option<u16>, SystemError> {
-        let ask = || -> std::io::Result<Option<u16>> { genl::Genl::open()?.family("IPVS") };
-        ask().map_err(|e| SystemError::Kernel {
-            ns: "(any)".into(),
-            what: "ask the generic netlink controller for the IPVS family".into(),
-            source: e.into(),
-        })
+        // Families are the kernel's, not a namespace's: ask where knetlab runs (a read).
+        netlink::on_connection(
+            &NsRef::named("(any)"),
+            None,
+            "ask the generic netlink controller for the IPVS family".into(),
+            open_genl,
+            |handle| async move {
+                genl::ipvs_family(&handle)
+                    .await
+                    .map_err(|e| SystemError::Kernel {
+                        ns: "(any)".into(),
+                        what: "resolve IPVS".into(),
+                        source: e.into(),
+                    })
+            },
+        )
     }
 
     fn program_ipvs(&self, ns: &NsRef, servers: &[VirtualServer]) -> Result<(), SystemError> {
-        in_namespace(ns, || genl::program_ipvs(servers))?
-            .map_err(|e| SystemError::kernel(ns, "program IPVS".into(), e))
+        netlink::on_connection(
+            ns,
+            Some(ns.netns()?),
+            "program IPVS".into(),
+            open_genl,
+            |mut handle| async move {
+                genl::program_ipvs(&mut handle, servers)
+                    .await
+                    .map_err(|e| SystemError::kernel(ns, "program IPVS".into(), e))
+            },
+        )
     }
+}
+
+/// A generic netlink connection (its driver and handle).
+fn open_genl() -> std::io::Result<(
+    impl std::future::Future<Output = ()> + Send + 'static,
+    genetlink::GenetlinkHandle,
+)> {
+    genetlink::new_connection().map(|(conn, handle, _)| (conn, handle))
 }
 
 /// Reads a sysctl of a namespace (`key` like `net/ipv4/ip_forward`), on a thread of its

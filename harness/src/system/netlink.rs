@@ -79,8 +79,34 @@ where
     F: FnOnce(Netlink) -> Fut + Send,
     Fut: Future<Output = Result<T, SystemError>>,
 {
-    let netns = ns.netns()?;
     let name = ns.name().to_string();
+    on_connection(
+        ns,
+        Some(ns.netns()?),
+        what,
+        || rtnetlink::new_connection().map(|(conn, handle, _)| (conn, handle)),
+        |handle| f(Netlink { handle, ns: name }),
+    )
+}
+
+/// Runs `f` over a connection of any netlink protocol (rtnetlink, generic netlink) that
+/// `open` makes inside `netns`, or where the process runs when `None` (only for
+/// questions whose answer is the same in every namespace). It all happens on a thread of
+/// its own with a small runtime, so no tokio worker ever switches namespace; `ns` names
+/// the namespace in errors and `what` says what was being done.
+pub(crate) fn on_connection<C, H, T, F, Fut>(
+    ns: &NsRef,
+    netns: Option<&Netns>,
+    what: String,
+    open: impl FnOnce() -> std::io::Result<(C, H)> + Send,
+    f: F,
+) -> Result<T, SystemError>
+where
+    C: Future<Output = ()> + Send + 'static,
+    T: Send,
+    F: FnOnce(H) -> Fut + Send,
+    Fut: Future<Output = Result<T, SystemError>>,
+{
     let ran = std::thread::scope(|s| {
         s.spawn(move || -> Result<T, SystemError> {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,12 +116,15 @@ where
             // The socket is made inside the namespace and stays there; the thread is
             // switched back at once. It registers with this thread's runtime.
             let _runtime = rt.enter();
-            let (conn, handle, _) = netns
-                .enter(rtnetlink::new_connection)
-                .map_err(|e| SystemError::kernel(ns, "open a netlink socket".into(), e))?;
+            let opened = match netns {
+                Some(netns) => netns.enter(open),
+                None => open(),
+            };
+            let (conn, handle) =
+                opened.map_err(|e| SystemError::kernel(ns, "open a netlink socket".into(), e))?;
             rt.block_on(async move {
                 let driver = tokio::spawn(conn);
-                let out = f(Netlink { handle, ns: name }).await;
+                let out = f(handle).await;
                 driver.abort();
                 out
             })
