@@ -231,8 +231,9 @@ pub fn clean_run(prefix: &str, force: bool) -> CleanReport {
         }
         // The owner is gone: what it started (its nginx, a plugin in flight) is no live
         // user of the run; end it before looking for one.
-        let ended = run_marks(prefix).end_processes();
-        if let Some(pid) = namespace_user(prefix) {
+        let marks = run_marks(prefix);
+        let ended = marks.end_processes();
+        if let Some(pid) = namespace_user(prefix, &marks) {
             let mut report = skip(Some(pid), "uses its namespaces");
             report.processes_ended = ended;
             return report;
@@ -511,15 +512,18 @@ pub fn live_owner(dir: &Path) -> Option<u32> {
 }
 
 /// A running process that holds one of the run's namespaces open or has a thread inside
-/// one; this process too (a handle it still holds is a user like any other).
-fn namespace_user(prefix: &str) -> Option<u32> {
+/// one, and that the run did not start (one of its own still dying under load is no
+/// other user: `clean_prefix` ends it); this process too (a handle it still holds is a
+/// user like any other).
+fn namespace_user(prefix: &str, marks: &RunMarks) -> Option<u32> {
     let ids = processes::namespace_ids(prefix);
     if ids.is_empty() {
         return None;
     }
+    let ours = marks.processes();
     processes::all()
         .into_iter()
-        .filter(|pid| processes::running(*pid))
+        .filter(|pid| processes::running(*pid) && !ours.contains(pid))
         .find(|pid| processes::uses_namespaces(*pid, &ids))
 }
 
