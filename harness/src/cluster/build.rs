@@ -192,7 +192,7 @@ async fn build(plan: &Plan) -> Result<Built> {
         .map(|_| next())
         .collect::<Result<Vec<_>>>()?;
 
-    let fh = Netlink::from_handle(fabric.netlink()?, fabric.name());
+    let fh = netlink_of(&fabric)?;
     fh.bring_up("lo").await?;
     fh.add_bridge(FABRIC_BRIDGE).await?;
     let br = fh.index_by_name(FABRIC_BRIDGE).await?;
@@ -286,20 +286,6 @@ async fn build(plan: &Plan) -> Result<Built> {
     })
 }
 
-/// [`Netlink::add_veth_with_peer_in`] with the peer named `eth0`, for callers that hold
-/// a bare handle of [`Netns::netlink`] (their context names the namespace).
-pub(super) async fn add_veth_into(
-    h: impl Into<Netlink>,
-    local: &str,
-    controller: Option<u32>,
-    peer_ns: &Netns,
-    peer_mac: Option<[u8; 6]>,
-) -> Result<()> {
-    Ok(h.into()
-        .add_veth_with_peer_in(local, controller, peer_ns, NODE_UPLINK, peer_mac)
-        .await?)
-}
-
 /// Inside the node: sysctls, lo and eth0 up, the underlay address, the host-gw routes
 /// or the VXLAN overlay, the routes to the external hosts via the router, and the CNI
 /// configuration files.
@@ -312,7 +298,7 @@ pub(super) async fn configure_node(
     for (key, value) in NODE_SYSCTLS {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    let h = netlink_of(ns)?;
     let eth0 = underlay_up(&h, node.underlay_ip).await?;
     match plan.network {
         NetworkMode::HostGw => host_gw_routes(&h, plan, node, eth0).await?,
@@ -341,23 +327,23 @@ pub(super) async fn configure_node(
 /// host-gw: each other node's pod subnet via that node's underlay address.
 async fn host_gw_routes(h: &Netlink, plan: &Plan, node: &NodePlan, eth0: u32) -> Result<()> {
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
-        h.add_gateway_route(other.pod_subnet, other.underlay_ip, NODE_UPLINK, eth0)
-            .await?;
+        host_gw_route(h, other, eth0).await?;
     }
     Ok(())
 }
 
 /// host-gw: the route to `other`'s pod subnet via its underlay address (`eth0`: the
-/// index of this node's underlay link), for callers that hold a bare handle of
-/// [`Netns::netlink`] (their context names the namespace).
-pub(super) async fn host_gw_route(
-    h: impl Into<Netlink>,
-    other: &NodePlan,
-    eth0: u32,
-) -> Result<()> {
-    Ok(h.into()
-        .add_gateway_route(other.pod_subnet, other.underlay_ip, NODE_UPLINK, eth0)
-        .await?)
+/// index of this node's underlay link).
+pub(super) async fn host_gw_route(h: &Netlink, other: &NodePlan, eth0: u32) -> Result<()> {
+    Ok(
+        h.add_gateway_route(other.pod_subnet, other.underlay_ip, NODE_UPLINK, eth0)
+            .await?,
+    )
+}
+
+/// The typed netlink of namespace `ns`, whose errors name it.
+pub(super) fn netlink_of(ns: &Netns) -> Result<Netlink> {
+    Ok(Netlink::from_handle(ns.netlink()?, ns.name()))
 }
 
 /// Brings up `lo` and the underlay `eth0` and gives `eth0` its underlay address.
@@ -368,10 +354,4 @@ pub(super) async fn underlay_up(h: &Netlink, ip: Ipv4Addr) -> Result<u32> {
     let addr = Ipv4Net::new(ip, UNDERLAY.prefix_len()).context("the underlay's prefix")?;
     h.add_address(NODE_UPLINK, eth0, addr).await?;
     Ok(eth0)
-}
-
-/// The index of the link called `name`, for callers that hold a bare handle of
-/// [`Netns::netlink`] (their context names the namespace).
-pub(super) async fn index_of(h: impl Into<Netlink>, name: &str) -> Result<u32> {
-    Ok(h.into().index_by_name(name).await?)
 }

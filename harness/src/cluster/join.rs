@@ -19,8 +19,7 @@ use sim::plan::{NodePlan, Plan};
 use sim::scenario::NetworkMode;
 
 use super::build::{
-    BRIDGE_NF_CALL_IPTABLES, FABRIC_BRIDGE, NODE_UPLINK, add_veth_into, configure_node,
-    host_gw_route, index_of,
+    BRIDGE_NF_CALL_IPTABLES, FABRIC_BRIDGE, NODE_UPLINK, configure_node, host_gw_route, netlink_of,
 };
 use super::{Cluster, NodeHandle, vxlan};
 use crate::netns::{self, Netns};
@@ -68,15 +67,13 @@ impl Cluster {
     /// Builds the joining node `node` (planned in `plan`) in its namespace `ns` and
     /// leads the running nodes and the router to it.
     async fn wire_joined(&self, plan: &Plan, node: &NodePlan, ns: &Netns) -> Result<NodeHandle> {
-        let fh = self.fabric.netlink()?;
-        let br = index_of(&fh, FABRIC_BRIDGE)
-            .await
-            .with_context(|| format!("in {}", self.fabric.name()))?;
-        add_veth_into(
-            &fh,
+        let fh = netlink_of(&self.fabric)?;
+        let br = fh.index_by_name(FABRIC_BRIDGE).await?;
+        fh.add_veth_with_peer_in(
             &node.fabric_port,
             Some(br),
             ns,
+            NODE_UPLINK,
             Some(node.underlay_mac),
         )
         .await
@@ -121,10 +118,10 @@ impl Cluster {
 /// On a running node (namespace `ns`): the way to the joining node's pod subnet, as
 /// [`super::build`] gave it the way to the nodes built with it.
 async fn lead_to(plan: &Plan, ns: &Netns, joining: &NodePlan) -> Result<()> {
-    let h = ns.netlink()?;
+    let h = netlink_of(ns)?;
     match plan.network {
         NetworkMode::HostGw => {
-            let eth0 = index_of(&h, NODE_UPLINK).await?;
+            let eth0 = h.index_by_name(NODE_UPLINK).await?;
             host_gw_route(&h, joining, eth0).await
         }
         NetworkMode::Vxlan => {
@@ -132,9 +129,8 @@ async fn lead_to(plan: &Plan, ns: &Netns, joining: &NodePlan) -> Result<()> {
                 .vtep(joining)
                 .context("every node has a VTEP in vxlan mode")?
                 .device;
-            let vx = index_of(&h, &dev).await?;
-            let nl = crate::system::netlink::Netlink::from_handle(h, ns.name());
-            vxlan::add_remote(&nl, plan, vx, &dev, joining).await
+            let vx = h.index_by_name(&dev).await?;
+            vxlan::add_remote(&h, plan, vx, &dev, joining).await
         }
     }
 }
@@ -143,7 +139,7 @@ async fn lead_to(plan: &Plan, ns: &Netns, joining: &NodePlan) -> Result<()> {
 /// router reaches every node's pods in both network modes (see [`super::outside`]): the
 /// same route a host-gw node has.
 async fn router_route(router: &Netns, joining: &NodePlan) -> Result<()> {
-    let h = router.netlink()?;
-    let eth0 = index_of(&h, NODE_UPLINK).await?;
+    let h = netlink_of(router)?;
+    let eth0 = h.index_by_name(NODE_UPLINK).await?;
     host_gw_route(&h, joining, eth0).await
 }

@@ -26,7 +26,6 @@ use sim::plan::{HostPlan, Plan, ROUTER_HOST_GATEWAY, RouterPlan};
 
 use super::build::{NODE_SYSCTLS, NODE_UPLINK, underlay_up};
 use crate::netns::Netns;
-use crate::system::netlink::Netlink;
 
 /// The router forwards, and answers with ICMP errors at once, like a node.
 pub const ROUTER_SYSCTLS: [(&str, &str); 2] = NODE_SYSCTLS;
@@ -70,7 +69,7 @@ async fn configure_router(
     for (key, value) in ROUTER_SYSCTLS.into_iter().chain([ROUTER_MULTIPATH_SYSCTL]) {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    let h = super::build::netlink_of(ns)?;
     let eth0 = underlay_up(&h, router.underlay_ip).await?;
     // rtnl serialises link creation: one request after the other is the floor.
     for (host, hns) in hosts {
@@ -97,7 +96,7 @@ async fn configure_host(host: &HostPlan, ns: &Netns) -> Result<()> {
     for (key, value) in HOST_SYSCTLS {
         crate::system::set_sysctl(ns, key, value)?;
     }
-    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    let h = super::build::netlink_of(ns)?;
     h.bring_up("lo").await?;
     let eth0 = h.bring_up(HOST_LINK).await?;
     h.add_address(HOST_LINK, eth0, Ipv4Net::from(host.address))
@@ -157,7 +156,7 @@ pub async fn sync_service_routes(
 /// several) out of `eth0`, and none of its other Service routes (those the kernel shows
 /// as `proto bgp`). Returns how many stale routes it deleted.
 async fn sync_routes(ns: &Netns, wanted: &[Ipv4Addr], hops: &[Ipv4Addr]) -> Result<usize> {
-    let h = Netlink::from_handle(ns.netlink()?, ns.name());
+    let h = super::build::netlink_of(ns)?;
     let eth0 = h.index_by_name(NODE_UPLINK).await?;
     let deleted = h.delete_service_routes_except(wanted).await?;
     for ip in wanted {

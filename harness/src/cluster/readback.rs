@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 
 use crate::netns::Netns;
 pub(super) use crate::system::netlink::Link;
-use crate::system::netlink::{Address, Netlink, Route, Scope};
+use crate::system::netlink::{Address, Route, Scope};
 
 /// What a namespace holds.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +22,7 @@ pub(super) struct NsState {
 
 impl NsState {
     pub async fn read(ns: &Netns) -> Result<NsState> {
-        let h = Netlink::from_handle(ns.netlink()?, ns.name());
+        let h = super::build::netlink_of(ns)?;
         let ctx = || {
             format!(
                 "read links, addresses and routes in namespace {}",

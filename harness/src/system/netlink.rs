@@ -38,10 +38,6 @@ pub use read::{Address, FdbEntry, Link, Route, Scope, Vxlan};
 /// protocol.
 const SERVICE_ROUTE_PROTOCOL: RouteProtocol = RouteProtocol::Bgp;
 
-/// Stands for the namespace in the errors of a [`Netlink`] made from a bare handle,
-/// whose caller names the namespace in its own context.
-const UNNAMED_NS: &str = "?";
-
 /// A VXLAN device to create: `ip link add NAME type vxlan id VNI dev UNDERLAY local LOCAL
 /// dstport PORT nolearning address MAC mtu MTU up`, in one request.
 #[derive(Debug, Clone, Copy)]
@@ -61,14 +57,6 @@ pub struct NewVxlan<'a> {
 pub struct Netlink {
     handle: Handle,
     ns: String,
-}
-
-/// Wraps a bare handle (what `crate::netns::Netns::netlink` returns) whose namespace the
-/// caller names in its own error context.
-impl From<&Handle> for Netlink {
-    fn from(handle: &Handle) -> Self {
-        Self::from_handle(handle.clone(), UNNAMED_NS)
-    }
 }
 
 /// Runs `f` over a netlink connection inside `ns`, on a thread of its own, and waits for
