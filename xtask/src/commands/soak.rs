@@ -422,7 +422,8 @@ fn report(args: &Args, seed: u64, mix: &[String], t: &Tally, wall: Duration) -> 
     s
 }
 
-/// Appends `report` to RELIABILITY.md with the machine, the date and the command.
+/// Adds `report` to RELIABILITY.md with the machine, the date and the command, after
+/// the soaks already there (whose headings are dates) and before the other sections.
 fn write_reliability(report: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     let path = crate::workspace_root().join(RELIABILITY_FILE);
@@ -449,13 +450,24 @@ fn write_reliability(report: &str) -> anyhow::Result<()> {
         sh("uname", &["-r"]),
         command.join(" ")
     );
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, insert_soak(&old, &text))
         .with_context(|| format!("write {}", path.display()))
+}
+
+/// `old` with the soak section `text` put before the first `## ` heading that is not a
+/// soak's (a soak's heading starts with its date), or at the end.
+fn insert_soak(old: &str, text: &str) -> String {
+    let other = old.match_indices("\n## ").find(|(at, _)| {
+        !old[at + 4..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    });
+    match other {
+        Some((at, _)) => format!("{}{text}{}", &old[..at], &old[at..]),
+        None => format!("{old}{text}"),
+    }
 }
 
 /// A small seeded generator (SplitMix64): the same seed gives the same soak plan.
@@ -499,5 +511,16 @@ mod tests {
             assert_eq!(x, b.unit());
             assert!((0.0..1.0).contains(&x));
         }
+    }
+
+    #[test]
+    fn a_soak_goes_after_the_soaks_and_before_other_sections() {
+        let old = "# R\n\n## 2026-01-01 soak\n\nx\n\n## Fuzzing\n\ny\n";
+        let new = insert_soak(old, "\n## 2026-02-02 soak\n\nz\n");
+        assert_eq!(
+            new,
+            "# R\n\n## 2026-01-01 soak\n\nx\n\n## 2026-02-02 soak\n\nz\n\n## Fuzzing\n\ny\n"
+        );
+        assert_eq!(insert_soak("# R\n", "\n## 2026 s\n"), "# R\n\n## 2026 s\n");
     }
 }
