@@ -183,7 +183,7 @@ impl Worker<'_> {
             .args(["scenario", name])
             .env("CI", "true")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
@@ -194,6 +194,7 @@ impl Worker<'_> {
         let group = child.id();
         let (prefix_tx, prefix_rx) = mpsc::channel();
         let stderr = child.stderr.take().map(|e| read_stderr(e, prefix_tx));
+        let wrong = child.stdout.take().map(read_wrong_cells);
         let measured = self.lock().measured.get(name).copied();
         let kill_at = run.kill_at.map(|f| {
             let d = measured.map_or(UNMEASURED, |(d, _)| d);
@@ -218,7 +219,9 @@ impl Worker<'_> {
                 }
                 if code != Some(0) {
                     let last = text.lines().last().unwrap_or("").to_string();
-                    t.failed.push(format!("{label}: exit {code:?}: {last}"));
+                    let cells = wrong.and_then(|h| h.join().ok()).unwrap_or_default();
+                    t.failed
+                        .push(format!("{label}: exit {code:?}: {last}{cells}"));
                 }
                 drop(t);
                 eprintln!("{label}: exit {code:?} after {:.1} s", took.as_secs_f64());
@@ -363,6 +366,30 @@ fn read_stderr(
             all.push('\n');
         }
         all
+    })
+}
+
+/// The first wrong cells a run printed on stdout ("  x/a -> y/b TCP/80: expected allow,
+/// measured dropped ..."), each on a line of its own, so that a failed run says why.
+fn read_wrong_cells(stdout: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    const KEPT: usize = 5;
+    std::thread::spawn(move || {
+        let mut kept = String::new();
+        let mut n = 0;
+        // Read to the end, so the run never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(": expected ") && line.contains("measured") {
+                n += 1;
+                if n <= KEPT {
+                    kept.push_str("\n    ");
+                    kept.push_str(line.trim());
+                }
+            }
+        }
+        if n > KEPT {
+            kept.push_str(&format!("\n    ... and {} more", n - KEPT));
+        }
+        kept
     })
 }
 
