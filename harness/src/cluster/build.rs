@@ -84,13 +84,19 @@ impl Cluster {
     /// external hosts) the router and the hosts, and records this process as the run's
     /// owner in `{state_dir}/pid`. On failure everything made is removed.
     pub async fn create(plan: Plan) -> Result<Cluster> {
+        Cluster::create_with_plugins(plan, Path::new(crate::cni::CNI_PATH)).await
+    }
+
+    /// [`Cluster::create`] with the CNI plugin binaries taken from `plugin_dir` instead
+    /// of the installed ones (the fault tests run a private copy they can break).
+    pub async fn create_with_plugins(plan: Plan, plugin_dir: &Path) -> Result<Cluster> {
         claim_prefix(&plan)?;
         // From here on the run's prefix is ours: a guard sweeps it on any early exit.
         let mut guard = RunGuard {
             prefix: plan.prefix.clone(),
             armed: true,
         };
-        match build(&plan).await {
+        match build(&plan, plugin_dir).await {
             Ok(built) => {
                 guard.armed = false;
                 Ok(Cluster {
@@ -104,6 +110,7 @@ impl Cluster {
                     router: built.router,
                     hosts: built.hosts,
                     pods: BTreeMap::new(),
+                    plugin_dir: plugin_dir.to_path_buf(),
                 })
             }
             Err(e) => {
@@ -168,7 +175,7 @@ struct Built {
     hosts: BTreeMap<String, HostHandle>,
 }
 
-async fn build(plan: &Plan) -> Result<Built> {
+async fn build(plan: &Plan, plugin_dir: &Path) -> Result<Built> {
     // One batch for every namespace: fabric, nodes, then router and hosts.
     let mut names = vec![plan.fabric_netns()];
     names.extend(plan.nodes.iter().map(|n| n.netns.clone()));
@@ -238,7 +245,7 @@ async fn build(plan: &Plan) -> Result<Built> {
         plan.nodes
             .iter()
             .zip(&node_ns)
-            .map(|(node, ns)| configure_node(plan, node, ns, &state_dir)),
+            .map(|(node, ns)| configure_node(plan, node, ns, &state_dir, plugin_dir)),
     );
     let outside_done = async {
         match (&plan.router, &router_ns) {
@@ -294,6 +301,7 @@ pub(super) async fn configure_node(
     node: &NodePlan,
     ns: &Netns,
     state_dir: &Path,
+    plugin_dir: &Path,
 ) -> Result<(cni::NodeNetworks, cni::NodeDirs)> {
     for (key, value) in NODE_SYSCTLS {
         crate::system::set_sysctl(ns, key, value)?;
@@ -320,7 +328,7 @@ pub(super) async fn configure_node(
         }
     }
     let dirs = cni::NodeDirs::new(state_dir, &node.name);
-    let networks = cni::conflist::write_node_configs(&plan.cni, node, &dirs, plan.pod_mtu())?;
+    let networks = cni::conflist::write_node_configs(&plan.cni, node, &dirs, plan.pod_mtu(), plugin_dir)?;
     Ok((networks, dirs))
 }
 

@@ -93,7 +93,7 @@ impl Cluster {
             crate::system::set_sysctl(ns, BRIDGE_NF_CALL_IPTABLES, &value)?;
         }
         let state_dir = Path::new(&plan.state_dir()).to_path_buf();
-        let (networks, dirs) = configure_node(plan, node, ns, &state_dir)
+        let (networks, dirs) = configure_node(plan, node, ns, &state_dir, &self.plugin_dir)
             .await
             .with_context(|| format!("set up node {} ({})", node.name, ns.name()))?;
         try_join_all(self.nodes.iter().map(|(name, h)| async move {

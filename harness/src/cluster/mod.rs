@@ -52,6 +52,8 @@ pub struct Cluster {
     hosts: BTreeMap<String, HostHandle>,
     pods: BTreeMap<PodRef, PodHandle>,
     guard: RunGuard,
+    /// Where the CNI plugin binaries are (see [`Cluster::create_with_plugins`]).
+    plugin_dir: PathBuf,
 }
 
 /// A node's namespace and its CNI setup.

@@ -469,6 +469,7 @@ fn attachments(
                 node_netns: handle.netns.name().to_string(),
                 pod: pod.to_string(),
                 node: node.to_string(),
+                plugin_dir: handle.networks.plugin_dir.clone(),
             },
             cache_dir: handle.dirs.cache.clone(),
         })

@@ -102,6 +102,7 @@ impl Cluster {
             hosts,
             pods,
             mut guard,
+            plugin_dir: _,
         } = self;
         // Teardown takes over from the guard; no handle may outlive the deletes (an open
         // namespace file keeps the namespace, and its links, alive).

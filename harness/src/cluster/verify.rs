@@ -1,6 +1,7 @@
 //! Pod readiness: after bring-up, every link, address, route and sysctl the cluster
 //! needs (fabric, nodes, router, external hosts, pods) is read back from the kernel and
-//! checked, before any probe runs. Anything
+//! checked, with room in each node's conntrack table, before any probe runs (and again
+//! after probes that disagreed with the oracle). Anything
 //! missing is an infrastructure fault, reported as such and never as a policy result.
 //! A node whose underlay link a step took down on purpose (`nodeDown`) is checked with
 //! its fabric port down instead ([`Cluster::verify_with_down`]).
@@ -32,7 +33,8 @@ impl Cluster {
     /// with its address, routes, permanent neighbours and FDB entries) and the routes to
     /// the external hosts, the
     /// router's links, addresses and routes, each host's address and routes, the
-    /// sysctls, and each pod's `lo`, `eth0`, address and default route are all there.
+    /// sysctls, and each pod's `lo`, `eth0`, address and default route are all there,
+    /// and that no node's conntrack table is full.
     pub async fn verify(&self) -> Result<(), InfraFault> {
         self.verify_with_down(&BTreeSet::new()).await
     }
@@ -71,6 +73,7 @@ impl Cluster {
                     let plan = self.plan.node(name).expect("node handles follow the plan");
                     check_node(self, plan, &s, vtep.as_ref(), &mut p);
                     want_sysctls(&node.netns, &NODE_SYSCTLS, &mut p);
+                    conntrack_room(&node.netns, &mut p);
                 }
                 (Err(e), _) | (_, Err(e)) => p.push(format!("{e:#}")),
             }
@@ -209,6 +212,28 @@ fn want_sysctls(ns: &Netns, want: &[(&str, &str)], p: &mut Vec<String>) {
             Ok(v) => p.push(format!("sysctl {key} is {v}, not {want}")),
             Err(e) => p.push(format!("{:#}", anyhow::Error::new(e))),
         }
+    }
+}
+
+/// A full conntrack table drops every new connection (the kernel logs "table full,
+/// dropping packet"), which a probe would take for a policy's drop. The limit is the
+/// host's (`nf_conntrack_max` cannot be written in a namespace on this kernel); the
+/// count is the namespace's own.
+fn conntrack_room(ns: &Netns, p: &mut Vec<String>) {
+    let read = |key: &str| {
+        crate::system::sysctl(ns, key)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let (Some(count), Some(max)) = (
+        read("net/netfilter/nf_conntrack_count"),
+        read("net/netfilter/nf_conntrack_max"),
+    ) && max > 0
+        && count >= max
+    {
+        p.push(format!(
+            "conntrack table full ({count} of {max} entries): new connections are dropped"
+        ));
     }
 }
 

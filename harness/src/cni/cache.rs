@@ -71,6 +71,8 @@ impl CacheEntry {
             node_netns: self.node_netns.clone(),
             pod: self.pod.clone(),
             node: self.node.clone(),
+            // A cached attachment is undone with the installed plugins.
+            plugin_dir: PathBuf::from(super::CNI_PATH),
         };
         Ok((list, rt))
     }

@@ -201,10 +201,9 @@ pub fn node_network(cni: &CniConfig, node: &NodePlan, ipam_dir: &Path) -> Result
     Ok(v)
 }
 
-/// Every plugin of the list is a binary in CNI_PATH: a machine fact, so checked here
-/// rather than when the scenario is read, and before any pod is added.
-fn plugins_exist(list: &Value, origin: &str) -> Result<()> {
-    let dir = Path::new(super::CNI_PATH);
+/// Every plugin of the list is a binary in `dir` (CNI_PATH): a machine fact, so checked
+/// here rather than when the scenario is read, and before any pod is added.
+fn plugins_exist(dir: &Path, list: &Value, origin: &str) -> Result<()> {
     let missing: Vec<String> = sim::scenario::cni::plugin_types(list)
         .into_iter()
         .filter(|t| !dir.join(t).is_file())
@@ -255,6 +254,8 @@ pub struct NodeNetworks {
     pub pod: ConfList,
     /// The bridge the pod network's first plugin makes (`cni0` unless the list says).
     pub bridge: String,
+    /// Where the plugins of both lists are (see [`super::RuntimeConf::plugin_dir`]).
+    pub plugin_dir: PathBuf,
 }
 
 impl NodeNetworks {
@@ -289,6 +290,7 @@ pub fn write_node_configs(
     node: &NodePlan,
     dirs: &NodeDirs,
     pod_mtu: Option<u32>,
+    plugin_dir: &Path,
 ) -> Result<NodeNetworks> {
     for d in [&dirs.conf, &dirs.ipam, &dirs.cache] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -302,6 +304,7 @@ pub fn write_node_configs(
     };
     let mut pod_net = node_network(cni, node, &dirs.ipam)?;
     plugins_exist(
+        plugin_dir,
         &pod_net,
         cni.origin.as_deref().unwrap_or("knetlab's default list"),
     )?;
@@ -315,6 +318,7 @@ pub fn write_node_configs(
         loopback: ConfList::load(&lo)?,
         bridge: bridge_name(&pod),
         pod,
+        plugin_dir: plugin_dir.to_path_buf(),
     })
 }
 

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use super::cache::{self, CacheEntry};
 use super::conflist::ConfList;
 use super::result::{CniResult, PluginError};
-use super::{CNI_PATH, CniError, CniErrorKind, Command, RuntimeConf};
+use super::{CniError, CniErrorKind, Command, RuntimeConf};
 use crate::netns::Netns;
 
 /// The only PATH a plugin sees (it may call iptables or ip), independent of the caller's.
@@ -306,10 +306,11 @@ fn invoke(
     rt: &RuntimeConf,
     conf: &Value,
 ) -> Result<Vec<u8>, CniErrorKind> {
-    let bin = Path::new(CNI_PATH).join(plugin);
+    let bin = rt.plugin_dir.join(plugin);
     if !bin.is_file() {
         return Err(CniErrorKind::Exec(format!(
-            "no plugin {plugin} in {CNI_PATH} (is containernetworking-plugins installed?)"
+            "plugin binary missing: no {plugin} in {} (is containernetworking-plugins installed?)",
+            rt.plugin_dir.display()
         )));
     }
     let stdin = serde_json::to_vec(conf).map_err(|e| CniErrorKind::Exec(e.to_string()))?;
@@ -327,7 +328,7 @@ fn invoke(
         .env("CNI_CONTAINERID", &rt.container_id)
         .env("CNI_NETNS", &rt.netns)
         .env("CNI_IFNAME", &rt.ifname)
-        .env("CNI_PATH", CNI_PATH)
+        .env("CNI_PATH", &rt.plugin_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -444,6 +445,7 @@ mod tests {
             node_netns: "n".into(),
             pod: "x/a".into(),
             node: "n1".into(),
+            plugin_dir: crate::cni::CNI_PATH.into(),
         };
         let plugin_err = |msg: &str| {
             CniErrorKind::Plugin(PluginError {

@@ -65,6 +65,9 @@ pub struct RuntimeConf {
     pub pod: String,
     /// The node's name, for messages.
     pub node: String,
+    /// Where the plugin binaries are (libcni's `CNIConfig.Path`; [`CNI_PATH`] unless a
+    /// run points elsewhere, as the fault tests do with a private copy).
+    pub plugin_dir: PathBuf,
 }
 
 /// A failed CNI operation, naming the plugin, pod, interface and node.

@@ -13,8 +13,10 @@
 //! ([`crate::sweep::ETC_NETNS`]).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sim::dns::env::EnvVar;
@@ -145,6 +147,29 @@ impl ClusterDns {
         self.server.as_ref()
     }
 
+    /// Whether the server still answers, asked from inside its own pod on `127.0.0.1`
+    /// (no policy or Service rule on that path): any answer, NXDOMAIN included, means
+    /// it serves. A question to a dead server times out or is refused, which a `dns/`
+    /// cell would otherwise report as a policy's drop or a refusal.
+    pub async fn health(&self, cluster: &Cluster, deadline: Duration) -> Result<(), DnsDown> {
+        if self.server.is_none() {
+            return Ok(());
+        }
+        let dns_pod = PodRef::new(sim::dns::NAMESPACE, sim::dns::POD_NAME);
+        let Some(h) = cluster.pod(&dns_pod) else {
+            return Ok(());
+        };
+        let conf = ResolvConf::for_pod(sim::dns::NAMESPACE, Ipv4Addr::LOCALHOST, CLUSTER_DOMAIN);
+        let r = resolve(&h.netns, &conf, HEALTH_NAME, deadline).await;
+        match r.answer {
+            Answer::Addresses | Answer::NotFound => Ok(()),
+            _ => Err(DnsDown {
+                pod: dns_pod.to_string(),
+                seen: r.summary(),
+            }),
+        }
+    }
+
     /// For `--keep`: leaves the files (the sweep of `cargo xtask clean` removes them)
     /// and hands the server to [`kept_server`], so that it goes on answering while the
     /// caller's runtime lives (`cargo xtask scenario --keep` waits for Ctrl-C then).
@@ -171,6 +196,23 @@ impl ClusterDns {
         }
         errors
     }
+}
+
+/// The name [`ClusterDns::health`] asks for (the API server's Service, which every
+/// cluster's DNS knows; NXDOMAIN is as good an answer).
+const HEALTH_NAME: &str = "kubernetes.default.svc.cluster.local.";
+
+/// The cluster DNS server does not answer even on its own pod's loopback: an
+/// infrastructure fault, never a policy verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "infrastructure fault: the cluster DNS server in pod {pod} does not answer on 127.0.0.1:53 \
+     (killed or its sockets gone): {seen}"
+)]
+pub struct DnsDown {
+    pub pod: String,
+    /// What the question from inside the pod got.
+    pub seen: String,
 }
 
 /// The server of a run kept up with `--keep`, if any.

@@ -44,6 +44,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopped nginx may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The controller's nginx is gone (see [`Controller::check_running`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "infrastructure fault: the ingress controller's nginx (pid {pid}) is not running ({status})"
+)]
+pub struct NginxDown {
+    pub pid: u32,
+    /// How it ended, as the kernel told its parent (`signal: 9 (SIGKILL)`).
+    pub status: String,
+}
+
 /// What one [`Controller::sync`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {
@@ -296,6 +307,31 @@ impl Controller {
             self.certs.insert(key, c.hosts.clone());
         }
         Ok(generated)
+    }
+
+    /// Whether the nginx master we started is still there. One that died (killed, or
+    /// crashed) is an infrastructure fault: the `http:` checks would otherwise report
+    /// its absence as refused connections.
+    pub fn check_running(&mut self) -> Result<(), NginxDown> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        let pid = child.id();
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                // Reaped: forget it, so that stopping never signals a recycled pid.
+                self.child = None;
+                Err(NginxDown {
+                    pid,
+                    status: status.to_string(),
+                })
+            }
+            Err(e) => Err(NginxDown {
+                pid,
+                status: format!("cannot be waited for: {e}"),
+            }),
+        }
     }
 
     /// Leaves nginx running (for `--keep`): `cargo xtask clean` ends it by its pid file.

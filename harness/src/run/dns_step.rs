@@ -115,8 +115,23 @@ pub(super) async fn resolve_dns_cells(
             (i, r)
         });
     }
-    let out: BTreeMap<usize, Resolution> =
+    let mut out: BTreeMap<usize, Resolution> =
         futures::future::join_all(jobs).await.into_iter().collect();
+    // A name that got no answer is a verdict only while the server itself answers.
+    let unanswered = |r: &Resolution| {
+        matches!(
+            r.answer,
+            Answer::Timeout | Answer::Refused | Answer::Rejected
+        )
+    };
+    if out.values().any(unanswered)
+        && let Err(down) = dns.health(&live.cluster, deadline).await
+    {
+        for r in out.values_mut().filter(|r| unanswered(r)) {
+            r.answer = Answer::Error;
+            r.detail = down.to_string();
+        }
+    }
     for (i, r) in &out {
         let (from, to, _) = &keys[*i];
         dns.record(from.to_string(), to.to_string(), r.clone());

@@ -247,6 +247,20 @@ pub(super) async fn drive(
             so_far = Some((result, explained));
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
+        // Cells that never showed the oracle's verdict: a fault that came up during the
+        // probes (a link deleted, a full conntrack table) would pass for a policy's drop.
+        if enforce_ms.is_none() {
+            live.cluster
+                .verify_with_down(&live.down_nodes)
+                .await
+                .map_err(|fault| {
+                    anyhow!(
+                        "step {:?}: infrastructure fault during the probes (not a policy \
+                         result): {fault}",
+                        step.name
+                    )
+                })?;
+        }
         let probe_ms = ms(t.elapsed());
         report.timings.probe_ms += probe_ms;
         report.step_timings.push(StepTimings {

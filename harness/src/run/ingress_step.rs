@@ -54,6 +54,8 @@ pub(super) async fn ingress_step(
     }
     let model = IngressModel::new(&live.objects);
     let ctl = live.ingress.as_mut().expect("set above");
+    ctl.check_running()
+        .with_context(|| format!("step {:?}: before configuring it", step.name))?;
     let sync = tokio::task::block_in_place(|| ctl.sync(&model))
         .with_context(|| format!("step {:?}: configure the ingress controller", step.name))?;
     note(opts, || {
@@ -158,6 +160,13 @@ pub(super) async fn ingress_step(
             got,
             predicted,
         ));
+    }
+    // A check that disagrees is a verdict only while nginx is still there.
+    if results.iter().any(|c| !c.agrees)
+        && let Some(ctl) = live.ingress.as_mut()
+    {
+        ctl.check_running()
+            .with_context(|| format!("step {:?}: its http checks", step.name))?;
     }
     Ok(Some(IngressStep {
         step: step.name.clone(),

@@ -78,6 +78,9 @@ pub struct RunOptions {
     /// `--pause`: called before every step after the first with what the step will
     /// change; the run waits until it returns (the CLI waits for Enter).
     pub before_step: Option<StepHook>,
+    /// Where the CNI plugin binaries are; the installed ones (`/usr/lib/cni`) when
+    /// `None`. The fault tests point a run at a private copy they can break.
+    pub cni_plugin_dir: Option<std::path::PathBuf>,
 }
 
 /// A callback run before a step (see [`RunOptions::before_step`]).
@@ -130,7 +133,11 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         )
     });
     let pod_cidr = plan.pod_cidr;
-    let cluster = Cluster::create(plan)
+    let plugin_dir = opts
+        .cni_plugin_dir
+        .clone()
+        .unwrap_or_else(|| crate::cni::CNI_PATH.into());
+    let cluster = Cluster::create_with_plugins(plan, &plugin_dir)
         .await
         .context("build the fabric and the nodes")?;
     if !scenario.br_netfilter

@@ -39,6 +39,8 @@ pub enum Tool {
     Shell,
     /// Headless Chromium, for the report's browser test.
     Chromium,
+    /// iproute2's socket tool: the fault tests destroy a server's sockets with `ss -K`.
+    Ss,
 }
 
 /// The tools every run needs on the machine (`crate::prereq` checks and installs them).
@@ -74,6 +76,7 @@ impl Tool {
             Tool::IptablesLegacySave => "iptables-legacy-save",
             Tool::Shell => "sh",
             Tool::Chromium => "/usr/bin/chromium",
+            Tool::Ss => "ss",
         }
     }
 
@@ -96,6 +99,7 @@ impl Tool {
             Tool::IptablesLegacySave => "/usr/sbin/iptables-legacy-save",
             Tool::Shell => "/bin/sh",
             Tool::Chromium => "/usr/bin/chromium",
+            Tool::Ss => "/usr/bin/ss",
         }
     }
 
@@ -114,7 +118,7 @@ impl Tool {
             Tool::Ipvsadm => "ipvsadm",
             Tool::Nginx => "nginx",
             Tool::Stdbuf => "coreutils",
-            Tool::Ip => "iproute2",
+            Tool::Ip | Tool::Ss => "iproute2",
             Tool::Ping => "iputils-ping",
             Tool::Shell => "dash",
             Tool::Chromium => "chromium",

@@ -167,6 +167,8 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
         prefix: harness::run::new_prefix(),
         keep: args.keep,
         before_step: args.pause.then(crate::commands::report::pause_hook),
+        // The installed plugins (`/usr/lib/cni`).
+        cni_plugin_dir: None,
         // Quiet in CI and when nobody watches; --json output stays clean on stdout anyway.
         progress: !args.json
             && std::env::var_os("CI").is_none()
