@@ -574,14 +574,27 @@ fn pod_on_a_node_that_does_not_exist() {
 
 #[test]
 fn pod_in_an_undeclared_namespace() {
+    // In the first step the namespace is created, as users expect of their manifests.
     let text = format!(
         "{HEAD}manifests:\n  - apiVersion: v1\n    kind: Pod\n    metadata: {{name: p, namespace: nowhere}}\n    spec: {{containers: [{{name: c, image: i}}]}}\n"
+    );
+    let s = parse_ok(&text);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("namespace nowhere is used but not declared")),
+        "{:?}",
+        s.notes
+    );
+    // A step that applies into a namespace nobody made is a mistake.
+    let text = format!(
+        "{HEAD}steps:\n  - name: later\n    apply:\n      - apiVersion: v1\n        kind: Pod\n        metadata: {{name: p, namespace: nowhere}}\n        spec: {{containers: [{{name: c, image: i}}]}}\n"
     );
     let e = parse_err(&text);
     assert_error(
         &e,
         pos(&text, "nowhere", 0),
-        "manifests[0].metadata.namespace",
+        "steps[0].apply[0].metadata.namespace",
         "namespace nowhere does not exist",
     );
 }
@@ -642,7 +655,7 @@ fn unsupported_and_unknown_kinds() {
         &e,
         pos(&text, "CiliumNetworkPolicy", 0),
         "manifests[0].kind",
-        "unknown kind CiliumNetworkPolicy",
+        "kind CiliumNetworkPolicy (cilium.io/v2) changes the pod network",
     );
 
     let text = format!("{HEAD}manifests:\n  - kind: Pod\n    metadata: {{name: s}}\n");
@@ -857,13 +870,24 @@ fn step_deletes_and_labels_must_name_existing_objects() {
     );
 
     let text =
-        format!("{HEAD}{MODEL}steps:\n  - name: s1\n    delete: [{{kind: Deployment, name: a}}]\n");
+        format!("{HEAD}{MODEL}steps:\n  - name: s1\n    delete: [{{kind: Gadget, name: a}}]\n");
     let e = parse_err(&text);
     assert_error(
         &e,
-        pos(&text, "Deployment", 0),
+        pos(&text, "Gadget", 0),
         "steps[0].delete[0].kind",
-        "unknown value `Deployment`",
+        "unknown value `Gadget`",
+    );
+    // A controller that does not exist cannot be deleted.
+    let text = format!(
+        "{HEAD}{MODEL}steps:\n  - name: s1\n    delete: [{{kind: Deployment, name: gone}}]\n"
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        pos(&text, "gone", 0),
+        "steps[0].delete[0].name",
+        "there is no Deployment default/gone",
     );
 
     let text = format!("{HEAD}{MODEL}steps:\n  - name: s1\n  - name: s1\n");

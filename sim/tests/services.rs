@@ -456,12 +456,20 @@ fn load_balancer_without_a_pool() {
         "{HEAD}{cluster}{}",
         service("x", "lb", "{type: LoadBalancer, ports: [{port: 80}]}")
     );
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        pos(&text, "LoadBalancer", 0),
-        "manifests[3].spec.type",
-        "declare cluster.loadBalancerPool",
+    // As on a cluster with no load-balancer controller: the address stays pending, the
+    // ClusterIP and the NodePort work, and a note says so.
+    let s = parse_ok(&text);
+    let objects = &sim::scenario::objects_per_step(&s)[0].1;
+    let lb = svc(objects, "x", "lb");
+    assert!(sim::services::load_balancer_ips(lb).is_empty());
+    let port = &lb.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert!(port.node_port.is_some_and(|n| (30000..=32767).contains(&n)));
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("Service x/lb") && n.contains("pending")),
+        "{:?}",
+        s.notes
     );
 
     // An address written in the status (an outside controller's) needs no pool.

@@ -113,7 +113,8 @@ pub(super) fn note(opts: &RunOptions, msg: impl FnOnce() -> String) {
 
 /// Runs a whole scenario. Tears the cluster down before returning unless `keep`.
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
-    let mut notes = refuse_what_no_engine_runs(scenario)?;
+    let mut notes = scenario.notes.clone();
+    notes.extend(refuse_what_no_engine_runs(scenario)?);
     notes.extend(ipvs_preflight(scenario)?);
     userspace_preflight(scenario)?;
     let plan = Plan::new(&opts.prefix, &scenario.cluster)

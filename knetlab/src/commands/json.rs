@@ -36,6 +36,7 @@ pub fn report(r: &RunReport) -> Value {
         "capture": r.capture_summary,
         "cni": r.cni,
         "notes": r.notes,
+        "pods": pods(r),
         "ingress": r.ingress.iter().map(|s| {
             let mut j = json!(s);
             j["checks"] = json!(s.checks.iter().map(|c| {
@@ -50,6 +51,28 @@ pub fn report(r: &RunReport) -> Value {
         "dns": r.dns,
         "traces": r.traces.iter().map(|t| json!({"step": t.step, "story": t.text})).collect::<Vec<_>>(),
     })
+}
+
+/// The pods as the last step left them, with the controller that owns each.
+fn pods(r: &RunReport) -> Vec<Value> {
+    let Some(objects) = r.objects.last() else {
+        return vec![];
+    };
+    objects
+        .pods
+        .iter()
+        .map(|(key, pod)| {
+            json!({
+                "namespace": key.namespace,
+                "name": key.name,
+                "node": sim::objects::pod_node(pod),
+                "ip": sim::objects::pod_ip(pod).map(|ip| ip.to_string()),
+                "labels": pod.metadata.labels.clone().unwrap_or_default(),
+                "owner": sim::workloads::owner_of(pod).map(|o| o.to_string()),
+                "hostNetwork": pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 fn cell(c: &Cell) -> Value {

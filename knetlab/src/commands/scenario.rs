@@ -70,6 +70,10 @@ pub struct Args {
     /// will change, and wait for Enter (for a room to predict the next matrix).
     #[arg(long)]
     pub pause: bool,
+    /// Leave out kinds that change the network but that knetlab does not model
+    /// (CiliumNetworkPolicy, Gateway API routes, ...) with a warning, instead of failing.
+    #[arg(long)]
+    pub ignore_unsupported: bool,
 }
 
 /// `fabric` or `fabric=PATH` into the pcap file's path.
@@ -115,13 +119,20 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
             return 2;
         }
     };
-    let mut scenario = match sim::scenario::load(&path) {
+    let opts = sim::scenario::LoadOptions {
+        ignore_unsupported: args.ignore_unsupported,
+    };
+    let mut scenario = match sim::scenario::load_with(&path, &opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
+    // Left-out kinds are said before anything runs, and again with the notes.
+    for w in scenario.notes.iter().filter(|n| n.starts_with("WARNING")) {
+        eprintln!("{w}");
+    }
     if let Some(pod) = &args.env {
         return print_env(&scenario, pod);
     }

@@ -10,7 +10,7 @@
 //! Each mistake is reported at its file, line, column and field path.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -20,11 +20,13 @@ use crate::objects::{Kind, PodRef};
 use super::controllers::{cluster_dns, ingress_controller};
 use super::decode;
 use super::header::{self, Document};
+use super::inputs::Inputs;
 use super::model_shorthand;
 use super::replay_check::{Declared, Sim};
 use super::source::Source;
+use super::workload::PendingWorkload;
 use super::yaml::{self, join_index, join_key};
-use super::{Change, Peer, Scenario, Step, ThroughputSpec};
+use super::{Change, LoadOptions, Peer, Scenario, Step, ThroughputSpec};
 use crate::names;
 
 /// The name of the first step (the cluster as the scenario builds it).
@@ -40,7 +42,11 @@ pub(super) struct Pending {
     pub(super) kind: Kind,
 }
 
-pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+pub(super) fn build(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+) -> Result<Scenario, ScenarioError> {
     let (docs, positions) = yaml::parse(path, text, false)?;
     let src = Source::new(path, positions);
     let Some(root) = docs.into_iter().next().flatten() else {
@@ -72,6 +78,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     let load_balancer_pool = header::load_balancer_pool(&src, doc.cluster.as_ref(), &cluster)?;
     let dns = header::cluster_dns(&src, doc.cluster.as_ref(), &cluster)?;
     let mut sim = Sim::new(&cluster);
+    sim.node_labels = header::node_labels(&src, doc.cluster.as_ref())?;
     sim.ranges.load_balancer_pool = load_balancer_pool;
 
     // The first step: every initial object, namespaces, then pods, then the rest.
@@ -87,19 +94,14 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
             });
         }
     }
+    let mut inputs = Inputs::default();
     for (i, value) in doc.manifests.iter().flatten().enumerate() {
-        let p = join_index("manifests", i);
-        let kind = decode::manifest_kind(&src, &p, value)?;
-        pending.push(Pending {
-            src: src.clone(),
-            path: p,
-            value: value.clone(),
-            kind,
-        });
+        inputs.add(&src, &join_index("manifests", i), value.clone(), opts)?;
     }
     for (i, file) in doc.manifest_files.iter().flatten().enumerate() {
-        pending.extend(manifest_file(&src, &join_index("manifestFiles", i), file)?);
+        inputs.manifest_file(&src, &join_index("manifestFiles", i), file, opts)?;
     }
+    pending.append(&mut inputs.objects);
     ingress_controller(&src, &doc, &mut pending);
     let declares_default = pending.iter().any(|p| {
         p.kind == Kind::Namespace
@@ -120,6 +122,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     if let Some(d) = &dns {
         cluster_dns(&src, d, &mut pending);
     }
+    let mut notes = inputs.notes();
+    notes.extend(implicit_namespaces(&src, &mut pending, &inputs.workloads));
     // Services before the rest, so an Endpoints object may come before its Service in
     // the files (kubectl applies a directory in any order too).
     let rank = |k: Kind| match k {
@@ -136,6 +140,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         let raw = sim.apply(&p, &mut first_seen)?;
         changes.push(Change::Apply(raw));
     }
+    // Controllers last: their pods are scheduled around the pods written as Pods.
+    changes.extend(sim.apply_workloads(&inputs.workloads, &mut first_seen)?);
     let mut steps = vec![Step {
         name: INITIAL_STEP.to_string(),
         changes,
@@ -184,21 +190,27 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         let mut declared = Declared::default();
         for (j, value) in s.apply.iter().flatten().enumerate() {
             let p = join_index(&join_key(&sp, "apply"), j);
-            let kind = decode::manifest_kind(&src, &p, value)?;
-            let raw = sim.apply(
-                &Pending {
-                    src: src.clone(),
-                    path: p,
-                    value: value.clone(),
-                    kind,
-                },
-                &mut declared,
-            )?;
-            changes.push(Change::Apply(raw));
+            let mut one = Inputs::default();
+            one.add(&src, &p, value.clone(), opts)?;
+            notes.extend(one.notes());
+            for o in &one.objects {
+                changes.push(Change::Apply(sim.apply(o, &mut declared)?));
+            }
+            changes.extend(sim.apply_workloads(&one.workloads, &mut declared)?);
         }
         for (j, d) in s.delete.iter().flatten().enumerate() {
             let p = join_index(&join_key(&sp, "delete"), j);
-            let kind = Kind::from(d.kind);
+            let kind = match d.kind.object_kind() {
+                Ok(kind) => kind,
+                Err(w) => {
+                    let ns = d
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+                    changes.extend(sim.delete_workload(&src, &p, (ns, w, d.name.clone()))?);
+                    continue;
+                }
+            };
             let namespace = sim.target(&src, &p, kind, d.namespace.as_deref(), &d.name)?;
             if kind == Kind::Namespace && d.name == DEFAULT_NAMESPACE {
                 return Err(src.at_value(
@@ -215,7 +227,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         }
         for (j, l) in s.label.iter().flatten().enumerate() {
             let p = join_index(&join_key(&sp, "label"), j);
-            let kind = Kind::from(l.kind);
+            let kind = l.kind.object_kind().unwrap_or(Kind::Secret);
             if !matches!(kind, Kind::Pod | Kind::Namespace) {
                 return Err(src.at_value(
                     &join_key(&p, "kind"),
@@ -237,6 +249,15 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 name: l.name.clone(),
                 labels: l.labels.clone(),
             });
+        }
+        for (j, c) in s.scale.iter().flatten().enumerate() {
+            let p = join_index(&join_key(&sp, "scale"), j);
+            let ns = c
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+            let key = (ns, c.kind(), c.name.clone());
+            changes.extend(sim.scale(&src, &p, key, c.replicas, &mut declared)?);
         }
         node_links(&src, &sp, &sim, s, &mut down)?;
         let expect = s
@@ -271,11 +292,13 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     let http = http_checks(&src, &sim, &steps, doc.http.as_deref().unwrap_or_default())?;
     // The default CNI list carries portmap and bandwidth only when some pod uses them.
     let (wants_bandwidth, wants_host_ports) = (sim.wants_bandwidth, sim.wants_host_ports);
+    notes.extend(sim.take_notes());
     cluster.cni.pods_want_bandwidth = wants_bandwidth;
     cluster.cni.pods_want_host_ports = wants_host_ports;
 
     let br_netfilter = header::br_netfilter(doc.cluster.as_ref());
     Ok(Scenario {
+        notes,
         br_netfilter,
         name: doc.name.trim().to_string(),
         summary: doc.summary.trim().to_string(),
@@ -557,35 +580,51 @@ fn http_checks(
     Ok(out)
 }
 
-/// Reads one of `manifestFiles` (relative to the scenario) as multi-document YAML.
-fn manifest_file(src: &Source, path: &str, name: &str) -> Result<Vec<Pending>, ScenarioError> {
-    let dir = src.file.parent().unwrap_or(Path::new("."));
-    let file: PathBuf = dir.join(name);
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        src.at_value(
-            path,
-            format!("cannot read manifest file {}: {e}", file.display()),
-        )
-    })?;
-    let (docs, positions) = yaml::parse(&file, &text, true)?;
-    let fsrc = Source::new(&file, positions);
-    let mut out = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
-        let Some(value) = doc else { continue };
-        let p = yaml::document_path(i);
-        let kind = decode::manifest_kind(&fsrc, &p, &value)?;
-        out.push(Pending {
-            src: fsrc.clone(),
-            path: p,
-            value,
-            kind,
-        });
+/// Namespaces that objects use but nobody declares: `default` and `kube-system` always
+/// exist (as on every cluster); any other is created, with a note.
+fn implicit_namespaces(
+    src: &Source,
+    pending: &mut Vec<Pending>,
+    workloads: &[PendingWorkload],
+) -> Vec<String> {
+    let declared: BTreeSet<String> = pending
+        .iter()
+        .filter(|p| p.kind == Kind::Namespace)
+        .filter_map(|p| {
+            p.value
+                .pointer("/metadata/name")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    let used: BTreeSet<String> = pending
+        .iter()
+        .filter(|p| p.kind != Kind::Namespace)
+        .map(|p| &p.value)
+        .chain(workloads.iter().map(|w| &w.value))
+        .filter_map(|v| v.pointer("/metadata/namespace")?.as_str().map(String::from))
+        .filter(|ns| !ns.is_empty() && !declared.contains(ns))
+        .collect();
+    let mut notes = Vec::new();
+    for ns in used {
+        if names::dns_label(&ns).is_err() {
+            // The object's own check reports the bad name at its position.
+            continue;
+        }
+        if ns != "kube-system" {
+            notes.push(format!(
+                "namespace {ns} is used but not declared; it was created (as `kubectl create namespace {ns}` would)"
+            ));
+        }
+        pending.insert(
+            0,
+            Pending {
+                src: src.clone(),
+                path: String::new(),
+                value: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                kind: Kind::Namespace,
+            },
+        );
     }
-    if out.is_empty() {
-        return Err(src.at_value(
-            path,
-            format!("manifest file {} holds no manifests", file.display()),
-        ));
-    }
-    Ok(out)
+    notes
 }

@@ -22,21 +22,49 @@ use crate::protocol::PortProto;
 use super::model_shorthand::Model;
 use super::source::Source;
 use super::yaml::{join_index, join_key};
+use crate::workloads::WorkloadKind;
+
 use super::{
-    ClusterConfig, DenyStyle, ExternalHost, IpvsConfig, IpvsFallback, Loopback, NetworkMode, Peer,
-    PolicyEngineKind, ProbeSpec, ProxyKind, Scenario,
+    ClusterConfig, DenyStyle, ExternalHost, IpvsConfig, IpvsFallback, LoadOptions, Loopback,
+    NetworkMode, Peer, PolicyEngineKind, ProbeSpec, ProxyKind, Scenario,
 };
 use crate::names;
 
-pub(super) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ScenarioError::new(path, None, "", format!("cannot read the scenario: {e}"))
     })?;
-    parse_str(path, &text)
+    parse_str(path, &text, opts)
 }
 
-pub(super) fn parse_str(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-    super::build::build(path, text)
+pub(super) fn parse_str(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+) -> Result<Scenario, ScenarioError> {
+    super::build::build(path, text, opts)
+}
+
+/// `cluster.nodes[].labels`, checked as the API server checks labels.
+pub(crate) fn node_labels(
+    src: &Source,
+    h: Option<&ClusterHeader>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, ScenarioError> {
+    let mut out = BTreeMap::new();
+    let Some(Nodes::Names(entries)) = h.and_then(|h| h.nodes.as_ref()) else {
+        return Ok(out);
+    };
+    for (i, e) in entries.iter().enumerate() {
+        let NodeEntry::Labelled(l) = e else { continue };
+        let lp = join_key(&join_index("cluster.nodes", i), "labels");
+        for (k, v) in &l.labels {
+            let kp = join_key(&lp, k);
+            names::label_key(k).map_err(|e| src.at_key(&kp, e))?;
+            names::label_value(v).map_err(|e| src.at_value(&kp, e))?;
+        }
+        out.insert(l.name.clone(), l.labels.clone());
+    }
+    Ok(out)
 }
 
 /// The whole scenario file.
@@ -149,11 +177,55 @@ struct ExternalHostHeader {
     serve: Option<Vec<String>>,
 }
 
-/// `nodes: 2` or `nodes: [n1, n2]`.
+/// `nodes: 2`, `nodes: [n1, n2]` or `nodes: [{name: n1, labels: {...}}, ...]`.
 #[derive(Debug)]
 enum Nodes {
     Count(u64),
-    Names(Vec<String>),
+    Names(Vec<NodeEntry>),
+}
+
+/// One entry of a node list: a name, or a name with labels.
+#[derive(Debug)]
+enum NodeEntry {
+    Name(String),
+    Labelled(LabelledNode),
+}
+
+impl<'de> Deserialize<'de> for NodeEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NodeEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (a node name) or a mapping {name, labels}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<NodeEntry, E> {
+                Ok(NodeEntry::Name(s.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<NodeEntry, A::Error> {
+                LabelledNode::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(NodeEntry::Labelled)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelledNode {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl NodeEntry {
+    fn name(&self) -> &str {
+        match self {
+            NodeEntry::Name(n) => n,
+            NodeEntry::Labelled(l) => &l.name,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Nodes {
@@ -163,7 +235,7 @@ impl<'de> Deserialize<'de> for Nodes {
             type Value = Nodes;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str(
-                    "a node count (for example 2) or a list of node names (for example [n1, n2])",
+                    "a node count (for example 2) or a list of node names (for example [n1, n2]) or of {name, labels}",
                 )
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Nodes, E> {
@@ -176,7 +248,7 @@ impl<'de> Deserialize<'de> for Nodes {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Nodes, A::Error> {
                 let mut names = Vec::new();
-                while let Some(n) = seq.next_element::<String>()? {
+                while let Some(n) = seq.next_element::<NodeEntry>()? {
                     names.push(n);
                 }
                 Ok(Nodes::Names(names))
@@ -244,6 +316,8 @@ pub(crate) struct StepHeader {
     pub apply: Option<Vec<Value>>,
     pub delete: Option<Vec<ObjectRef>>,
     pub label: Option<Vec<LabelChange>>,
+    /// Controllers given a new replica count (after the step's other changes).
+    pub scale: Option<Vec<ScaleChange>>,
     /// Nodes whose underlay link goes down in this step (a pulled cable).
     #[serde(rename = "nodeDown")]
     pub node_down: Option<Vec<String>>,
@@ -267,18 +341,66 @@ pub(crate) enum KindName {
     Endpoints,
     Ingress,
     Secret,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    ReplicationController,
 }
 
-impl From<KindName> for crate::objects::Kind {
-    fn from(k: KindName) -> Self {
-        match k {
-            KindName::Namespace => Self::Namespace,
-            KindName::Pod => Self::Pod,
-            KindName::NetworkPolicy => Self::NetworkPolicy,
-            KindName::Service => Self::Service,
-            KindName::Endpoints => Self::Endpoints,
-            KindName::Ingress => Self::Ingress,
-            KindName::Secret => Self::Secret,
+impl KindName {
+    /// The object kind, or the workload controller it names.
+    pub(crate) fn object_kind(self) -> Result<crate::objects::Kind, WorkloadKind> {
+        use crate::objects::Kind;
+        Ok(match self {
+            KindName::Namespace => Kind::Namespace,
+            KindName::Pod => Kind::Pod,
+            KindName::NetworkPolicy => Kind::NetworkPolicy,
+            KindName::Service => Kind::Service,
+            KindName::Endpoints => Kind::Endpoints,
+            KindName::Ingress => Kind::Ingress,
+            KindName::Secret => Kind::Secret,
+            KindName::Deployment => return Err(WorkloadKind::Deployment),
+            KindName::ReplicaSet => return Err(WorkloadKind::ReplicaSet),
+            KindName::StatefulSet => return Err(WorkloadKind::StatefulSet),
+            KindName::DaemonSet => return Err(WorkloadKind::DaemonSet),
+            KindName::Job => return Err(WorkloadKind::Job),
+            KindName::CronJob => return Err(WorkloadKind::CronJob),
+            KindName::ReplicationController => return Err(WorkloadKind::ReplicationController),
+        })
+    }
+}
+
+/// The controllers a step may scale.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) enum ScaleKind {
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    ReplicationController,
+    Job,
+}
+
+/// `{kind, namespace, name, replicas}` of a `scale:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScaleChange {
+    kind: ScaleKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub replicas: i64,
+}
+
+impl ScaleChange {
+    pub(crate) fn kind(&self) -> WorkloadKind {
+        match self.kind {
+            ScaleKind::Deployment => WorkloadKind::Deployment,
+            ScaleKind::ReplicaSet => WorkloadKind::ReplicaSet,
+            ScaleKind::StatefulSet => WorkloadKind::StatefulSet,
+            ScaleKind::ReplicationController => WorkloadKind::ReplicationController,
+            ScaleKind::Job => WorkloadKind::Job,
         }
     }
 }
@@ -344,10 +466,11 @@ pub(crate) fn cluster(
             return Err(src.at_value(nodes_path, PlanError::TooManyNodes(*n as usize).to_string()));
         }
         Nodes::Count(n) => (1..=*n).map(|i| format!("n{i}")).collect(),
-        Nodes::Names(names) => {
-            if names.is_empty() {
+        Nodes::Names(entries) => {
+            if entries.is_empty() {
                 return Err(src.at_value(nodes_path, "a cluster needs at least one node"));
             }
+            let names: Vec<String> = entries.iter().map(|e| e.name().to_string()).collect();
             for (i, n) in names.iter().enumerate() {
                 let p = join_index(nodes_path, i);
                 names::dns_label(n).map_err(|e| src.at_value(&p, format!("bad node name: {e}")))?;
@@ -355,7 +478,7 @@ pub(crate) fn cluster(
                     return Err(src.at_value(&p, format!("node {n} is listed twice")));
                 }
             }
-            names.clone()
+            names
         }
     };
     // A scenario's own CNI list that names a range implies the pod CIDR (see cni.rs).

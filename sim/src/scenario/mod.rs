@@ -21,11 +21,13 @@ mod decode;
 mod expect;
 mod fields;
 mod header;
+mod inputs;
 mod model_shorthand;
 mod placeholders;
 mod replay;
 mod replay_check;
 mod source;
+mod workload;
 mod yaml;
 
 pub use build::INITIAL_STEP;
@@ -76,6 +78,18 @@ pub struct Scenario {
     pub throughput: Vec<ThroughputSpec>,
     /// HTTP(S) checks through the ingress controller (`http:`).
     pub http: Vec<crate::ingress::HttpCheckSpec>,
+    /// What the parser tells the user: kinds accepted without effect, unsupported kinds
+    /// left out (`--ignore-unsupported`), namespaces it created, Pending pods, what the
+    /// workload controllers and the scheduler do not model.
+    pub notes: Vec<String>,
+}
+
+/// How a scenario is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Leave out kinds that change the network but are not modelled (CiliumNetworkPolicy,
+    /// Gateway API routes, ...) with a loud warning in the notes, instead of refusing them.
+    pub ignore_unsupported: bool,
 }
 
 /// One `throughput:` entry: the TCP rate from one pod to another, measured in every step
@@ -265,10 +279,24 @@ impl RawObject {
 
 /// Reads and checks a scenario file (and the manifest files it names).
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    header::load(path)
+    header::load(path, &LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Scenario, ScenarioError> {
+    header::load(path, opts)
 }
 
 /// Checks a scenario given as text (used by tests); `path` only names it in errors.
 pub fn parse_str(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-    header::parse_str(path, text)
+    header::parse_str(path, text, &LoadOptions::default())
+}
+
+/// [`parse_str`] with options.
+pub fn parse_str_with(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+) -> Result<Scenario, ScenarioError> {
+    header::parse_str(path, text, opts)
 }

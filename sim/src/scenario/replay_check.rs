@@ -90,6 +90,12 @@ pub(super) struct Sim<'a> {
     pub(super) wants_host_ports: bool,
     /// The nodes on which some pod has a hostPort at some point (`node/NAME` targets).
     pub(super) host_port_nodes: BTreeSet<String>,
+    /// The workload controllers the cluster has ([`super::workload`]).
+    pub(super) controllers: BTreeMap<super::workload::ControllerKey, super::workload::Tracked>,
+    /// `cluster.nodes[].labels`, for scheduling.
+    pub(super) node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Notes for the user (ignored kinds, Pending pods, what is not modelled), in order.
+    pub(super) notes: Vec<String>,
 }
 
 impl<'a> Sim<'a> {
@@ -114,6 +120,9 @@ impl<'a> Sim<'a> {
             wants_bandwidth: false,
             wants_host_ports: false,
             host_port_nodes: BTreeSet::new(),
+            controllers: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -271,6 +280,13 @@ impl<'a> Sim<'a> {
                 let svc = alloc::allocate(&self.objects.services, &self.ranges, svc)
                     .map_err(|e| decode::field_error(src, &p.path, e))?;
                 alloc::record(&mut raw_value, &svc);
+                if services::service_type(&svc) == services::ServiceType::LoadBalancer
+                    && services::load_balancer_ips(&svc).is_empty()
+                {
+                    self.notes.push(format!(
+                        "Service {ns}/{name}: its load-balancer address stays pending (no cluster.loadBalancerPool, as on a cluster without a load-balancer controller); its ClusterIP and NodePorts work"
+                    ));
+                }
                 object = Object::Service(svc);
             }
             Object::Endpoints(ref ep) => self.check_endpoints(src, &p.path, ep, &ns, &name)?,

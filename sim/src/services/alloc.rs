@@ -18,7 +18,8 @@
 //!   Service holds (the pool's network and broadcast addresses are skipped for pools of
 //!   /30 and larger). `spec.loadBalancerIP` asks for one address of the pool, and a
 //!   manifest may write `status.loadBalancer.ingress[].ip` itself (an address an outside
-//!   controller assigned). Two Services may ask for the same address if their
+//!   controller assigned). Without a pool the address stays pending, as on a cluster
+//!   with no load-balancer controller (the ClusterIP and NodePorts still work). Two Services may ask for the same address if their
 //!   protocol/port pairs do not overlap (MetalLB's shared IPs): the way two services of
 //!   a data-centre gateway share one public address.
 //!
@@ -163,7 +164,7 @@ pub fn allocate(
     }
     spec.health_check_node_port = health.map(i32::from);
     match lb {
-        LbChoice::NotLoadBalancer => {
+        LbChoice::NotLoadBalancer | LbChoice::Pending => {
             // Status is the controllers' to write: nothing of a load balancer is left.
             if let Some(s) = svc.status.as_mut() {
                 s.load_balancer = None;
@@ -417,6 +418,9 @@ fn allocate_node_ports(
 
 enum LbChoice {
     NotLoadBalancer,
+    /// No load-balancer controller (no pool): the address stays pending, as on a
+    /// cluster without one; the ClusterIP and NodePorts work.
+    Pending,
     /// The manifest wrote its status itself.
     AsWritten,
     Assign(Vec<Ipv4Addr>),
@@ -490,14 +494,7 @@ fn allocate_load_balancer(
     if let Some(ip) = requested {
         let path = "spec.loadBalancerIP";
         match pool {
-            None => {
-                return Err(FieldError::value(
-                    path,
-                    format!(
-                        "no load-balancer controller can assign {ip}: declare cluster.loadBalancerPool (a CIDR holding it), or write the address in status.loadBalancer.ingress[].ip"
-                    ),
-                ));
-            }
+            None => return Ok(LbChoice::Pending),
             Some(pool) if !pool.contains(&ip) => {
                 return Err(FieldError::value(
                     path,
@@ -519,10 +516,7 @@ fn allocate_load_balancer(
         }
     }
     let Some(pool) = pool else {
-        return Err(FieldError::value(
-            "spec.type",
-            "a LoadBalancer service needs an address, and no load-balancer controller can give one: declare cluster.loadBalancerPool (a CIDR such as 203.0.113.0/24) or write the address in status.loadBalancer.ingress[].ip",
-        ));
+        return Ok(LbChoice::Pending);
     };
     let used: BTreeSet<Ipv4Addr> = others
         .iter()

@@ -46,6 +46,15 @@ impl WorkloadError {
         }
     }
 
+    /// The message without the field path (for callers that place the path themselves).
+    pub fn message(&self) -> String {
+        let text = self.to_string();
+        match text.strip_prefix(&format!("field `{}`: ", self.path())) {
+            Some(rest) => rest.to_string(),
+            None => text,
+        }
+    }
+
     pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
         WorkloadError::Invalid {
             path: path.into(),

@@ -19,6 +19,9 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    /// Every controller knetlab expands.
+    pub const ALL: [WorkloadKind; 7] = WORKLOADS;
+
     pub fn as_str(self) -> &'static str {
         match self {
             WorkloadKind::Deployment => "Deployment",

@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod labels;
 pub mod names;
 pub mod node;
+pub mod owner;
 pub mod podspec;
 pub mod schedule;
 mod template;
@@ -28,6 +29,7 @@ pub use error::WorkloadError;
 pub use expand::{Controller, expand};
 pub use kinds::{KindClass, WorkloadKind, classify};
 pub use node::NodeSpec;
+pub use owner::owner_of;
 pub use schedule::{Placement, Schedule, schedule};
 pub use template::MAX_PODS_PER_CONTROLLER;
 
