@@ -41,6 +41,16 @@ pub(super) struct Pending {
 }
 
 pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    build_with(path, text, &[])
+}
+
+/// [`build`], with manifest streams read by the caller applied after `manifestFiles`,
+/// each decoded as one of them is ([`super::manifest_set`]).
+pub(super) fn build_with(
+    path: &Path,
+    text: &str,
+    streams: &[super::manifest_set::ManifestStream],
+) -> Result<Scenario, ScenarioError> {
     let (docs, positions) = yaml::parse(path, text, false)?;
     let src = Source::new(path, positions);
     let Some(root) = docs.into_iter().next().flatten() else {
@@ -99,6 +109,18 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
     }
     for (i, file) in doc.manifest_files.iter().flatten().enumerate() {
         pending.extend(manifest_file(&src, &join_index("manifestFiles", i), file)?);
+    }
+    for stream in streams {
+        let found = manifest_text(&stream.name, &stream.text)?;
+        if found.is_empty() {
+            return Err(ScenarioError::new(
+                &stream.name,
+                None,
+                "",
+                "holds no manifests (only empty documents or comments)",
+            ));
+        }
+        pending.extend(found);
     }
     ingress_controller(&src, &doc, &mut pending);
     let declares_default = pending.iter().any(|p| {
@@ -567,8 +589,20 @@ fn manifest_file(src: &Source, path: &str, name: &str) -> Result<Vec<Pending>, S
             format!("cannot read manifest file {}: {e}", file.display()),
         )
     })?;
-    let (docs, positions) = yaml::parse(&file, &text, true)?;
-    let fsrc = Source::new(&file, positions);
+    let out = manifest_text(&file, &text)?;
+    if out.is_empty() {
+        return Err(src.at_value(
+            path,
+            format!("manifest file {} holds no manifests", file.display()),
+        ));
+    }
+    Ok(out)
+}
+
+/// The manifests of one multi-document YAML text (`file` names it in errors).
+fn manifest_text(file: &Path, text: &str) -> Result<Vec<Pending>, ScenarioError> {
+    let (docs, positions) = yaml::parse(file, text, true)?;
+    let fsrc = Source::new(file, positions);
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         let Some(value) = doc else { continue };
@@ -580,12 +614,6 @@ fn manifest_file(src: &Source, path: &str, name: &str) -> Result<Vec<Pending>, S
             value,
             kind,
         });
-    }
-    if out.is_empty() {
-        return Err(src.at_value(
-            path,
-            format!("manifest file {} holds no manifests", file.display()),
-        ));
     }
     Ok(out)
 }
