@@ -30,7 +30,7 @@ fn element(e: &quick_xml::events::BytesStart) -> El {
         .map(|a| {
             let a = a.expect("a well-formed attribute");
             (
-                String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
+                a.key.as_ref().to_string(),
                 a.normalized_value(XmlVersion::Implicit1_0)
                     .expect("an attribute value that unescapes")
                     .into_owned(),
@@ -38,7 +38,7 @@ fn element(e: &quick_xml::events::BytesStart) -> El {
         })
         .collect();
     El {
-        name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
+        name: e.name().as_ref().to_string(),
         attrs,
         ..Default::default()
     }
@@ -57,7 +57,7 @@ fn parse(xml: &str) -> El {
             }
             Event::End(e) => {
                 let el = stack.pop().unwrap();
-                assert_eq!(el.name.as_bytes(), e.name().as_ref(), "tags nest");
+                assert_eq!(el.name, e.name().as_ref(), "tags nest");
                 stack.last_mut().unwrap().children.push(el);
             }
             Event::Text(t) => stack.last_mut().unwrap().text += &t.xml10_content(),
