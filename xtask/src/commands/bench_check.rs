@@ -93,10 +93,15 @@ pub fn main(runs: usize, no_write: bool) -> u8 {
         std::thread::sleep(Duration::from_millis(300));
     }
     let n = samples.len();
+    // Other work on the machine shows in the figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into());
     let med = super::bench::median(samples).unwrap_or(0.0);
     let table = format!(
         "`knetlab check` of {SERVICES} Services over {} Pods ({REPLICAS} replicas each, standing in for Deployments) and {SERVICES} NetworkPolicies on {NODES} nodes: parse, bring-up, {cells} cells (every pod port and Service port from every pod), teardown.\n\n\
-         | runs | end to end (median) | target |\n|---|---|---|\n| {n} | {med:.1} ms | < 1000 ms |\n",
+         | runs | end to end (median) | target |\n|---|---|---|\n| {n} | {med:.1} ms | < 1000 ms |\n\nLoad average (1 min) when measured: {load}; a debug build.\n",
         SERVICES * REPLICAS
     );
     print!("{table}");
