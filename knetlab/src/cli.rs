@@ -15,6 +15,10 @@ use crate::scenarios::Catalog;
 pub const EXAMPLES: &str = "\
 Examples:
   knetlab list                                    the built-in scenarios
+  sudo knetlab check ./k8s/                       your manifests: build, probe, print
+  helm template app ./chart | sudo knetlab check -
+  sudo knetlab diff k8s-main/ k8s-pr/             the cells a change opens or closes
+  sudo knetlab test ci/ --junit report.xml        run scenario files, JUnit for CI
   sudo knetlab scenario default-deny              build, probe, print the matrix, tear down
   sudo knetlab scenario ./my-cluster.yaml --json  a scenario file of yours, as JSON
   sudo knetlab scenario default-deny --explain x/a y/b:80/TCP
@@ -44,6 +48,14 @@ pub struct Global {
 pub enum Command {
     /// Build a scenario's cluster, probe it, print the matrix and tear it down.
     Scenario(commands::scenario::Args),
+    /// Check your own manifests (files, directories, or - for stdin) with no scenario
+    /// file: build, probe every pod and Service port from every pod, print the matrices.
+    #[command(after_help = commands::check::AFTER_HELP)]
+    Check(commands::check::Args),
+    /// What a change to the manifests changes: run OLD and NEW, print the cells whose
+    /// verdict differs, with the objects behind each and the oracle's reasons.
+    #[command(after_help = commands::diff::AFTER_HELP)]
+    Diff(commands::diff::Args),
     /// List the scenarios with their one-line summaries (and say where they come from).
     List,
     /// Remove everything earlier runs left behind (namespaces and CNI state), found by
@@ -100,6 +112,8 @@ pub fn run(global: &Global, command: Command, how: Invocation) -> u8 {
             Ok(c) => commands::scenario::main(&c, args),
             Err(_) => 2,
         },
+        Command::Check(args) => commands::check::main(args),
+        Command::Diff(args) => commands::diff::main(args),
         Command::List => match catalog() {
             Ok(c) => commands::list::main(&c),
             Err(_) => 2,
@@ -108,6 +122,20 @@ pub fn run(global: &Global, command: Command, how: Invocation) -> u8 {
         Command::Shell(args) => commands::shell::main(args),
         Command::Exec(args) => commands::exec::main(args),
         Command::Down(args) => commands::down::main(args),
+    }
+}
+
+/// `test PATH...`, kept out of [`Command`] because `cargo xtask test` is the developer
+/// suite: the `knetlab` binary adds it as its own subcommand, and `cargo xtask test`
+/// forwards here when given scenario paths.
+pub fn run_test(global: &Global, args: commands::test::Args, how: Invocation) -> u8 {
+    let _ = PROGRAM.set(how.program);
+    match Catalog::locate(global.scenarios.as_deref(), how.always_source_tree) {
+        Ok(c) => commands::test::main(&c, args),
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! knetlab's developer tasks, run as `cargo xtask ...`: the test suite and the benchmarks.
-//! The user commands (scenario, list, clean, shell, exec, down) are the `knetlab`
-//! binary's; `cargo xtask` accepts them too and runs the same code (`knetlab::cli`), with
+//! The user commands (scenario, check, diff, list, clean, shell, exec, down; `test` with
+//! scenario paths) are the `knetlab` binary's; `cargo xtask` accepts them too and runs the same code (`knetlab::cli`), with
 //! scenario names taken from the source tree. Exit codes: 0 all asserted cells match, 1
 //! a mismatch, 2 bad input or a setup failure.
 
@@ -26,8 +26,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     User(knetlab::cli::Command),
-    /// Run the whole test suite (installs missing system packages first when root).
+    /// Run the whole test suite (installs missing system packages first when root); with
+    /// scenario paths, run those scenarios instead, as `knetlab test PATH...` does.
     Test {
+        /// Scenario files or directories: run them (`knetlab test`) instead of the suite.
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// With PATHs: write JUnit XML to FILE.
+        #[arg(long, value_name = "FILE", requires = "paths")]
+        junit: Option<PathBuf>,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -44,7 +51,23 @@ fn main() -> ExitCode {
     knetlab::logging::init(cli.global.verbose);
     let code = match cli.command {
         Command::User(c) => knetlab::cli::run(&cli.global, c, Invocation::XTASK),
-        Command::Test { cargo_args } => commands::test::main(&cargo_args),
+        Command::Test {
+            paths,
+            junit,
+            cargo_args,
+        } if !paths.is_empty() => {
+            if !cargo_args.is_empty() {
+                eprintln!("error: cargo test arguments (after --) do not apply to scenario paths");
+                2
+            } else {
+                knetlab::cli::run_test(
+                    &cli.global,
+                    knetlab::commands::test::Args { paths, junit },
+                    Invocation::XTASK,
+                )
+            }
+        }
+        Command::Test { cargo_args, .. } => commands::test::main(&cargo_args),
         Command::Bench(args) => commands::bench::main(args),
         Command::Soak(args) => commands::soak::main(args),
     };

@@ -32,10 +32,13 @@ pub(super) fn cells_of(
         Some(f) => f.clone(),
         None => pods.iter().cloned().map(Peer::Pod).collect(),
     };
-    let to: Vec<Peer> = match &scenario.probe.to {
+    let mut to: Vec<Peer> = match &scenario.probe.to {
         Some(t) => t.clone(),
         None => pods.iter().cloned().map(Peer::Pod).collect(),
     };
+    if scenario.probe.services {
+        to.extend(service_targets(scenario, objects));
+    }
     let exists = |p: &Peer| match p {
         Peer::Pod(pod) => objects.pods.contains_key(pod),
         // A node that joins in a later step (`nodeJoin`) is not there yet.
@@ -62,6 +65,32 @@ pub(super) fn cells_of(
     }
     cells.sort();
     cells
+}
+
+/// `probe.services`: every port of every Service with a cluster IP, as `svc/NS/NAME:PORT`
+/// (the cluster DNS's own Service is reached through `dns/` targets instead).
+fn service_targets(scenario: &Scenario, objects: &ClusterObjects) -> Vec<Peer> {
+    let mut out = Vec::new();
+    for ((namespace, name), svc) in &objects.services {
+        let is_dns = scenario.dns.is_some()
+            && namespace == sim::dns::NAMESPACE
+            && name == sim::dns::SERVICE_NAME;
+        if is_dns || sim::services::cluster_ip(svc).is_none() {
+            continue;
+        }
+        let mut numbers: Vec<u16> = sim::services::ports(svc)
+            .iter()
+            .filter_map(|p| u16::try_from(p.port).ok())
+            .collect();
+        numbers.sort();
+        numbers.dedup();
+        out.extend(numbers.into_iter().map(|port| Peer::Service {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            port,
+        }));
+    }
+    out
 }
 
 /// What a server serves: a pod's declared container ports, a host's `serve` list, a

@@ -66,6 +66,10 @@ pub struct Args {
     /// `knetlab scenario NAME --dot | dot -Tsvg > topology.svg`.
     #[arg(long, conflicts_with_all = ["json", "explain"])]
     pub dot: bool,
+    /// Also write the result as JUnit XML to FILE (a testsuite, a testcase per step, a
+    /// failure per wrong cell), for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<std::path::PathBuf>,
     /// Stop before each step after the first, show the matrix so far and what the step
     /// will change, and wait for Enter (for a room to predict the next matrix).
     #[arg(long)]
@@ -203,7 +207,22 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
             opts.prefix
         );
     }
+    let started = std::time::Instant::now();
     let (guarded, kept_dns) = run_guarded(&scenario, &opts);
+    if let (Some(file), Guarded::Done(r)) = (&args.junit, &guarded) {
+        let r: &anyhow::Result<RunReport> = r;
+        let error = r.as_ref().err().map(|e| format!("{e:#}"));
+        let suite = sim::report::junit::SuiteRun {
+            name: &scenario.name,
+            file: &path.display().to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            steps: r.as_ref().map(|rep| &rep.steps[..]).unwrap_or(&[]),
+            error: error.as_deref(),
+        };
+        if let Err(e) = crate::commands::test::write_suites(file, &[suite]) {
+            eprintln!("error: --junit: {e}");
+        }
+    }
     let code = match guarded {
         Guarded::Done(r) => match *r {
             Ok(report) => {
@@ -284,18 +303,18 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
     code
 }
 
-enum Guarded {
+pub(crate) enum Guarded {
     Done(Box<anyhow::Result<RunReport>>),
     Interrupted,
     Panicked,
 }
 
 /// The runtime a `--keep` run's cluster DNS server lives on, with the server.
-type KeptDns = Option<(tokio::runtime::Runtime, harness::dns::DnsServer)>;
+pub(crate) type KeptDns = Option<(tokio::runtime::Runtime, harness::dns::DnsServer)>;
 
 /// Runs the scenario so that a panic or Ctrl-C still leads to teardown. With `--keep`
 /// and a cluster DNS, also returns the runtime its server answers on, still running.
-fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> (Guarded, KeptDns) {
+pub(crate) fn run_guarded(scenario: &Scenario, opts: &RunOptions) -> (Guarded, KeptDns) {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -467,6 +486,23 @@ fn print_text(scenario: &Scenario, report: &RunReport, show_services: bool) {
         scenario.name,
         report.steps.len()
     );
+}
+
+/// Runs a scenario with no `--keep`, tearing down on panic and Ctrl-C as [`main`] does,
+/// for the commands that run scenarios as a means (`check`, `diff`, `test`): the report,
+/// or the error in words (Ctrl-C says `interrupted`).
+pub(crate) fn run_plain(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport, String> {
+    match run_guarded(scenario, opts).0 {
+        Guarded::Done(r) => (*r).map_err(|e| format!("{e:#}")),
+        Guarded::Interrupted => {
+            eprint!("{}", harness::sweep::clean_prefix(&opts.prefix));
+            Err(format!("interrupted: tore down run {}", opts.prefix))
+        }
+        Guarded::Panicked => {
+            eprint!("{}", harness::sweep::clean_prefix(&opts.prefix));
+            Err(format!("knetlab crashed: tore down run {}", opts.prefix))
+        }
+    }
 }
 
 /// `--env NS/POD`: the pod's service environment variables after every step, as

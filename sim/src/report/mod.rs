@@ -1,13 +1,14 @@
 //! The report people look at: a self-contained static HTML page (`--report DIR`, see
 //! [`html`]) with the topology drawn as SVG ([`topology`]), each step's matrix as a
 //! coloured grid whose cells explain themselves when clicked, the step's policies and
-//! services and each node's installed rules; the same topology as Graphviz ([`dot`]);
+//! services and each node's installed rules; the same topology as Graphviz ([`dot`]); JUnit XML for CI ([`junit`]);
 //! and a step's changes in words ([`changes`], also what `--pause` says). Everything here
 //! is rendering: the harness fills a [`ReportData`] from a finished run.
 
 pub mod changes;
 pub mod dot;
 pub mod html;
+pub mod junit;
 pub mod topology;
 
 use crate::matrix::StepResult;

@@ -47,6 +47,17 @@ pub(super) fn build(
     text: &str,
     opts: &LoadOptions,
 ) -> Result<Scenario, ScenarioError> {
+    build_with(path, text, opts, &[])
+}
+
+/// [`build`], with manifest streams read by the caller applied after `manifestFiles`,
+/// each decoded as one of them is ([`super::manifest_set`]).
+pub(super) fn build_with(
+    path: &Path,
+    text: &str,
+    opts: &LoadOptions,
+    streams: &[super::manifest_set::ManifestStream],
+) -> Result<Scenario, ScenarioError> {
     let (docs, positions) = yaml::parse(path, text, false)?;
     let src = Source::new(path, positions);
     let Some(root) = docs.into_iter().next().flatten() else {
@@ -100,6 +111,16 @@ pub(super) fn build(
     }
     for (i, file) in doc.manifest_files.iter().flatten().enumerate() {
         inputs.manifest_file(&src, &join_index("manifestFiles", i), file, opts)?;
+    }
+    for stream in streams {
+        if inputs.stream(&stream.name, &stream.text, opts)? == 0 {
+            return Err(ScenarioError::new(
+                &stream.name,
+                None,
+                "",
+                "holds no manifests (only empty documents or comments)",
+            ));
+        }
     }
     pending.append(&mut inputs.objects);
     ingress_controller(&src, &doc, &mut pending);

@@ -304,6 +304,8 @@ pub(crate) struct ProbeHeader {
     ports: Option<Vec<String>>,
     timeout_ms: Option<u64>,
     repeat: Option<u64>,
+    /// `services: true`: also every Service port from every client.
+    services: Option<bool>,
 }
 
 /// One entry of `steps:`. New nodes join first (`nodeJoin`); then its changes run in
@@ -758,6 +760,7 @@ pub(crate) fn probe(
         ports,
         timeout_ms: h.timeout_ms,
         repeat,
+        services: h.services.unwrap_or(false),
     })
 }
 

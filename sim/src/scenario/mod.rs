@@ -22,6 +22,7 @@ mod expect;
 mod fields;
 mod header;
 mod inputs;
+mod manifest_set;
 mod model_shorthand;
 mod placeholders;
 mod replay;
@@ -31,6 +32,7 @@ mod workload;
 mod yaml;
 
 pub use build::INITIAL_STEP;
+pub use manifest_set::{ManifestStream, from_manifests};
 pub use replay::{env_timeline, objects_per_step};
 pub use yaml::Positions;
 
@@ -129,6 +131,9 @@ pub struct ProbeSpec {
     /// kube-proxy spreads connections, or that ClientIP affinity pins them; the command
     /// line's `--repeat` above 1 overrides it. `None` = one probe.
     pub repeat: Option<usize>,
+    /// `probe.services: true`: besides the servers above, every port of every Service
+    /// with a cluster IP (`svc/NS/NAME:PORT`), as `knetlab check` probes them.
+    pub services: bool,
 }
 
 /// One expected cell value, keyed by client, server and port.

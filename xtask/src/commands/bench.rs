@@ -4,7 +4,8 @@
 //! date, to BENCHMARKS.md. A benchmark, not a timed test: nothing here can fail a build.
 //! With `--scale` it measures bring-up and teardown of big bare clusters instead (see
 //! [`super::bench_scale`]); with `--services`, kube-proxy's rule programming for
-//! thousands of Services in iptables and nftables mode (see [`super::bench_services`]).
+//! thousands of Services in iptables and nftables mode (see [`super::bench_services`]);
+//! with `--check`, `knetlab check` end to end (see [`super::bench_check`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -40,6 +41,10 @@ pub struct Args {
     /// The Service counts for `--services` (implies it), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub service_counts: Option<Vec<usize>>,
+    /// Measure `knetlab check` end to end instead: 12 Services over 24 pods and 12
+    /// NetworkPolicies on 3 nodes (see [`super::bench_check`]).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The figures of one run.
@@ -56,6 +61,9 @@ struct Sample {
 }
 
 pub fn main(args: Args) -> u8 {
+    if args.check {
+        return super::bench_check::main(args.runs.unwrap_or(7), args.no_write);
+    }
     if args.services || args.service_counts.is_some() {
         let counts = args
             .service_counts
