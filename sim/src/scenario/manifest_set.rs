@@ -43,9 +43,17 @@ mod tests {
         }
     }
 
+    fn load(
+        path: &Path,
+        header: &str,
+        streams: &[ManifestStream],
+    ) -> Result<Scenario, ScenarioError> {
+        from_manifests(path, header, streams, &LoadOptions::default())
+    }
+
     #[test]
     fn streams_are_applied_as_manifest_files_are_with_the_services_probe() {
-        let s = from_manifests(
+        let s = load(
             Path::new("/x/check"),
             HEADER,
             &[
@@ -85,11 +93,11 @@ mod tests {
 
     #[test]
     fn a_stream_that_is_not_yaml_or_holds_nothing_is_an_error_naming_it() {
-        let e = from_manifests(Path::new("check"), HEADER, &[stream("<stdin>", "a: [b\n")])
+        let e = load(Path::new("check"), HEADER, &[stream("<stdin>", "a: [b\n")])
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("<stdin>:"), "{e}");
-        let e = from_manifests(
+        let e = load(
             Path::new("check"),
             HEADER,
             &[stream("c.yaml", "# only\n---\n")],
@@ -100,7 +108,7 @@ mod tests {
             e.starts_with("c.yaml") && e.contains("holds no manifests"),
             "{e}"
         );
-        let e = from_manifests(
+        let e = load(
             Path::new("check"),
             HEADER,
             &[stream(
