@@ -112,6 +112,13 @@ pub(super) fn note(opts: &RunOptions, msg: impl FnOnce() -> String) {
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
     let mut notes = refuse_what_no_engine_runs(scenario)?;
     notes.extend(ipvs_preflight(scenario)?);
+    // What the parser found worth saying (cluster-wide policies mapped or overlapping).
+    notes.extend(
+        scenario
+            .notes
+            .iter()
+            .map(|(step, n)| format!("step {step:?}: {n}")),
+    );
     userspace_preflight(scenario)?;
     let plan = Plan::new(&opts.prefix, &scenario.cluster)
         .with_context(|| format!("plan the cluster of {}", scenario.path.display()))?;

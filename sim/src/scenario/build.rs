@@ -136,6 +136,8 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         let raw = sim.apply(&p, &mut first_seen)?;
         changes.push(Change::Apply(raw));
     }
+    let mut notes = Vec::new();
+    cluster_policy_notes(&mut notes, INITIAL_STEP, &sim.objects, &cluster);
     let mut steps = vec![Step {
         name: INITIAL_STEP.to_string(),
         changes,
@@ -238,6 +240,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
                 labels: l.labels.clone(),
             });
         }
+        cluster_policy_notes(&mut notes, &s.name, &sim.objects, &cluster);
         node_links(&src, &sp, &sim, s, &mut down)?;
         let expect = s
             .expect
@@ -276,6 +279,7 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
 
     let br_netfilter = header::br_netfilter(doc.cluster.as_ref());
     Ok(Scenario {
+        notes,
         br_netfilter,
         name: doc.name.trim().to_string(),
         summary: doc.summary.trim().to_string(),
@@ -290,6 +294,32 @@ pub(super) fn build(path: &Path, text: &str) -> Result<Scenario, ScenarioError> 
         throughput,
         http,
     })
+}
+
+/// What the reader must be told about the cluster-wide policies at one step (v1alpha1
+/// forms mapped, same-priority overlaps, `policy: none` ignoring them), each once.
+fn cluster_policy_notes(
+    notes: &mut Vec<(String, String)>,
+    step: &str,
+    objects: &crate::objects::ClusterObjects,
+    cluster: &super::ClusterConfig,
+) {
+    if objects.cluster_policies.is_empty() {
+        return;
+    }
+    let mut new = crate::cluster_policy::from_objects::notes(objects);
+    if cluster.policy == super::PolicyEngineKind::None {
+        new.push(
+            "the policy engine is none: the Admin and Baseline tiers (ClusterNetworkPolicy, \
+             AdminNetworkPolicy, BaselineAdminNetworkPolicy) are ignored like NetworkPolicy"
+                .to_string(),
+        );
+    }
+    for n in new {
+        if !notes.iter().any(|(_, old)| *old == n) {
+            notes.push((step.to_string(), n));
+        }
+    }
 }
 
 /// `dns/NAME:PORT` targets need `cluster.dns`; the cluster DNS's own port 53 is served

@@ -267,6 +267,9 @@ pub(crate) enum KindName {
     Endpoints,
     Ingress,
     Secret,
+    ClusterNetworkPolicy,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
 }
 
 impl From<KindName> for crate::objects::Kind {
@@ -279,6 +282,9 @@ impl From<KindName> for crate::objects::Kind {
             KindName::Endpoints => Self::Endpoints,
             KindName::Ingress => Self::Ingress,
             KindName::Secret => Self::Secret,
+            KindName::ClusterNetworkPolicy => Self::ClusterNetworkPolicy,
+            KindName::AdminNetworkPolicy => Self::AdminNetworkPolicy,
+            KindName::BaselineAdminNetworkPolicy => Self::BaselineAdminNetworkPolicy,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct Scenario {
     pub throughput: Vec<ThroughputSpec>,
     /// HTTP(S) checks through the ingress controller (`http:`).
     pub http: Vec<crate::ingress::HttpCheckSpec>,
+    /// What the reader should be told about the scenario, with the step where it first
+    /// applies: v1alpha1 policies mapped onto the tiers, same-priority cluster-wide
+    /// policies whose result is undefined, tiers ignored under `policy: none`.
+    pub notes: Vec<(String, String)>,
 }
 
 /// One `throughput:` entry: the TCP rate from one pod to another, measured in every step
