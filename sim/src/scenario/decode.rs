@@ -30,17 +30,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cluster_policy::SourceKind;
 use crate::error::ScenarioError;
 use crate::ingress::validate;
-use crate::objects::{ClusterPolicyObject, Kind, Object, PodRef};
+use crate::objects::{Kind, Object, PodRef};
 use crate::protocol::Protocol;
 use crate::services::{self, FieldError};
 
 use super::RawObject;
 use super::fields::{self, Seg};
 use super::placeholders::substitute;
-use super::source::{self, Source};
+use super::source::Source;
 use super::yaml::{join_index, join_key};
 use crate::names;
 
@@ -73,7 +72,9 @@ pub(crate) fn decode_value(
         Kind::Secret => Object::Secret(strict::<Secret>(src, path, value)?),
         Kind::ClusterNetworkPolicy
         | Kind::AdminNetworkPolicy
-        | Kind::BaselineAdminNetworkPolicy => cluster_policy(src, path, value)?,
+        | Kind::BaselineAdminNetworkPolicy => {
+            super::decode_tiers::cluster_policy(src, path, value)?
+        }
     };
     let v = Check { src, base: path };
     match &object {
@@ -105,56 +106,6 @@ pub(crate) fn decode_value(
         Object::ClusterPolicy(p) => v.labels("metadata.labels", Some(&p.labels))?,
     }
     Ok(object)
-}
-
-/// A ClusterNetworkPolicy (v1alpha2) or an AdminNetworkPolicy /
-/// BaselineAdminNetworkPolicy (v1alpha1), checked by [`crate::cluster_policy::parse`]
-/// as the CRD would check it; its errors name the field, placed in the file.
-fn cluster_policy(src: &Source, path: &str, value: &Value) -> Result<Object, ScenarioError> {
-    use crate::cluster_policy::ClusterPolicyError;
-    let parsed = crate::cluster_policy::parse(value).map_err(|e| {
-        let at = rel(path, e.path());
-        match &e {
-            ClusterPolicyError::Shape { message, .. } if message.starts_with("unknown field") => {
-                src.at_key(&at, format!("{}: {}", value_kind(value), message))
-            }
-            ClusterPolicyError::Shape { message, .. } => {
-                src.at_value(&at, source::readable(message))
-            }
-            ClusterPolicyError::Invalid { message, .. } => src.at_value(&at, message.clone()),
-            ClusterPolicyError::Unsupported { message, .. } => {
-                src.at_value(&at, format!("{message}; knetlab does not model this"))
-            }
-        }
-    })?;
-    let kind = match parsed.policy.kind {
-        SourceKind::ClusterNetworkPolicy => Kind::ClusterNetworkPolicy,
-        SourceKind::AdminNetworkPolicy => Kind::AdminNetworkPolicy,
-        SourceKind::BaselineAdminNetworkPolicy => Kind::BaselineAdminNetworkPolicy,
-    };
-    let labels = value
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Object::ClusterPolicy(ClusterPolicyObject {
-        kind,
-        name: parsed.policy.name,
-        labels,
-        manifest: value.clone(),
-    }))
-}
-
-/// `ClusterNetworkPolicy`, for messages.
-fn value_kind(value: &Value) -> &str {
-    value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 /// A `networking.k8s.io/v1` Ingress strictly, or an old `v1beta1` one converted (see
@@ -399,7 +350,7 @@ struct Check<'a> {
 
 type Res = Result<(), ScenarioError>;
 
-fn rel(a: &str, b: &str) -> String {
+pub(super) fn rel(a: &str, b: &str) -> String {
     if b.starts_with('[') {
         format!("{a}{b}")
     } else {

@@ -18,6 +18,7 @@ mod build;
 pub mod cni;
 mod controllers;
 mod decode;
+mod decode_tiers;
 mod expect;
 mod fields;
 mod header;
