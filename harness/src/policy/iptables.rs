@@ -1,4 +1,5 @@
-//! The `iptables` engine: kube-router's layout (rendered by `sim::render::render_node`)
+//! The `iptables` engine: kube-router's layout (rendered by `sim::render::render_node`,
+//! with the cluster-wide policy tiers around it)
 //! applied to each node with `ipset restore` and one `iptables-restore --noflush`
 //! transaction. On every sync each node is re-rendered from the current objects and
 //! compared with what the engine last installed there; only the difference is written:
@@ -16,9 +17,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use sim::cluster_policy::from_objects;
 use sim::objects::ClusterObjects;
 use sim::plan::Plan;
-use sim::render::{NodeRules, Ruleset, render_node};
+use sim::render::{ClusterTiers, NodeRules, Ruleset, render_node_tiered};
 use sim::scenario::DenyStyle;
 
 use super::{
@@ -76,6 +78,22 @@ impl PolicyEngine for IptablesEngine {
     ) -> Result<SyncReport, PolicyError> {
         let start = Instant::now();
         let resolved = sim::policy::resolve(objects);
+        // The cluster-wide policy tiers, judged on the same view the oracle uses; a
+        // node stands for its underlay address and, with VXLAN, its tunnel address.
+        let (policies, _) = from_objects::policies(objects);
+        let view = from_objects::view(objects, &|name| {
+            plan.node(name)
+                .map(|n| {
+                    let mut addresses = vec![n.underlay_ip];
+                    addresses.extend(plan.vtep(n).map(|v| v.address));
+                    addresses
+                })
+                .unwrap_or_default()
+        });
+        let tiers = ClusterTiers {
+            policies: &policies,
+            view: &view,
+        };
         let work = nodes
             .iter()
             .map(|(node, ns)| {
@@ -83,7 +101,7 @@ impl PolicyEngine for IptablesEngine {
                 Ok(NodeWork {
                     node: node.clone(),
                     ns: ns.clone(),
-                    want: render_node(&resolved, node, &ctx),
+                    want: render_node_tiered(&resolved, &tiers, node, &ctx),
                 })
             })
             .collect::<Result<Vec<_>, PolicyError>>()?;

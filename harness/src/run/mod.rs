@@ -113,6 +113,8 @@ pub(super) fn note(opts: &RunOptions, msg: impl FnOnce() -> String) {
 
 /// Runs a whole scenario. Tears the cluster down before returning unless `keep`.
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
+    // What the parser found worth saying first (kinds, namespaces, Pending pods,
+    // cluster-wide policies mapped or overlapping).
     let mut notes = scenario.notes.clone();
     notes.extend(refuse_what_no_engine_runs(scenario)?);
     notes.extend(ipvs_preflight(scenario)?);

@@ -36,7 +36,8 @@ pub(super) enum Said {
 impl Said {
     pub(super) fn verdict(&self) -> Option<Verdict> {
         match self {
-            Said::Direct(p) => Some(p.verdict),
+            // Same-priority cluster-wide policies disagreeing: the API leaves it open.
+            Said::Direct(p) => (!p.reason.undefined()).then_some(p.verdict),
             Said::Service(p) => p.verdict,
             Said::Dns(p) => p.verdict,
             Said::External(p) => p.verdict,

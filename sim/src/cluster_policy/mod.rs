@@ -5,11 +5,13 @@
 //! both versions; [`evaluate()`] judges a connection by walking the Admin tier, the
 //! NetworkPolicy tier (supplied by the caller), the Baseline tier and the default, and
 //! returns the walk for explanations; [`overlap`] warns about same-priority policies
-//! whose subjects overlap. Everything is data in, data out.
+//! whose subjects overlap; [`from_objects`] reads the stored policies and the cluster's
+//! view from its objects. Everything is data in, data out.
 
 pub mod api;
 pub mod error;
 pub mod evaluate;
+pub mod from_objects;
 pub mod model;
 pub mod overlap;
 pub mod validate;

@@ -36,6 +36,22 @@ pub enum Object {
     Ingress(Ingress),
     /// A Secret (knetlab reads the `kubernetes.io/tls` ones an Ingress names).
     Secret(Secret),
+    /// A cluster-wide policy (ClusterNetworkPolicy, AdminNetworkPolicy,
+    /// BaselineAdminNetworkPolicy), already validated by the scenario parser.
+    ClusterPolicy(ClusterPolicyObject),
+}
+
+/// A cluster-wide policy as the API server holds it: its kind, name, labels and the
+/// manifest. The manifest is kept as JSON because its meaning lives a layer up
+/// ([`crate::cluster_policy`] reads it); the parser only stores manifests that read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterPolicyObject {
+    /// [`Kind::ClusterNetworkPolicy`], [`Kind::AdminNetworkPolicy`] or
+    /// [`Kind::BaselineAdminNetworkPolicy`].
+    pub kind: Kind,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub manifest: serde_json::Value,
 }
 
 /// Which kind of object a delete or label change refers to.
@@ -48,9 +64,23 @@ pub enum Kind {
     Endpoints,
     Ingress,
     Secret,
+    ClusterNetworkPolicy,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
 }
 
 impl Kind {
+    /// Cluster-scoped kinds live in no namespace.
+    pub fn is_cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace
+                | Kind::ClusterNetworkPolicy
+                | Kind::AdminNetworkPolicy
+                | Kind::BaselineAdminNetworkPolicy
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
@@ -60,6 +90,9 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Ingress => "Ingress",
             Kind::Secret => "Secret",
+            Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Kind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            Kind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         }
     }
 }
@@ -74,12 +107,14 @@ impl Object {
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Ingress(_) => Kind::Ingress,
             Object::Secret(_) => Kind::Secret,
+            Object::ClusterPolicy(p) => p.kind,
         }
     }
 
     /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
     pub fn key(&self) -> (String, String) {
         let meta = match self {
+            Object::ClusterPolicy(p) => return (String::new(), p.name.clone()),
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
@@ -120,6 +155,9 @@ pub struct ClusterObjects {
     pub ingresses: BTreeMap<(String, String), Ingress>,
     /// Secrets (the TLS certificates of Ingresses).
     pub secrets: BTreeMap<(String, String), Secret>,
+    /// Cluster-wide policies, by kind and name (cluster-scoped: the same name may be
+    /// used by a ClusterNetworkPolicy and an AdminNetworkPolicy).
+    pub cluster_policies: BTreeMap<(Kind, String), ClusterPolicyObject>,
 }
 
 impl ClusterObjects {
@@ -217,6 +255,9 @@ impl ClusterObjects {
                 let name = secret.metadata.name.clone().unwrap_or_default();
                 self.secrets.insert((ns, name), secret);
             }
+            Object::ClusterPolicy(p) => {
+                self.cluster_policies.insert((p.kind, p.name.clone()), p);
+            }
         }
     }
 
@@ -263,6 +304,12 @@ impl ClusterObjects {
             Kind::Secret => self
                 .secrets
                 .remove(&(namespace.to_string(), name.to_string()))
+                .is_some(),
+            Kind::ClusterNetworkPolicy
+            | Kind::AdminNetworkPolicy
+            | Kind::BaselineAdminNetworkPolicy => self
+                .cluster_policies
+                .remove(&(kind, name.to_string()))
                 .is_some(),
         }
     }
@@ -344,6 +391,17 @@ impl ClusterObjects {
                 }
                 None => false,
             },
+            Kind::ClusterNetworkPolicy
+            | Kind::AdminNetworkPolicy
+            | Kind::BaselineAdminNetworkPolicy => {
+                match self.cluster_policies.get_mut(&(kind, name.to_string())) {
+                    Some(o) => {
+                        o.labels = labels;
+                        true
+                    }
+                    None => false,
+                }
+            }
         }
     }
 

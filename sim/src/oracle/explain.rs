@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::cluster_policy::{DirectionVerdict, Step as TierStep, Verdict as TierVerdict};
 use crate::matrix::Verdict;
 
 use crate::peers::Peer;
@@ -94,11 +95,18 @@ pub struct Side {
     pub direction: Direction,
     /// The pod (or `node/N`) this side is about.
     pub subject: String,
+    /// What NetworkPolicy alone says of this side.
     pub outcome: SideOutcome,
+    /// When the cluster has cluster-wide policies: the walk through the tiers (Admin,
+    /// NetworkPolicy as in `outcome`, Baseline, default), which decides the side.
+    pub tiers: Option<DirectionVerdict>,
 }
 
 impl Side {
     pub fn allowed(&self) -> bool {
+        if let Some(t) = &self.tiers {
+            return t.verdict == TierVerdict::Allow;
+        }
         match &self.outcome {
             SideOutcome::NodeTraffic { .. }
             | SideOutcome::HostTraffic { .. }
@@ -106,6 +114,16 @@ impl Side {
             | SideOutcome::NotIsolated => true,
             SideOutcome::Isolated { allowed, .. } => *allowed,
         }
+    }
+}
+
+impl Side {
+    /// Whether same-priority cluster-wide policies disagree on this side: the API
+    /// leaves the result to the implementation, so the oracle does not predict it.
+    pub fn undefined(&self) -> bool {
+        self.tiers
+            .as_ref()
+            .is_some_and(|t| t.verdict == TierVerdict::Undefined)
     }
 }
 
@@ -375,10 +393,31 @@ fn node_down_text(node: &str) -> String {
 }
 
 impl Explanation {
+    /// Whether the cell's outcome is undefined by the API (same-priority cluster-wide
+    /// policies disagree on a side that decides it): not a prediction to check.
+    pub fn undefined(&self) -> bool {
+        match &self.case {
+            Case::Checked { egress, ingress } => {
+                egress.undefined() && ingress.allowed()
+                    || ingress.undefined() && egress.allowed()
+                    || egress.undefined() && ingress.undefined()
+            }
+            Case::Hairpin { egress, ingress } => {
+                (egress.undefined() || ingress.undefined())
+                    && !(egress.allowed() || ingress.allowed())
+            }
+            _ => false,
+        }
+    }
+
     /// One line, for the JSON `reason`: `deny: egress open (x/b not isolated); ingress
     /// denied (x/a isolated by x/default-deny-ingress; no rule allows it)`.
     pub fn short(&self) -> String {
-        let v = verdict_word(self.verdict);
+        let v = if self.undefined() {
+            "undefined"
+        } else {
+            verdict_word(self.verdict)
+        };
         match &self.case {
             Case::NoEnforcement => {
                 format!("{v}: the policy engine is none, so the plugin enforces nothing")
@@ -420,6 +459,10 @@ impl Explanation {
 
 impl Side {
     pub(super) fn short(&self) -> String {
+        if let Some(t) = &self.tiers {
+            let steps: Vec<String> = t.steps.iter().map(TierStep::to_string).collect();
+            return format!("{} ({})", t.verdict, steps.join("; "));
+        }
         match &self.outcome {
             SideOutcome::NodeTraffic { node, ip } => {
                 format!("not policed (node/{node} sends from {ip})")
@@ -467,6 +510,10 @@ impl fmt::Display for Explanation {
     /// The walkthrough: a header, the egress side, the ingress side, the conclusion.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = match self.verdict {
+            _ if self.undefined() => {
+                "UNDEFINED (same-priority cluster-wide policies disagree; the API leaves the \
+                 result to the implementation, so the oracle does not predict it)"
+            }
             Verdict::Allow => "ALLOWED",
             Verdict::Deny => "DENIED",
         };
@@ -561,6 +608,26 @@ impl fmt::Display for Explanation {
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(t) = &self.tiers {
+            write!(
+                f,
+                "{}: the tiers, in evaluation order, for {}:",
+                self.heading(),
+                self.subject
+            )?;
+            for (i, step) in t.steps.iter().enumerate() {
+                write!(f, "\n  {}. {step}", i + 1)?;
+            }
+            write!(f, "\n  → {} {}.", self.direction.field(), t.verdict)?;
+            let consulted = t
+                .steps
+                .iter()
+                .any(|s| matches!(s, TierStep::NetworkPolicy(_)));
+            if !consulted {
+                return Ok(());
+            }
+            writeln!(f, "\n  The NetworkPolicy tier in detail:")?;
+        }
         let head = self.heading();
         let dir = self.direction.field();
         match &self.outcome {

@@ -726,6 +726,7 @@ fn host_side(from: &Peer, ip: Ipv4Addr) -> Side {
     };
     Side {
         direction: Direction::Egress,
+        tiers: None,
         subject: from.to_string(),
         outcome: SideOutcome::HostTraffic { host, ip },
     }

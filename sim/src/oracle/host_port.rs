@@ -377,6 +377,7 @@ pub(super) fn decide(ctx: &OracleContext, from: &Peer, node: &str, port: PortPro
             };
             Side {
                 direction: Direction::Egress,
+                tiers: None,
                 subject: from.to_string(),
                 outcome: SideOutcome::NodeTraffic {
                     node: n.clone(),
@@ -387,6 +388,7 @@ pub(super) fn decide(ctx: &OracleContext, from: &Peer, node: &str, port: PortPro
         (Peer::Host(h), None) => match ctx.host_addresses.get(h) {
             Some(ip) => Side {
                 direction: Direction::Egress,
+                tiers: None,
                 subject: from.to_string(),
                 outcome: SideOutcome::HostTraffic {
                     host: h.clone(),

@@ -17,7 +17,11 @@
 //!   ([`OracleContext::with_down_nodes`]), anything between it and another place is
 //!   lost before policies matter ([`Case::NodeUnreachable`]); traffic inside it flows;
 //! - Services: see [`predict_service`], which predicts each backend with the rules
-//!   above and combines them.
+//!   above and combines them;
+//! - cluster-wide policies (ClusterNetworkPolicy and its v1alpha1 forms): each side's
+//!   NetworkPolicy verdict becomes the NetworkPolicy tier of a walk through the Admin
+//!   and Baseline tiers ([`tiers`]); a cell same-priority policies disagree on is
+//!   undefined ([`Explanation::undefined`]), never guessed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -37,6 +41,9 @@ mod host_port;
 mod service;
 #[cfg(test)]
 mod tests;
+mod tiers;
+#[cfg(test)]
+mod tiers_tests;
 
 pub use bridge_nf::SameBridgeReply;
 pub use explain::{Case, Explanation, PolicyReport, RuleOutcome, RuleReport, Side, SideOutcome};
@@ -79,6 +86,9 @@ pub struct OracleContext<'a> {
     /// own, which the policy engine's ACCEPT cannot shadow.
     pub proxy: crate::cluster::ProxyKind,
     resolved: ResolvedPolicies,
+    /// The cluster-wide policies and the view they are judged on; `None` when the
+    /// cluster has none (then nothing changes from NetworkPolicy alone).
+    tiers: Option<tiers::Tiers>,
     /// Every service port with its endpoints, as kube-proxy sees them.
     service_ports: Vec<crate::kube_proxy::model::ServicePort>,
 }
@@ -101,6 +111,7 @@ impl<'a> OracleContext<'a> {
             node_fabric: NodeFabric::new(),
             proxy: crate::cluster::ProxyKind::Iptables,
             resolved: policy::resolve(objects),
+            tiers: tiers::Tiers::of(objects, node_addresses),
             service_ports: crate::kube_proxy::model::service_ports(objects),
         }
     }
@@ -284,6 +295,7 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         }
         (Source::Node(n, ip), _) => Side {
             direction: Direction::Egress,
+            tiers: None,
             subject: format!("node/{n}"),
             outcome: SideOutcome::NodeTraffic {
                 node: (*n).clone(),
@@ -292,6 +304,7 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         },
         (Source::Host(h, ip), _) => Side {
             direction: Direction::Egress,
+            tiers: None,
             subject: format!("host/{h}"),
             outcome: SideOutcome::HostTraffic {
                 host: (*h).clone(),
@@ -313,6 +326,7 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     let ingress = match (&dest, &source) {
         (Dest::Outside(who, ip), _) => Side {
             direction: Direction::Ingress,
+            tiers: None,
             subject: who.clone(),
             outcome: SideOutcome::NotAPod {
                 who: who.clone(),
@@ -329,6 +343,10 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
             &Endpoint::Address(*ip),
             port,
         ),
+    };
+    let (egress, ingress) = match &ctx.tiers {
+        Some(t) => t.walk(&source, &dest, port, egress, ingress),
+        None => (egress, ingress),
     };
     match (&source, &dest) {
         // Only reachable through a Service: a pod DNATed back to itself.
@@ -407,5 +425,6 @@ fn side(
         direction,
         subject: subject.pod.to_string(),
         outcome,
+        tiers: None,
     }
 }

@@ -9,8 +9,12 @@ mod ruleset;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tiers_tests;
 
-pub use policy_iptables::{NodeRules, RenderContext, render_node};
+pub use policy_iptables::{
+    ClusterTiers, NodeRules, RenderContext, render_node, render_node_tiered,
+};
 pub use ruleset::{
     ApplyScripts, Hook, IpSet, Ruleset, SetEntry, SetKind, apply_scripts, chain_order_key,
 };

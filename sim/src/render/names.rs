@@ -25,7 +25,7 @@ pub const COMMON_CHAIN: &str = "KUBE-NWPLCY-COMMON";
 pub const DEFAULT_CHAIN: &str = "KUBE-NWPLCY-DEFAULT";
 
 /// Chain name prefixes of everything the enforcer owns in the filter table.
-pub const CHAIN_PREFIXES: [&str; 3] = ["KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-"];
+pub const CHAIN_PREFIXES: [&str; 4] = ["KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-", "KUBE-CNP-"];
 /// Set name prefixes the enforcer owns (`TMP-` sets only live during a refill).
 pub const SET_PREFIXES: [&str; 3] = ["KUBE-SRC-", "KUBE-DST-", "TMP-KUBE-"];
 /// The family string kube-router puts into its hashes (`v1.IPv4Protocol`).
@@ -99,6 +99,39 @@ pub fn peer_set(
             &rule.to_string(),
             FAMILY,
             kind,
+            &peer.to_string(),
+        ])
+    )
+}
+
+/// The chain holding one direction of one cluster-wide policy (`kind` is the kind's
+/// short name: `cnp`, `anp`, `banp`), its rules in order.
+pub fn cluster_policy_chain(kind: &str, policy: &str, dir: Direction) -> String {
+    format!("KUBE-CNP-{}", hash16(&[kind, policy, dir.field(), FAMILY]))
+}
+
+/// The set of one peer of rule `rule` of a cluster-wide policy (pods, nodes' addresses
+/// or networks; `ip_net` for a `hash:net` set).
+pub fn cluster_peer_set(
+    kind: &str,
+    policy: &str,
+    dir: Direction,
+    rule: usize,
+    peer: usize,
+    ip_net: bool,
+) -> String {
+    let set_kind = if ip_net { "net" } else { "ip" };
+    format!(
+        "{}{}",
+        side_prefix(dir, Side::Peer),
+        hash16(&[
+            "cluster",
+            kind,
+            policy,
+            &rule_word(dir),
+            &rule.to_string(),
+            FAMILY,
+            set_kind,
             &peer.to_string(),
         ])
     )
@@ -240,6 +273,16 @@ mod tests {
             policy_chain("x", "p", Direction::Ingress),
             policy_chain("x", "p", Direction::Egress)
         );
+        assert_eq!(
+            cluster_policy_chain("cnp", "p", Direction::Egress).len(),
+            25
+        );
+        assert_ne!(
+            cluster_policy_chain("cnp", "p", Direction::Ingress),
+            cluster_policy_chain("anp", "p", Direction::Ingress)
+        );
+        let set = cluster_peer_set("cnp", "p", Direction::Egress, 24, 9, true);
+        assert!(temp_set(&set).len() <= 31);
     }
 
     #[test]

@@ -54,20 +54,57 @@ pub struct StepData {
 /// `(title, text)` entries of a listing.
 pub type Listing = Vec<(String, String)>;
 
-/// The NetworkPolicies and Services of `objects`, each as `(ns/name, spec as JSON)`,
-/// sorted by namespace and name.
+/// The policies and Services of `objects`, each as `(title, spec as JSON)`. Policies
+/// are listed in evaluation order: with cluster-wide policies, the Admin tier by
+/// priority, then the NetworkPolicy tier, then the Baseline tier, each title naming its
+/// tier; NetworkPolicies and Services sorted by namespace and name.
 pub fn objects_text(objects: &ClusterObjects) -> (Listing, Listing) {
     let json = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| format!("({e})"));
-    let policies = objects
-        .network_policies
+    let (tiered, _) = crate::cluster_policy::from_objects::policies(objects);
+    let tier_prefix = if tiered.is_empty() {
+        ""
+    } else {
+        "NetworkPolicy tier: "
+    };
+    let network_policies = objects.network_policies.iter().map(|((ns, name), p)| {
+        (
+            format!("{tier_prefix}{ns}/{name}"),
+            json(serde_json::to_string_pretty(&p.spec)),
+        )
+    });
+    let mut ordered: Vec<&crate::cluster_policy::ClusterPolicy> = tiered.iter().collect();
+    ordered.sort_by_key(|p| (p.tier, p.priority, p.id()));
+    let tier_entry = |p: &&crate::cluster_policy::ClusterPolicy| {
+        let kind = match p.kind {
+            crate::cluster_policy::SourceKind::ClusterNetworkPolicy => {
+                crate::objects::Kind::ClusterNetworkPolicy
+            }
+            crate::cluster_policy::SourceKind::AdminNetworkPolicy => {
+                crate::objects::Kind::AdminNetworkPolicy
+            }
+            crate::cluster_policy::SourceKind::BaselineAdminNetworkPolicy => {
+                crate::objects::Kind::BaselineAdminNetworkPolicy
+            }
+        };
+        let spec = objects
+            .cluster_policies
+            .get(&(kind, p.name.clone()))
+            .and_then(|o| o.manifest.get("spec"))
+            .map(serde_json::to_string_pretty);
+        (
+            format!("{} tier: {} (priority {})", p.tier, p.id(), p.priority),
+            json(spec.unwrap_or(Ok(String::new()))),
+        )
+    };
+    let admin = ordered
         .iter()
-        .map(|((ns, name), p)| {
-            (
-                format!("{ns}/{name}"),
-                json(serde_json::to_string_pretty(&p.spec)),
-            )
-        })
-        .collect();
+        .filter(|p| p.tier == crate::cluster_policy::Tier::Admin)
+        .map(tier_entry);
+    let baseline = ordered
+        .iter()
+        .filter(|p| p.tier == crate::cluster_policy::Tier::Baseline)
+        .map(tier_entry);
+    let policies = admin.chain(network_policies).chain(baseline).collect();
     let services = objects
         .services
         .iter()

@@ -163,6 +163,8 @@ pub(super) fn build_with(
     }
     // Controllers last: their pods are scheduled around the pods written as Pods.
     changes.extend(sim.apply_workloads(&inputs.workloads, &mut first_seen)?);
+    let mut tier_notes = Vec::new();
+    cluster_policy_notes(&mut tier_notes, INITIAL_STEP, &sim.objects, &cluster);
     let mut steps = vec![Step {
         name: INITIAL_STEP.to_string(),
         changes,
@@ -280,6 +282,7 @@ pub(super) fn build_with(
             let key = (ns, c.kind(), c.name.clone());
             changes.extend(sim.scale(&src, &p, key, c.replicas, &mut declared)?);
         }
+        cluster_policy_notes(&mut tier_notes, &s.name, &sim.objects, &cluster);
         node_links(&src, &sp, &sim, s, &mut down)?;
         let expect = s
             .expect
@@ -314,6 +317,13 @@ pub(super) fn build_with(
     // The default CNI list carries portmap and bandwidth only when some pod uses them.
     let (wants_bandwidth, wants_host_ports) = (sim.wants_bandwidth, sim.wants_host_ports);
     notes.extend(sim.take_notes());
+    notes.extend(tier_notes.into_iter().map(|(step, n)| {
+        if step == INITIAL_STEP {
+            n
+        } else {
+            format!("step {step:?}: {n}")
+        }
+    }));
     cluster.cni.pods_want_bandwidth = wants_bandwidth;
     cluster.cni.pods_want_host_ports = wants_host_ports;
 
@@ -334,6 +344,32 @@ pub(super) fn build_with(
         throughput,
         http,
     })
+}
+
+/// What the reader must be told about the cluster-wide policies at one step (v1alpha1
+/// forms mapped, same-priority overlaps, `policy: none` ignoring them), each once.
+fn cluster_policy_notes(
+    notes: &mut Vec<(String, String)>,
+    step: &str,
+    objects: &crate::objects::ClusterObjects,
+    cluster: &super::ClusterConfig,
+) {
+    if objects.cluster_policies.is_empty() {
+        return;
+    }
+    let mut new = crate::cluster_policy::from_objects::notes(objects);
+    if cluster.policy == super::PolicyEngineKind::None {
+        new.push(
+            "the policy engine is none: the Admin and Baseline tiers (ClusterNetworkPolicy, \
+             AdminNetworkPolicy, BaselineAdminNetworkPolicy) are ignored like NetworkPolicy"
+                .to_string(),
+        );
+    }
+    for n in new {
+        if !notes.iter().any(|(_, old)| *old == n) {
+            notes.push((step.to_string(), n));
+        }
+    }
 }
 
 /// `dns/NAME:PORT` targets need `cluster.dns`; the cluster DNS's own port 53 is served

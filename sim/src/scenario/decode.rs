@@ -71,6 +71,11 @@ pub(crate) fn decode_value(
         Kind::Endpoints => Object::Endpoints(strict::<Endpoints>(src, path, value)?),
         Kind::Ingress => Object::Ingress(ingress_any_version(src, path, value)?),
         Kind::Secret => Object::Secret(strict::<Secret>(src, path, value)?),
+        Kind::ClusterNetworkPolicy
+        | Kind::AdminNetworkPolicy
+        | Kind::BaselineAdminNetworkPolicy => {
+            super::decode_tiers::cluster_policy(src, path, value)?
+        }
     };
     let v = Check { src, base: path };
     match &object {
@@ -99,6 +104,7 @@ pub(crate) fn decode_value(
             v.metadata(&secret.metadata, Kind::Secret)?;
             v.secret(secret)?;
         }
+        Object::ClusterPolicy(p) => v.labels("metadata.labels", Some(&p.labels))?,
     }
     Ok(object)
 }
@@ -132,7 +138,7 @@ fn not_yet_supported() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn supported() -> [(&'static str, &'static str, Kind); 9] {
+fn supported() -> [(&'static str, &'static str, Kind); 12] {
     [
         (Namespace::API_VERSION, Namespace::KIND, Kind::Namespace),
         (Pod::API_VERSION, Pod::KIND, Kind::Pod),
@@ -148,6 +154,21 @@ fn supported() -> [(&'static str, &'static str, Kind); 9] {
         ("extensions/v1beta1", Ingress::KIND, Kind::Ingress),
         ("networking.k8s.io/v1beta1", Ingress::KIND, Kind::Ingress),
         (Secret::API_VERSION, Secret::KIND, Kind::Secret),
+        (
+            "policy.networking.k8s.io/v1alpha2",
+            "ClusterNetworkPolicy",
+            Kind::ClusterNetworkPolicy,
+        ),
+        (
+            "policy.networking.k8s.io/v1alpha1",
+            "AdminNetworkPolicy",
+            Kind::AdminNetworkPolicy,
+        ),
+        (
+            "policy.networking.k8s.io/v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            Kind::BaselineAdminNetworkPolicy,
+        ),
     ]
 }
 
@@ -410,7 +431,7 @@ struct Check<'a> {
 
 type Res = Result<(), ScenarioError>;
 
-fn rel(a: &str, b: &str) -> String {
+pub(super) fn rel(a: &str, b: &str) -> String {
     if b.starts_with('[') {
         format!("{a}{b}")
     } else {

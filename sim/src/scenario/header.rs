@@ -350,6 +350,9 @@ pub(crate) enum KindName {
     Job,
     CronJob,
     ReplicationController,
+    ClusterNetworkPolicy,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
 }
 
 impl KindName {
@@ -364,6 +367,9 @@ impl KindName {
             KindName::Endpoints => Kind::Endpoints,
             KindName::Ingress => Kind::Ingress,
             KindName::Secret => Kind::Secret,
+            KindName::ClusterNetworkPolicy => Kind::ClusterNetworkPolicy,
+            KindName::AdminNetworkPolicy => Kind::AdminNetworkPolicy,
+            KindName::BaselineAdminNetworkPolicy => Kind::BaselineAdminNetworkPolicy,
             KindName::Deployment => return Err(WorkloadKind::Deployment),
             KindName::ReplicaSet => return Err(WorkloadKind::ReplicaSet),
             KindName::StatefulSet => return Err(WorkloadKind::StatefulSet),

@@ -18,6 +18,7 @@ mod build;
 pub mod cni;
 mod controllers;
 mod decode;
+mod decode_tiers;
 mod expect;
 mod fields;
 mod header;
@@ -82,7 +83,9 @@ pub struct Scenario {
     pub http: Vec<crate::ingress::HttpCheckSpec>,
     /// What the parser tells the user: kinds accepted without effect, unsupported kinds
     /// left out (`--ignore-unsupported`), namespaces it created, Pending pods, what the
-    /// workload controllers and the scheduler do not model.
+    /// workload controllers and the scheduler do not model, v1alpha1 policies mapped onto
+    /// the tiers, same-priority cluster-wide policies whose result is undefined, tiers
+    /// ignored under `policy: none` (a note that first applies at a later step names it).
     pub notes: Vec<String>,
 }
 

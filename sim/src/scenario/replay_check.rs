@@ -232,7 +232,7 @@ impl<'a> Sim<'a> {
                 ),
             ));
         }
-        if object.kind() != Kind::Namespace && !self.objects.namespaces.contains_key(&ns) {
+        if !object.kind().is_cluster_scoped() && !self.objects.namespaces.contains_key(&ns) {
             let ns_path = join_key(&meta, "namespace");
             let at = if p.value.pointer("/metadata/namespace").is_some() {
                 src.at_value(&ns_path, "")
@@ -464,7 +464,16 @@ impl<'a> Sim<'a> {
                     "a Namespace is not inside a namespace; leave `namespace` out",
                 ));
             }
-            (Kind::Namespace, None) => String::new(),
+            (k, Some(_)) if k.is_cluster_scoped() => {
+                return Err(src.at_key(
+                    &join_key(path, "namespace"),
+                    format!(
+                        "a {} is cluster-scoped, not inside a namespace; leave `namespace` out",
+                        k.as_str()
+                    ),
+                ));
+            }
+            (k, None) if k.is_cluster_scoped() => String::new(),
             (_, ns) => ns.unwrap_or(DEFAULT_NAMESPACE).to_string(),
         };
         let exists = match kind {
@@ -493,6 +502,12 @@ impl<'a> Sim<'a> {
                 .objects
                 .secrets
                 .contains_key(&(namespace.clone(), name.to_string())),
+            Kind::ClusterNetworkPolicy
+            | Kind::AdminNetworkPolicy
+            | Kind::BaselineAdminNetworkPolicy => self
+                .objects
+                .cluster_policies
+                .contains_key(&(kind, name.to_string())),
         };
         if !exists {
             let what = if namespace.is_empty() {

@@ -12,7 +12,9 @@
 //! `except`; ports `{}`, protocol only, numbers, `endPort` ranges and named ports (some
 //! with the wrong protocol, some that no pod declares) on TCP, UDP and SCTP;
 //! `policyTypes` omitted or listing either or both directions; missing, empty (`[]`) and
-//! `[{}]`-style rule lists, `from`/`to` and `ports`.
+//! `[{}]`-style rule lists, `from`/`to` and `ports`. Most cases also get up to three
+//! ClusterNetworkPolicies (Admin or Baseline, distinct priorities; Accept, Deny and Pass
+//! rules on namespaces, pods, networks and nodes, with numbers, ranges and named ports).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -123,6 +125,9 @@ pub struct Case {
     /// Namespace → its labels (`kubernetes.io/metadata.name` is added by the cluster).
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub pod_labels: BTreeMap<PodRef, BTreeMap<String, String>>,
+    /// ClusterNetworkPolicy manifests (v1alpha2), each at its own priority so no cell
+    /// is left undefined.
+    pub cluster_policies: Vec<Value>,
 }
 
 impl Case {
@@ -138,6 +143,21 @@ impl Case {
         objects.network_policies.clear();
         for np in &self.policies {
             objects.apply(objects::Object::NetworkPolicy(np.clone()));
+        }
+        objects.cluster_policies.clear();
+        for manifest in &self.cluster_policies {
+            let name = manifest
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            objects.apply(objects::Object::ClusterPolicy(
+                objects::ClusterPolicyObject {
+                    kind: Kind::ClusterNetworkPolicy,
+                    name: name.to_string(),
+                    labels: BTreeMap::new(),
+                    manifest: manifest.clone(),
+                },
+            ));
         }
     }
 
@@ -163,6 +183,7 @@ impl Case {
             .policies
             .iter()
             .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+            .chain(self.cluster_policies.iter().cloned())
             .collect();
         let mut step = json!({"name": format!("seed {}", self.seed), "label": label});
         if !apply.is_empty() {
@@ -238,11 +259,18 @@ pub fn random_case(seed: u64) -> Case {
         .choose(&mut g.rng)
         .unwrap_or(&1);
     let policies = (0..count).map(|i| g.policy(i)).collect();
+    // Drawn after everything else, so a seed's NetworkPolicies and labels are what
+    // they were before cluster-wide policies were generated.
+    let tiered = *[0usize, 0, 0, 0, 1, 1, 1, 2, 2, 3]
+        .choose(&mut g.rng)
+        .unwrap_or(&0);
+    let cluster_policies = (0..tiered).map(|i| g.cluster_policy(i)).collect();
     Case {
         seed,
         policies,
         namespace_labels,
         pod_labels,
+        cluster_policies,
     }
 }
 
@@ -519,6 +547,107 @@ impl Gen {
         }
         Value::Object(entry)
     }
+
+    /// A ClusterNetworkPolicy: Admin or Baseline, priority `10 * index` plus a little
+    /// (so two never share one), a namespaces or pods subject, and up to three rules
+    /// per direction with every action, peer kind and port form.
+    fn cluster_policy(&mut self, index: usize) -> Value {
+        let tier = if self.chance(0.6) {
+            "Admin"
+        } else {
+            "Baseline"
+        };
+        let priority = index * 10 + self.rng.random_range(0..10);
+        let subject = if self.chance(0.5) {
+            json!({"namespaces": self.namespace_selector()})
+        } else {
+            json!({"pods": {
+                "namespaceSelector": self.namespace_selector(),
+                "podSelector": self.selector(&POD_LABELS, 0.3),
+            }})
+        };
+        let mut spec = json!({"tier": tier, "priority": priority, "subject": subject});
+        let ingress: Vec<Value> = (0..self.rng.random_range(0..=3))
+            .map(|j| self.cluster_rule(j, "from"))
+            .collect();
+        let egress: Vec<Value> = (0..self.rng.random_range(0..=3))
+            .map(|j| self.cluster_rule(j, "to"))
+            .collect();
+        if !ingress.is_empty() || egress.is_empty() {
+            spec["ingress"] = if ingress.is_empty() {
+                json!([self.cluster_rule(0, "from")])
+            } else {
+                Value::Array(ingress)
+            };
+        }
+        if !egress.is_empty() {
+            spec["egress"] = Value::Array(egress);
+        }
+        json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": format!("c{index}")},
+            "spec": spec,
+        })
+    }
+
+    fn cluster_rule(&mut self, index: usize, peers_field: &str) -> Value {
+        let action = *self.pick(&["Accept", "Deny", "Pass"]);
+        let peers: Vec<Value> = (0..self.rng.random_range(1..=2))
+            .map(|_| self.cluster_peer(peers_field == "to"))
+            .collect();
+        let addresses = peers
+            .iter()
+            .any(|p| p.get("networks").is_some() || p.get("nodes").is_some());
+        let mut rule = json!({"name": format!("r{index}"), "action": action});
+        rule[peers_field] = Value::Array(peers);
+        if self.chance(0.6) {
+            let protocols: Vec<Value> = (0..self.rng.random_range(1..=2))
+                .map(|_| self.cluster_port(!addresses))
+                .collect();
+            rule["protocols"] = Value::Array(protocols);
+        }
+        rule
+    }
+
+    fn cluster_peer(&mut self, egress: bool) -> Value {
+        match self.rng.random_range(0..if egress { 20 } else { 14 }) {
+            0..6 => json!({"namespaces": self.namespace_selector()}),
+            6..14 => json!({"pods": {
+                "namespaceSelector": self.namespace_selector(),
+                "podSelector": self.selector(&POD_LABELS, 0.2),
+            }}),
+            14..17 => {
+                let cidr = self.ip_block()["ipBlock"]["cidr"].clone();
+                json!({"networks": [cidr]})
+            }
+            _ => {
+                let nodes: Vec<&String> = self.model.node_addresses.keys().collect();
+                let node = (*self.pick(&nodes)).clone();
+                if self.chance(0.5) {
+                    json!({"nodes": {}})
+                } else {
+                    json!({"nodes": {"matchLabels": {"kubernetes.io/hostname": node}}})
+                }
+            }
+        }
+    }
+
+    /// A `protocols` entry; named ports only when `named` (no nodes/networks peers).
+    fn cluster_port(&mut self, named: bool) -> Value {
+        if named && self.chance(0.25) {
+            let proto = *self.pick(&Protocol::ALL);
+            return json!({"destinationNamedPort": format!("serve-{}-{}", self.pick(&PORTS), proto.lower())});
+        }
+        let proto = self.pick(&Protocol::ALL).lower();
+        let port = if self.chance(0.6) {
+            json!({"number": *self.pick(&PORTS)})
+        } else {
+            let (start, end) = *self.pick(&[(80, 81), (79, 80), (81, 90), (70, 79)]);
+            json!({"range": {"start": start, "end": end}})
+        };
+        json!({proto: {"destinationPort": port}})
+    }
 }
 
 #[cfg(test)]
@@ -607,6 +736,42 @@ mod tests {
     }
 
     #[test]
+    fn cases_cover_the_cluster_policy_tiers() {
+        let mut text = String::new();
+        let mut with = 0;
+        for seed in 0..300 {
+            let case = random_case(seed);
+            with += usize::from(!case.cluster_policies.is_empty());
+            text.push_str(&serde_json::to_string(&case.cluster_policies).unwrap());
+            // Every generated manifest is one the API would accept.
+            for m in &case.cluster_policies {
+                crate::cluster_policy::parse(m).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{m}"));
+            }
+            assert!(
+                crate::cluster_policy::from_objects::notes(&case.objects()).is_empty(),
+                "seed {seed}: same-priority policies would leave cells undefined"
+            );
+        }
+        for needle in [
+            "\"Admin\"",
+            "\"Baseline\"",
+            "\"Accept\"",
+            "\"Deny\"",
+            "\"Pass\"",
+            "\"networks\"",
+            "\"nodes\"",
+            "\"pods\"",
+            "destinationNamedPort",
+            "\"range\"",
+            "\"sctp\"",
+            "\"egress\"",
+        ] {
+            assert!(text.contains(needle), "no case has {needle}");
+        }
+        assert!(with > 100, "{with} of 300 cases have cluster-wide policies");
+    }
+
+    #[test]
     fn a_case_is_a_scenario() {
         for seed in 0..50 {
             let case = random_case(seed);
@@ -636,6 +801,11 @@ mod tests {
                 let want = case.objects();
                 assert_eq!(
                     objects.network_policies, want.network_policies,
+                    "seed {seed}"
+                );
+                assert_eq!(
+                    objects.cluster_policies.keys().collect::<Vec<_>>(),
+                    want.cluster_policies.keys().collect::<Vec<_>>(),
                     "seed {seed}"
                 );
                 assert_eq!(

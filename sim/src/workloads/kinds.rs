@@ -182,23 +182,13 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The cluster-wide policy tiers of `policy.networking.k8s.io`, by version.
-const UNSUPPORTED_VERSIONED: &[(&str, &str, &str)] = &[
-    (
-        "policy.networking.k8s.io/v1alpha1",
-        "AdminNetworkPolicy",
-        "an admin policy tier",
-    ),
-    (
-        "policy.networking.k8s.io/v1alpha1",
-        "BaselineAdminNetworkPolicy",
-        "a baseline policy tier",
-    ),
-    (
-        "policy.networking.k8s.io/v1alpha2",
-        "ClusterNetworkPolicy",
-        "a cluster policy tier",
-    ),
+/// The cluster-wide policy tiers of `policy.networking.k8s.io`: the object decoder reads
+/// them (and explains a version it does not serve), so they are never taken for custom
+/// resources without network effect.
+const DECODED_POLICY_TIERS: &[&str] = &[
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "ClusterNetworkPolicy",
 ];
 
 /// What knetlab does with a manifest of this `apiVersion` and `kind`.
@@ -209,13 +199,10 @@ pub fn classify(api_version: &str, kind: &str) -> KindClass {
     {
         return KindClass::Workload(*w);
     }
-    if let Some((_, _, what)) = UNSUPPORTED_VERSIONED
-        .iter()
-        .find(|(a, k, _)| *a == api_version && *k == kind)
-    {
-        return KindClass::Unsupported { what };
-    }
     let group = api_group(api_version);
+    if group == "policy.networking.k8s.io" && DECODED_POLICY_TIERS.contains(&kind) {
+        return KindClass::Decoder;
+    }
     if let Some((_, _, what)) = UNSUPPORTED
         .iter()
         .find(|(g, k, _)| *g == group && *k == kind)
@@ -329,12 +316,6 @@ mod tests {
             ("gateway.networking.k8s.io/v1", "HTTPRoute"),
             ("gateway.networking.k8s.io/v1", "Gateway"),
             ("gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
-            ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy"),
-            (
-                "policy.networking.k8s.io/v1alpha1",
-                "BaselineAdminNetworkPolicy",
-            ),
-            ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"),
         ] {
             assert!(
                 matches!(classify(a, k), KindClass::Unsupported { .. }),
@@ -359,6 +340,14 @@ mod tests {
             ("v1", "Secret"),
             ("v1", "Nod"),
             ("discovery.k8s.io/v1", "EndpointSlice"),
+            ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy"),
+            (
+                "policy.networking.k8s.io/v1alpha1",
+                "BaselineAdminNetworkPolicy",
+            ),
+            ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"),
+            // A version the decoder does not read is its to explain, never ignored.
+            ("policy.networking.k8s.io/v1alpha1", "ClusterNetworkPolicy"),
         ] {
             assert_eq!(classify(a, k), KindClass::Decoder, "{a} {k}");
         }

@@ -64,6 +64,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::cluster::DenyStyle;
+use crate::cluster_policy::{ClusterPolicy, Tier};
 use crate::policy::{
     Direction, Endpoint, PeerCheck, PeerKind, PodInfo, PortEntry, PortSpan, ResolvedPolicies,
     ResolvedPolicy, ResolvedRule,
@@ -71,12 +72,14 @@ use crate::policy::{
 
 mod rule;
 mod sets;
+mod tiers;
 
 use super::names::{self, save_quote};
 use super::ruleset::{self, ApplyScripts, Hook, IpSet, Ruleset, SetKind};
 use rule::{Rule, deny_target, proto_name, with_span};
 pub(crate) use sets::ip_block_entries;
 use sets::pod_set;
+pub use tiers::ClusterTiers;
 
 /// Set by KUBE-NWPLCY-DEFAULT and by policy rules: "some policy (or no isolation)
 /// allows this in the direction being judged".
@@ -158,8 +161,19 @@ impl NodeRules {
     }
 }
 
-/// Renders the enforcer's rules for `node`.
+/// Renders the enforcer's rules for `node` (NetworkPolicy alone).
 pub fn render_node(resolved: &ResolvedPolicies, node: &str, ctx: &RenderContext) -> NodeRules {
+    let view = crate::cluster_policy::ClusterView::default();
+    render_node_tiered(resolved, &ClusterTiers::none(&view), node, ctx)
+}
+
+/// Renders the enforcer's rules for `node`, the cluster-wide policy tiers included.
+pub fn render_node_tiered(
+    resolved: &ResolvedPolicies,
+    tiers: &ClusterTiers,
+    node: &str,
+    ctx: &RenderContext,
+) -> NodeRules {
     let local: Vec<(&PodInfo, Ipv4Addr)> = resolved
         .pods()
         .values()
@@ -181,12 +195,14 @@ pub fn render_node(resolved: &ResolvedPolicies, node: &str, ctx: &RenderContext)
     }
 
     b.top_level(&local, ctx);
+    let mut tier_chains = BTreeMap::new();
     for (pod, ip) in &local {
-        b.pod_chain(resolved, pod, *ip, ctx);
+        b.pod_chain(resolved, tiers, &mut tier_chains, pod, *ip, ctx);
     }
     for (i, dir) in isolating {
         b.policy_chain(resolved, &resolved.policies[i], dir, &local);
     }
+    tiers::policy_chains(&mut b, tiers, &tier_chains, &local, ctx.deny);
     b.shared_chains();
 
     NodeRules {
@@ -317,9 +333,11 @@ impl Builder {
         }
     }
 
-    fn pod_chain(
+    fn pod_chain<'t>(
         &mut self,
         resolved: &ResolvedPolicies,
+        tiers: &ClusterTiers<'t>,
+        tier_chains: &mut BTreeMap<(String, Direction), &'t ClusterPolicy>,
         pod: &PodInfo,
         ip: Ipv4Addr,
         ctx: &RenderContext,
@@ -349,12 +367,23 @@ impl Builder {
                 .m("-m addrtype --dst-type LOCAL")
                 .jump("ACCEPT"),
         );
+        let mut tiered = false;
+        let mut tier_jumps = |b: &mut Self, tier: Tier, dir: Direction| {
+            for p in tiers.selecting(tier, pod, dir) {
+                b.push(&fw, tiers::jump(p, tier, ip, dir));
+                tier_chains.insert((p.id(), dir), p);
+                tiered = true;
+            }
+        };
+        tier_jumps(self, Tier::Admin, Direction::Egress);
+        tier_jumps(self, Tier::Admin, Direction::Ingress);
 
         let ingress: Vec<&ResolvedPolicy> =
             resolved.isolating(&pod.pod, Direction::Ingress).collect();
         let egress: Vec<&ResolvedPolicy> =
             resolved.isolating(&pod.pod, Direction::Egress).collect();
         if egress.is_empty() {
+            tier_jumps(self, Tier::Baseline, Direction::Egress);
             self.push(
                 &fw,
                 Rule::new()
@@ -366,6 +395,7 @@ impl Builder {
             );
         }
         if ingress.is_empty() {
+            tier_jumps(self, Tier::Baseline, Direction::Ingress);
             self.push(
                 &fw,
                 Rule::new()
@@ -417,7 +447,11 @@ impl Builder {
             &fw,
             Rule::new()
                 .comment("clear the policy mark for the next pod chain")
-                .jump("MARK --set-xmark 0x0/0x10000"),
+                .jump(if tiered {
+                    tiers::CLEAR_TIER_MARKS
+                } else {
+                    "MARK --set-xmark 0x0/0x10000"
+                }),
         );
         self.push(
             &fw,

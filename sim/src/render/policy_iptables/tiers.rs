@@ -1,0 +1,365 @@
+//! The Admin and Baseline tiers of cluster-wide policies in a node's rules, around the
+//! NetworkPolicy chains. Which pods a policy selects, which addresses a peer stands for
+//! and where a named port resolves come from [`crate::cluster_policy`]; this writes them
+//! down.
+//!
+//! In a local pod's chain, per direction: first one jump per Admin policy selecting the
+//! pod (by priority, then by id), each taken only while neither an Accept nor a Pass has
+//! marked the packet; then the NetworkPolicy rules as without tiers (a pod they isolate
+//! gets its final decision there: an Admin Accept has already set the allowed mark, so
+//! their deny does not fire); for a direction no NetworkPolicy isolates, the Baseline
+//! policies' jumps (taken only when nothing marked the packet allowed) come before the
+//! default. A policy's chain holds its rules in order, one line per peer and port:
+//! Accept marks the packet allowed and returns (so an egress Accept still lets the
+//! destination's ingress be judged, as a NetworkPolicy egress allow does), Deny denies
+//! in the scenario's style, Pass marks the packet passed and returns. The pass mark is
+//! cleared with the allowed mark at the end of the pod chain.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::cluster::DenyStyle;
+use crate::cluster_policy::{
+    Action, ClusterPolicy, ClusterView, Peer, PortMatch, Rule as PolicyRule, Tier,
+};
+use crate::policy::{Direction, PodInfo, PortSpan};
+
+use super::super::names;
+use super::super::ruleset::{IpSet, SetEntry, SetKind};
+use super::rule::{Rule, deny_target, with_span};
+use super::{Builder, MARK_ALLOWED};
+
+/// Set by a Pass: "the rest of the Admin tier is skipped".
+pub(super) const MARK_PASSED: &str = "0x40000/0x40000";
+/// Neither allowed nor passed: the Admin jumps' guard.
+const MARK_UNDECIDED: &str = "0x0/0x50000";
+/// Clears both the allowed and the passed marks.
+pub(super) const CLEAR_TIER_MARKS: &str = "MARK --set-xmark 0x0/0x50000";
+
+/// The cluster-wide policies a node's rules are rendered with.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterTiers<'a> {
+    pub policies: &'a [ClusterPolicy],
+    pub view: &'a ClusterView,
+}
+
+impl<'a> ClusterTiers<'a> {
+    /// No cluster-wide policy: the rules are NetworkPolicy's alone.
+    pub fn none(view: &'a ClusterView) -> Self {
+        Self {
+            policies: &[],
+            view,
+        }
+    }
+
+    /// The policies of `tier` selecting `pod` with rules for `dir`, in evaluation order.
+    pub(super) fn selecting(
+        &self,
+        tier: Tier,
+        pod: &PodInfo,
+        dir: Direction,
+    ) -> Vec<&'a ClusterPolicy> {
+        let Some(view) = self
+            .view
+            .pod(&pod.pod.namespace, &pod.pod.name)
+            .filter(|_| !self.policies.is_empty())
+        else {
+            return Vec::new();
+        };
+        let mut found: Vec<&ClusterPolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.tier == tier && !rules(p, dir).is_empty())
+            .filter(|p| crate::cluster_policy::evaluate::matching::selects(p, view, self.view))
+            .collect();
+        found.sort_by_key(|p| (p.priority, p.id()));
+        found
+    }
+}
+
+fn rules(policy: &ClusterPolicy, dir: Direction) -> &[PolicyRule] {
+    match dir {
+        Direction::Ingress => &policy.ingress,
+        Direction::Egress => &policy.egress,
+    }
+}
+
+fn tier_dir(dir: Direction) -> &'static str {
+    dir.field()
+}
+
+/// Everything one node's tiers add: pod-chain jumps are written by the pod chain; this
+/// writes the policies' chains and sets.
+pub(super) fn policy_chains(
+    b: &mut Builder,
+    tiers: &ClusterTiers,
+    used: &BTreeMap<(String, Direction), &ClusterPolicy>,
+    local: &[(&PodInfo, Ipv4Addr)],
+    deny: DenyStyle,
+) {
+    for ((_, dir), policy) in used {
+        policy_chain(b, tiers, policy, *dir, local, deny);
+    }
+}
+
+/// The jump from a pod chain to a policy's chain, guarded by the tier's mark test.
+pub(super) fn jump(policy: &ClusterPolicy, tier: Tier, ip: Ipv4Addr, dir: Direction) -> Rule {
+    let chain = names::cluster_policy_chain(policy.kind.short_name(), &policy.name, dir);
+    let guard = match tier {
+        Tier::Admin => format!("-m mark --mark {MARK_UNDECIDED}"),
+        Tier::Baseline => format!("-m mark ! --mark {MARK_ALLOWED}"),
+    };
+    let rule = match dir {
+        Direction::Ingress => Rule::new().dst(ip),
+        Direction::Egress => Rule::new().src(ip),
+    };
+    rule.comment(format!(
+        "{tier}: {} priority {} {}",
+        policy.id(),
+        policy.priority,
+        tier_dir(dir)
+    ))
+    .m(guard)
+    .jump(chain)
+}
+
+/// One direction of one policy: its rules in order.
+fn policy_chain(
+    b: &mut Builder,
+    tiers: &ClusterTiers,
+    policy: &ClusterPolicy,
+    dir: Direction,
+    local: &[(&PodInfo, Ipv4Addr)],
+    deny: DenyStyle,
+) {
+    let kind = policy.kind.short_name();
+    let chain = names::cluster_policy_chain(kind, &policy.name, dir);
+    b.ensure_chain(&chain);
+    for (i, rule) in rules(policy, dir).iter().enumerate() {
+        let rule_name = if rule.name.is_empty() {
+            format!("#{i}")
+        } else {
+            rule.name.clone()
+        };
+        let head = format!(
+            "{}: {} priority {} {} rule {rule_name:?}",
+            policy.tier,
+            policy.id(),
+            policy.priority,
+            tier_dir(dir)
+        );
+        let peer_field = match dir {
+            Direction::Ingress => "from",
+            Direction::Egress => "to",
+        };
+        for (k, peer) in rule.peers.iter().enumerate() {
+            let (set, content) = peer_set(tiers.view, kind, &policy.name, dir, i, k, peer);
+            b.add_set(&set, content);
+            let side = match dir {
+                Direction::Ingress => "src",
+                Direction::Egress => "dst",
+            };
+            let base = Rule::new().m(format!("-m set --match-set {set} {side}"));
+            for (port_label, port_rule) in port_rules(tiers, rule, dir, peer, local) {
+                let comment = format!("{head} {peer_field}[{k}]{port_label} -> {}", rule.action);
+                let r = port_rule(base.clone()).comment(comment);
+                decide(b, &chain, r, rule.action, deny);
+            }
+        }
+    }
+}
+
+/// What a matching rule does.
+fn decide(b: &mut Builder, chain: &str, r: Rule, action: Action, deny: DenyStyle) {
+    match action {
+        Action::Deny => b.push(chain, r.jump(deny_target(deny))),
+        Action::Accept => {
+            b.push(
+                chain,
+                r.clone().jump(format!("MARK --set-xmark {MARK_ALLOWED}")),
+            );
+            b.push(
+                chain,
+                r.m(format!("-m mark --mark {MARK_ALLOWED}")).jump("RETURN"),
+            );
+        }
+        Action::Pass => {
+            b.push(
+                chain,
+                r.clone().jump(format!("MARK --set-xmark {MARK_PASSED}")),
+            );
+            b.push(
+                chain,
+                r.m(format!("-m mark --mark {MARK_PASSED}")).jump("RETURN"),
+            );
+        }
+    }
+}
+
+type PortRule = Box<dyn Fn(Rule) -> Rule>;
+
+/// The port conditions of a rule, each with its label: every port (no `protocols`),
+/// each number or range, and each named port resolved on each destination pod (the
+/// subject's local pods for ingress, the peer's pods for egress) as `-d POD --dport N`.
+fn port_rules(
+    tiers: &ClusterTiers,
+    rule: &PolicyRule,
+    dir: Direction,
+    peer: &Peer,
+    local: &[(&PodInfo, Ipv4Addr)],
+) -> Vec<(String, PortRule)> {
+    let Some(ports) = &rule.ports else {
+        return vec![(String::new(), Box::new(|r| r))];
+    };
+    let mut out: Vec<(String, PortRule)> = Vec::new();
+    for (j, m) in ports.iter().enumerate() {
+        match m {
+            PortMatch::Range {
+                protocol,
+                start,
+                end,
+            } => {
+                let span = PortSpan {
+                    protocol: *protocol,
+                    range: Some((*start, *end)),
+                };
+                out.push((
+                    format!(" protocols[{j}] {span}"),
+                    Box::new(move |r| with_span(r, Some(&span))),
+                ));
+            }
+            PortMatch::Named(name) => {
+                let destinations: Vec<(String, Ipv4Addr)> = match dir {
+                    Direction::Ingress => local
+                        .iter()
+                        .map(|(p, ip)| (p.pod.to_string(), *ip))
+                        .collect(),
+                    Direction::Egress => peer_pods(tiers.view, peer),
+                };
+                for (who, ip) in destinations {
+                    let Some(pod) = tiers.view.pods.iter().find(|p| {
+                        p.ip == Some(IpAddr::V4(ip)) && format!("{}/{}", p.namespace, p.name) == who
+                    }) else {
+                        continue;
+                    };
+                    for c in pod
+                        .ports
+                        .iter()
+                        .filter(|c| c.name.as_deref() == Some(name.as_str()))
+                    {
+                        let span = PortSpan {
+                            protocol: c.protocol,
+                            range: Some((c.port, c.port)),
+                        };
+                        out.push((
+                            format!(" protocols[{j}] {name} = {span} on {who}"),
+                            Box::new(move |r| with_span(r.dst(ip), Some(&span))),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pods a `namespaces`/`pods` peer stands for, with their addresses.
+fn peer_pods(view: &ClusterView, peer: &Peer) -> Vec<(String, Ipv4Addr)> {
+    view.pods
+        .iter()
+        .filter(|p| pod_in_peer(view, peer, p))
+        .filter_map(|p| match p.ip {
+            Some(IpAddr::V4(ip)) => Some((format!("{}/{}", p.namespace, p.name), ip)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pod_in_peer(view: &ClusterView, peer: &Peer, pod: &crate::cluster_policy::PodView) -> bool {
+    let endpoint = crate::cluster_policy::Endpoint::Pod {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+    };
+    matches!(peer, Peer::Namespaces(_) | Peer::Pods { .. })
+        && crate::cluster_policy::evaluate::matching::peer_matches(peer, &endpoint, view)
+}
+
+/// The set a peer stands for: pods (`hash:ip`), the matching nodes' addresses
+/// (`hash:ip`), or networks (`hash:net`, IPv4 only: the cluster is IPv4).
+fn peer_set(
+    view: &ClusterView,
+    kind: &str,
+    policy: &str,
+    dir: Direction,
+    rule: usize,
+    index: usize,
+    peer: &Peer,
+) -> (String, IpSet) {
+    match peer {
+        Peer::Namespaces(_) | Peer::Pods { .. } => (
+            names::cluster_peer_set(kind, policy, dir, rule, index, false),
+            IpSet::new(
+                SetKind::HashIp,
+                peer_pods(view, peer)
+                    .into_iter()
+                    .map(|(who, ip)| SetEntry::host(ip, who)),
+            ),
+        ),
+        Peer::Nodes(_) => {
+            let entries: Vec<SetEntry> = view
+                .nodes
+                .iter()
+                .filter(|n| {
+                    crate::cluster_policy::evaluate::matching::peer_matches(
+                        peer,
+                        &crate::cluster_policy::Endpoint::Node(n.name.clone()),
+                        view,
+                    )
+                })
+                .flat_map(|n| {
+                    n.addresses.iter().filter_map(move |a| match a {
+                        IpAddr::V4(ip) => Some(SetEntry::host(*ip, format!("node/{}", n.name))),
+                        IpAddr::V6(_) => None,
+                    })
+                })
+                .collect();
+            (
+                names::cluster_peer_set(kind, policy, dir, rule, index, false),
+                IpSet::new(SetKind::HashIp, entries),
+            )
+        }
+        Peer::Networks(nets) => {
+            let entries: Vec<SetEntry> = nets
+                .iter()
+                .filter_map(|n| match n {
+                    IpNet::V4(v4) => Some(*v4),
+                    IpNet::V6(_) => None,
+                })
+                .flat_map(halves)
+                .map(|net| SetEntry {
+                    net,
+                    nomatch: false,
+                    comment: format!("network {net}"),
+                })
+                .collect();
+            (
+                names::cluster_peer_set(kind, policy, dir, rule, index, true),
+                IpSet::new(SetKind::HashNet, entries),
+            )
+        }
+    }
+}
+
+/// A network as `hash:net` can hold it (a /0 as its two /1 halves).
+fn halves(net: Ipv4Net) -> Vec<Ipv4Net> {
+    if net.prefix_len() == 0 {
+        ["0.0.0.0/1", "128.0.0.0/1"]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    } else {
+        vec![net.trunc()]
+    }
+}

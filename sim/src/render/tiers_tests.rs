@@ -1,0 +1,178 @@
+//! The enforcer's rules with cluster-wide policy tiers: a snapshot of a node's chains
+//! (Admin jumps before the NetworkPolicy rules, Baseline before the default), and
+//! checks of the layout a packet's fate depends on.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use crate::cluster::DenyStyle;
+use crate::cluster_policy::from_objects;
+use crate::objects::{ClusterObjects, ClusterPolicyObject, Kind, Object};
+use crate::policy::fixtures::{add_pod, namespace, pod, policy};
+use crate::policy::{self};
+use crate::protocol::Protocol;
+
+use super::*;
+
+fn ctx() -> RenderContext {
+    RenderContext {
+        pod_cidr: "10.244.0.0/16".parse().unwrap(),
+        service_cidr: "10.96.0.0/12".parse().unwrap(),
+        deny: DenyStyle::Reject,
+        node_ip: Ipv4Addr::new(192, 168, 200, 11),
+    }
+}
+
+/// x/a (`http` = TCP/80) on n1, y/c on n2; namespaces labelled `ns=NAME`.
+fn cluster() -> ClusterObjects {
+    let mut o = ClusterObjects::new(vec!["n1".into(), "n2".into()]);
+    for ns in ["x", "y"] {
+        o.apply(Object::Namespace(namespace(ns, &[("ns", ns)])));
+    }
+    add_pod(
+        &mut o,
+        pod("x", "a", &[("pod", "a")], &[("http", 80, Protocol::Tcp)]),
+        "n1",
+    );
+    add_pod(&mut o, pod("y", "c", &[("pod", "c")], &[]), "n2");
+    o
+}
+
+fn add_cnp(o: &mut ClusterObjects, name: &str, spec: Value) {
+    o.apply(Object::ClusterPolicy(ClusterPolicyObject {
+        kind: Kind::ClusterNetworkPolicy,
+        name: name.into(),
+        labels: Default::default(),
+        manifest: json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }),
+    }));
+}
+
+fn render(o: &ClusterObjects, node: &str) -> NodeRules {
+    let (policies, _) = from_objects::policies(o);
+    let view = from_objects::view(o, &|n| match n {
+        "n1" => vec![Ipv4Addr::new(192, 168, 200, 11)],
+        _ => vec![Ipv4Addr::new(192, 168, 200, 12)],
+    });
+    let tiers = ClusterTiers {
+        policies: &policies,
+        view: &view,
+    };
+    render_node_tiered(&policy::resolve(o), &tiers, node, &ctx())
+}
+
+fn tiered() -> ClusterObjects {
+    let mut o = cluster();
+    o.apply(Object::NetworkPolicy(policy(
+        "x",
+        "allow-web",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 80}]}]}),
+    )));
+    add_cnp(
+        &mut o,
+        "guard-x",
+        json!({"tier": "Admin", "priority": 10,
+               "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [
+                   {"name": "pass-y-http", "action": "Pass",
+                    "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}],
+                    "protocols": [{"destinationNamedPort": "http"}]},
+                   {"name": "deny-y", "action": "Deny",
+                    "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}],
+               "egress": [
+                   {"name": "accept-nodes", "action": "Accept", "to": [{"nodes": {}}]},
+                   {"name": "accept-net", "action": "Accept", "to": [{"networks": ["192.0.2.0/24"]}],
+                    "protocols": [{"tcp": {"destinationPort": {"range": {"start": 8000, "end": 8999}}}}]}]}),
+    );
+    add_cnp(
+        &mut o,
+        "baseline",
+        json!({"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+               "egress": [{"name": "deny-all", "action": "Deny", "to": [{"namespaces": {}}]}]}),
+    );
+    o
+}
+
+#[test]
+fn tiers_around_network_policy() {
+    insta::assert_snapshot!(render(&tiered(), "n1").normalised());
+}
+
+#[test]
+fn admin_jumps_come_before_the_network_policy_rules_and_baseline_before_the_default() {
+    let rules = render(&tiered(), "n1");
+    let fw = names::pod_chain("x", "a");
+    let lines = &rules.ruleset.chains[&fw];
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    let admin = at("Admin: cnp/guard-x priority 10 ingress");
+    let np = at("x/allow-web ingress");
+    assert!(admin < np);
+    // x/a's egress is isolated by no NetworkPolicy: the Baseline, then the default.
+    let baseline = at("Baseline: cnp/baseline priority 1 egress");
+    let default = at("default egress");
+    assert!(baseline < default);
+    assert!(lines.iter().any(|l| l.contains("0x0/0x50000")));
+}
+
+#[test]
+fn each_rule_is_commented_with_tier_policy_and_rule_and_named_ports_resolve_on_the_destination() {
+    let rules = render(&tiered(), "n1");
+    let chain = names::cluster_policy_chain("cnp", "guard-x", policy::Direction::Ingress);
+    let lines = &rules.ruleset.chains[&chain];
+    assert!(
+        lines.iter().any(|l| l.contains("rule \\\"pass-y-http\\\"")
+            && l.contains("-d 10.244.1.10/32")
+            && l.contains("--dport 80")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("rule \\\"deny-y\\\"")
+            && l.contains("REJECT --reject-with icmp-admin-prohibited")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn without_cluster_policies_the_rules_are_network_policys_alone() {
+    let mut o = cluster();
+    o.apply(Object::NetworkPolicy(policy(
+        "x",
+        "deny",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    )));
+    let plain = render_node(&policy::resolve(&o), "n1", &ctx());
+    assert_eq!(render(&o, "n1"), plain);
+    assert!(!plain.normalised().contains("KUBE-CNP-"));
+}
+
+#[test]
+fn a_change_to_one_policy_rewrites_only_its_own_chain() {
+    let before = render(&tiered(), "n1");
+    let mut o = tiered();
+    add_cnp(
+        &mut o,
+        "baseline",
+        json!({"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+               "egress": [{"name": "deny-all-now-accept", "action": "Accept", "to": [{"namespaces": {}}]}]}),
+    );
+    let after = render(&o, "n1");
+    let changed: Vec<&String> = after
+        .ruleset
+        .chains
+        .iter()
+        .filter(|(name, lines)| before.ruleset.chains.get(*name) != Some(lines))
+        .map(|(name, _)| name)
+        .collect();
+    let baseline = names::cluster_policy_chain("cnp", "baseline", policy::Direction::Egress);
+    assert_eq!(changed, vec![&baseline]);
+}
