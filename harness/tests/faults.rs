@@ -123,7 +123,11 @@ fn tool(tool: Tool, args: &[&str]) -> Result<String, String> {
 
 /// The run must have failed with an error that says `words` (each, case-insensitive);
 /// a report (verdicts) fails the test with the cells it measured.
-fn assert_setup_failure(result: &Result<RunReport>, injected: Option<Result<String, String>>, words: &[&str]) {
+fn assert_setup_failure(
+    result: &Result<RunReport>,
+    injected: Option<Result<String, String>>,
+    words: &[&str],
+) {
     let done = injected.expect("the hook ran before the second step");
     let done = done.unwrap_or_else(|e| panic!("could not inject the fault: {e}"));
     eprintln!("injected: {done}");
@@ -221,7 +225,11 @@ async fn a_deleted_pod_veth_is_an_infrastructure_fault() {
         Ok(format!("deleted {veth} in {node_ns}"))
     })
     .await;
-    assert_setup_failure(&result, injected, &["infrastructure fault", "pod x/a", "eth0"]);
+    assert_setup_failure(
+        &result,
+        injected,
+        &["infrastructure fault", "pod x/a", "eth0"],
+    );
     assert_nothing_left(&prefix);
 }
 
@@ -264,7 +272,10 @@ fn close_sockets(inodes: &[&str]) -> Result<(), String> {
             // SAFETY: dup2 onto a descriptor this process owns; the server's next use of
             // it fails (not a socket), which is what a dead server's clients see anyway.
             if unsafe { nix::libc::dup2(null.as_raw_fd(), fd) } < 0 {
-                return Err(format!("dup2 onto {fd}: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "dup2 onto {fd}: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             closed += 1;
         }
@@ -286,27 +297,54 @@ async fn a_killed_dns_server_makes_error_cells() {
         // Every socket on port 53 in the DNS pod: the UDP one and the TCP listener.
         let listed = tool(
             Tool::Ip,
-            &["netns", "exec", &ns, Tool::Ss.binary(), "-H", "-e", "-a", "-t", "-u", "sport = :53"],
+            &[
+                "netns",
+                "exec",
+                &ns,
+                Tool::Ss.binary(),
+                "-H",
+                "-e",
+                "-a",
+                "-t",
+                "-u",
+                "sport = :53",
+            ],
         )?;
         let inodes: Vec<&str> = listed
             .split_whitespace()
             .filter_map(|w| w.strip_prefix("ino:"))
             .collect();
         if inodes.len() < 2 {
-            return Err(format!("expected the UDP and TCP sockets on :53, found: {listed}"));
+            return Err(format!(
+                "expected the UDP and TCP sockets on :53, found: {listed}"
+            ));
         }
         close_sockets(&inodes)?;
         let left = tool(
             Tool::Ip,
-            &["netns", "exec", &ns, Tool::Ss.binary(), "-H", "-a", "-t", "-u", "sport = :53"],
+            &[
+                "netns",
+                "exec",
+                &ns,
+                Tool::Ss.binary(),
+                "-H",
+                "-a",
+                "-t",
+                "-u",
+                "sport = :53",
+            ],
         )?;
         if !left.trim().is_empty() {
             return Err(format!("sockets on :53 survived: {left}"));
         }
-        Ok(format!("closed the DNS server's sockets {inodes:?} in {ns}"))
+        Ok(format!(
+            "closed the DNS server's sockets {inodes:?} in {ns}"
+        ))
     })
     .await;
-    let done = injected.expect("the hook ran").expect("the fault was injected");
+    let done = injected
+        .expect("the hook ran")
+        .expect("the fault was injected");
     eprintln!("injected: {done}");
     let report = result.unwrap_or_else(|e| panic!("the run failed: {e:#}"));
     assert_nothing_left(&prefix);

@@ -342,7 +342,8 @@ pub(super) async fn configure_node(
         }
     }
     let dirs = cni::NodeDirs::new(state_dir, &node.name);
-    let networks = cni::conflist::write_node_configs(&plan.cni, node, &dirs, plan.pod_mtu(), plugin_dir)?;
+    let networks =
+        cni::conflist::write_node_configs(&plan.cni, node, &dirs, plan.pod_mtu(), plugin_dir)?;
     Ok((networks, dirs))
 }
 

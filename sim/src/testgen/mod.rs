@@ -13,6 +13,8 @@
 //! with the wrong protocol, some that no pod declares) on TCP, UDP and SCTP;
 //! `policyTypes` omitted or listing either or both directions; missing, empty (`[]`) and
 //! `[{}]`-style rule lists, `from`/`to` and `ports`.
+//!
+//! [`services`] draws random Service sets the same way.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -31,6 +33,8 @@ use crate::objects::{self, ClusterObjects, Kind, PodRef};
 use crate::plan::{self, Plan};
 use crate::protocol::Protocol;
 use crate::scenario::{self, Change};
+
+pub mod services;
 
 /// The standard model's namespaces, pods and ports.
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
