@@ -43,6 +43,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Run scenarios many times (some killed, then `clean`) and check the host after each.
     Soak(commands::soak::Args),
+    /// Compare the oracle with the kernel on N seeded random cases (policies or Services).
+    Differential(commands::differential::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Test { cargo_args, .. } => commands::test::main(&cargo_args),
         Command::Bench(args) => commands::bench::main(args),
         Command::Soak(args) => commands::soak::main(args),
+        Command::Differential(args) => commands::differential::main(args),
     };
     ExitCode::from(code)
 }

@@ -80,6 +80,9 @@ const HARNESS_LAYERS: &[(&str, &[&str])] = &[
     ("trace", &["trace"]),
     // One scenario, step by step.
     ("run", &["run"]),
+    // The oracle against the kernel on many random cases (policies on a cluster of its
+    // own; Service sets as scenario runs).
+    ("differential", &["differential"]),
     // Fixtures of the unit tests (`#[cfg(test)]`).
     ("test support", &["fixtures"]),
 ];

@@ -142,6 +142,19 @@ impl Spread {
         }
     }
 
+    /// Whether one entry node sent the client to more than one backend. kube-proxy keeps
+    /// ClientIP affinity per node, so a client entering at several nodes (a load
+    /// balancer's ECMP, answers named `n1 -> ns/pod`) may be pinned on each; the
+    /// differential test found such a cell counted as broken affinity.
+    pub fn pinned_apart(&self) -> bool {
+        let mut per_entry: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for who in self.answered.keys() {
+            let (entry, backend) = who.split_once(" -> ").unwrap_or(("", who));
+            per_entry.entry(entry).or_default().insert(backend);
+        }
+        per_entry.values().any(|b| b.len() > 1)
+    }
+
     pub fn probes(&self) -> usize {
         self.answered.values().sum::<usize>() + self.unanswered.values().sum::<usize>()
     }
@@ -162,7 +175,7 @@ impl ServiceCell {
         if let Some(errors) = self.spread.unanswered.get(&Outcome::Error) {
             return Some(format!("{errors} of {n} probes could not be measured"));
         }
-        if self.affinity && self.spread.answered.len() > 1 {
+        if self.affinity && self.spread.pinned_apart() {
             let who: Vec<String> = self
                 .spread
                 .answered
@@ -297,5 +310,25 @@ impl StepResult {
         self.cells
             .iter()
             .filter_map(|c| c.mismatch().map(|m| (c, m)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Differential services seed 149: through a load balancer the client entered at n1
+    /// and n2 and each node pinned it (to the same pod): not broken affinity.
+    #[test]
+    fn affinity_is_kept_per_entry_node() {
+        let spread = |answers: &[(&str, usize)]| Spread {
+            answered: answers.iter().map(|(w, n)| (w.to_string(), *n)).collect(),
+            unanswered: BTreeMap::new(),
+        };
+        assert!(!spread(&[("n1 -> default/p2", 3), ("n2 -> default/p2", 1)]).pinned_apart());
+        assert!(!spread(&[("n1 -> default/p1", 3), ("n2 -> default/p2", 1)]).pinned_apart());
+        assert!(spread(&[("n1 -> default/p1", 3), ("n1 -> default/p2", 1)]).pinned_apart());
+        assert!(spread(&[("x/b", 1), ("x/c", 1)]).pinned_apart());
+        assert!(!spread(&[("x/b", 2)]).pinned_apart());
     }
 }

@@ -614,6 +614,17 @@ fn backend_path(
             prediction: Box::new(prediction(from, &shown, target, case)),
         };
     };
+    if let Some(case) = super::service::unserved(ctx, &peer, target) {
+        return PathOutcome::Backend {
+            name,
+            ip: e.ip,
+            port: e.port,
+            masquerade,
+            policy_source: None,
+            seen_source,
+            prediction: Box::new(prediction(from, &shown, target, case)),
+        };
+    }
     let (case, policy_source) = if on_entry || !masquerade || e.node.is_none() {
         // Judged before the masquerade: the client's own address.
         (

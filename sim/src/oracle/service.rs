@@ -426,13 +426,15 @@ fn fate_and_backends(
         .map(|e| {
             let (name, peer) = backend_identity(ctx, e.ip, e.port);
             let target = PortProto::new(port.protocol, e.port);
-            let case = match &peer {
+            let refused = peer.as_ref().and_then(|p| unserved(ctx, p, target));
+            let case = match (&peer, refused) {
+                (_, Some(refused)) => refused,
                 // The userspace proxy accepts the connection on the node and dials the
                 // backend itself: the policies judge the node's connection.
-                Some(p) if ctx.userspace_proxy() => {
+                (Some(p), None) if ctx.userspace_proxy() => {
                     decide(ctx, &Peer::Node(node.clone()), p, target, Path::Direct)
                 }
-                Some(p) => super::bridge_nf::same_bridge_reply(
+                (Some(p), None) => super::bridge_nf::same_bridge_reply(
                     ctx,
                     from,
                     p,
@@ -440,7 +442,7 @@ fn fate_and_backends(
                     (cluster_ip, *number),
                 )
                 .unwrap_or_else(|| decide(ctx, from, p, target, Path::ViaNode)),
-                None => super::Case::Unknown(format!(
+                (None, None) => super::Case::Unknown(format!(
                     "{}:{} is neither a pod of the cluster nor a declared host",
                     e.ip, e.port
                 )),
@@ -461,6 +463,31 @@ fn fate_and_backends(
         userspace: ctx.userspace_proxy(),
     };
     (fate, backends)
+}
+
+/// A pod backend that declares no container port `target`: nothing listens there (a
+/// pod serves exactly its declared ports), so the connection is refused whatever the
+/// policies say. kube-proxy does not check a numeric `targetPort` against the pod's
+/// ports; the differential test found the oracle allowing such backends.
+pub(super) fn unserved(
+    ctx: &OracleContext,
+    backend: &Peer,
+    target: PortProto,
+) -> Option<super::Case> {
+    let Peer::Pod(p) = backend else {
+        return None;
+    };
+    let pod = ctx.objects.pods.get(p)?;
+    if crate::objects::declared_ports(pod)
+        .iter()
+        .any(|d| d.port == target)
+    {
+        return None;
+    }
+    Some(super::Case::Unknown(format!(
+        "{p} declares no container port {target}, so nothing listens there: the connection \
+         is refused"
+    )))
 }
 
 /// With the userspace proxy (`cluster.proxy: userspace`): the source address a backend
@@ -592,6 +619,28 @@ mod tests {
         assert!(
             text.contains("-- backend x/b (10.244.2.10:80): allow"),
             "{text}"
+        );
+    }
+
+    /// Differential services seed 2: a numeric targetPort the selected pod does not
+    /// declare was predicted allowed; the pod refuses it.
+    #[test]
+    fn a_backend_that_does_not_serve_the_target_port_refuses() {
+        let spec =
+            json!({"selector": {"app": "web"}, "ports": [{"port": 8000, "targetPort": 8080}]});
+        let o = model(&[], spec);
+        let p = predict_on(&o, "y/a", "svc/x/web:8000", "TCP/8000");
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+        assert!(
+            backends(&p)
+                .iter()
+                .all(|(_, port, v)| *port == 8080 && *v == Verdict::Deny),
+            "{p}"
+        );
+        assert!(
+            p.to_string()
+                .contains("declares no container port TCP/8080"),
+            "{p}"
         );
     }
 

@@ -15,6 +15,8 @@
 //! `[{}]`-style rule lists, `from`/`to` and `ports`. Most cases also get up to three
 //! ClusterNetworkPolicies (Admin or Baseline, distinct priorities; Accept, Deny and Pass
 //! rules on namespaces, pods, networks and nodes, with numbers, ranges and named ports).
+//!
+//! [`services`] draws random Service sets the same way.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -33,6 +35,8 @@ use crate::objects::{self, ClusterObjects, Kind, PodRef};
 use crate::plan::{self, Plan};
 use crate::protocol::Protocol;
 use crate::scenario::{self, Change};
+
+pub mod services;
 
 /// The standard model's namespaces, pods and ports.
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod bench_check;
 pub mod bench_scale;
 pub mod bench_services;
+pub mod differential;
 pub mod soak;
 pub mod test;
