@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod cni;
+#[cfg(feature = "differential")]
 pub mod differential;
 pub mod dns;
 #[cfg(test)]

@@ -20,9 +20,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-/// The server pods: name, node, declared ports (name, number, protocol). `http` is 8080
-/// on some pods and 8081 on another, so a named `targetPort` lands on different numbers.
-const SERVERS: [(&str, &str, &[(&str, u16, &str)]); 4] = [
+/// A declared container port: name, number, protocol.
+type DeclaredPort = (&'static str, u16, &'static str);
+
+/// The server pods: name, node, declared ports. `http` is 8080 on some pods and 8081 on
+/// another, so a named `targetPort` lands on different numbers.
+const SERVERS: [(&str, &str, &[DeclaredPort]); 4] = [
     (
         "p1",
         "n1",
@@ -48,7 +51,7 @@ const REPEAT: u32 = 4;
 
 /// A Service's name: `a0`.. for cases at even positions, `b0`.. at odd ones.
 fn service_name(position: usize, slot: usize) -> String {
-    format!("{}{slot}", if position % 2 == 0 { 'a' } else { 'b' })
+    format!("{}{slot}", if position.is_multiple_of(2) { 'a' } else { 'b' })
 }
 
 /// The NodePort of a (position, slot, service port): distinct for every Service of up
