@@ -51,7 +51,10 @@ const REPEAT: u32 = 4;
 
 /// A Service's name: `a0`.. for cases at even positions, `b0`.. at odd ones.
 fn service_name(position: usize, slot: usize) -> String {
-    format!("{}{slot}", if position.is_multiple_of(2) { 'a' } else { 'b' })
+    format!(
+        "{}{slot}",
+        if position.is_multiple_of(2) { 'a' } else { 'b' }
+    )
 }
 
 /// The NodePort of a (position, slot, service port): distinct for every Service of up
