@@ -4,7 +4,7 @@
 //! - it is an nginx started with a configuration under the run's state directory (the
 //!   ingress controller's master, found by its command line even before it wrote its
 //!   pid file); or
-//! - it sits in (or holds) one of the run's namespaces and belongs to the process group
+//! - it runs inside one of the run's namespaces and belongs to the process group
 //!   the run's owner recorded (see [`super::write_owner`]): everything the harness
 //!   starts (nginx and its workers, CNI plugins and `nft` in flight, `xtables-monitor`)
 //!   inherits that group, because none of it calls `setsid` or `setpgid`; or
@@ -115,6 +115,18 @@ fn file_id(p: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether a process has a thread inside one of the namespaces `ids`. (Not an open file:
+/// a child of a process that runs several clusters at once, as the test binaries do,
+/// holds all of its parent's handles between fork and exec, those of other runs too.)
+pub fn lives_in(pid: u32, ids: &BTreeSet<(u64, u64)>) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|t| file_id(&t.path().join("ns/net")).is_some_and(|x| ids.contains(&x)))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether a process has a thread in, or a file open on, one of the namespaces `ids`.
 pub fn uses_namespaces(pid: u32, ids: &BTreeSet<(u64, u64)>) -> bool {
     if ids.is_empty() {
@@ -157,7 +169,7 @@ impl RunMarks {
             .iter()
             .filter(|(pid, s)| {
                 is_nginx_using(*pid, &ingress)
-                    || (Some(s.pgrp) == self.owner_group && uses_namespaces(*pid, &self.namespaces))
+                    || (Some(s.pgrp) == self.owner_group && lives_in(*pid, &self.namespaces))
             })
             .map(|(pid, _)| *pid)
             .collect();

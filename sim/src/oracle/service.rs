@@ -468,7 +468,9 @@ fn fate_and_backends(
 /// A pod backend that declares no container port `target`: nothing listens there (a
 /// pod serves exactly its declared ports), so the connection is refused whatever the
 /// policies say. kube-proxy does not check a numeric `targetPort` against the pod's
-/// ports; the differential test found the oracle allowing such backends.
+/// ports; the differential test found the oracle allowing such backends. The cluster's
+/// own components are the exception: nginx in the ingress controller pod and the DNS
+/// server in the cluster DNS pod listen on their ports without declaring them.
 pub(super) fn unserved(
     ctx: &OracleContext,
     backend: &Peer,
@@ -477,6 +479,11 @@ pub(super) fn unserved(
     let Peer::Pod(p) = backend else {
         return None;
     };
+    let component = *p == crate::ingress::controller::pod_ref()
+        || (p.namespace == crate::dns::NAMESPACE && p.name == crate::dns::POD_NAME);
+    if component {
+        return None;
+    }
     let pod = ctx.objects.pods.get(p)?;
     if crate::objects::declared_ports(pod)
         .iter()
