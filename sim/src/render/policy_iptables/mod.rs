@@ -369,7 +369,11 @@ impl Builder {
         );
         let mut tiered = false;
         let mut tier_jumps = |b: &mut Self, tier: Tier, dir: Direction| {
-            for p in tiers.selecting(tier, pod, dir) {
+            let selecting = tiers.selecting(tier, pod, dir);
+            if tier == Tier::Baseline && !selecting.is_empty() {
+                b.push(&fw, tiers::clear_pass(ip, dir));
+            }
+            for p in selecting {
                 b.push(&fw, tiers::jump(p, tier, ip, dir));
                 tier_chains.insert((p.id(), dir), p);
                 tiered = true;

@@ -8,8 +8,8 @@
 //! marked the packet; then the NetworkPolicy rules as without tiers (a pod they isolate
 //! gets its final decision there: an Admin Accept has already set the allowed mark, so
 //! their deny does not fire); for a direction no NetworkPolicy isolates, the Baseline
-//! policies' jumps (taken only when nothing marked the packet allowed) come before the
-//! default. A policy's chain holds its rules in order, one line per peer and port:
+//! policies' jumps (after clearing an Admin Pass, taken only while neither an Accept nor
+//! a Pass of the Baseline tier has marked the packet) come before the default. A policy's chain holds its rules in order, one line per peer and port:
 //! Accept marks the packet allowed and returns (so an egress Accept still lets the
 //! destination's ingress be judged, as a NetworkPolicy egress allow does), Deny denies
 //! in the scenario's style, Pass marks the packet passed and returns. The pass mark is
@@ -33,6 +33,8 @@ use super::{Builder, MARK_ALLOWED};
 
 /// Set by a Pass: "the rest of the Admin tier is skipped".
 pub(super) const MARK_PASSED: &str = "0x40000/0x40000";
+/// The pass mark's bit.
+const PASS_BIT: &str = "0x40000";
 /// Neither allowed nor passed: the Admin jumps' guard.
 const MARK_UNDECIDED: &str = "0x0/0x50000";
 /// Clears both the allowed and the passed marks.
@@ -109,7 +111,9 @@ pub(super) fn jump(policy: &ClusterPolicy, tier: Tier, ip: Ipv4Addr, dir: Direct
     let chain = names::cluster_policy_chain(policy.kind.short_name(), &policy.name, dir);
     let guard = match tier {
         Tier::Admin => format!("-m mark --mark {MARK_UNDECIDED}"),
-        Tier::Baseline => format!("-m mark ! --mark {MARK_ALLOWED}"),
+        // A Pass in the Baseline tier skips the rest of it, as in the Admin tier; the
+        // pod chain clears an Admin Pass before the Baseline jumps (see `clear_pass`).
+        Tier::Baseline => format!("-m mark --mark {MARK_UNDECIDED}"),
     };
     let rule = match dir {
         Direction::Ingress => Rule::new().dst(ip),
@@ -123,6 +127,20 @@ pub(super) fn jump(policy: &ClusterPolicy, tier: Tier, ip: Ipv4Addr, dir: Direct
     ))
     .m(guard)
     .jump(chain)
+}
+
+/// Before a pod's Baseline jumps: forget an Admin tier's Pass (it handed the connection
+/// on to the NetworkPolicy tier, and from there to this one).
+pub(super) fn clear_pass(ip: Ipv4Addr, dir: Direction) -> Rule {
+    let rule = match dir {
+        Direction::Ingress => Rule::new().dst(ip),
+        Direction::Egress => Rule::new().src(ip),
+    };
+    rule.comment(format!(
+        "Baseline {}: an Admin Pass ends here",
+        tier_dir(dir)
+    ))
+    .jump(format!("MARK --set-xmark 0x0/{}", PASS_BIT))
 }
 
 /// One direction of one policy: its rules in order.
