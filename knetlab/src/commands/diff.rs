@@ -130,9 +130,7 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
-    let mut log = |m: &str| eprintln!("{m}");
-    if let Err(e) = harness::prereq::ensure(&mut log) {
-        eprintln!("error: {e:#}");
+    if !super::prerequisites_ready() {
         return 2;
     }
     // Side by side: distinct prefixes keep the two clusters apart.

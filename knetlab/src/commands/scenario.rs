@@ -143,9 +143,7 @@ pub fn main(catalog: &Catalog, args: Args) -> u8 {
     if args.cni_check {
         scenario.cluster.cni.check = Some(true);
     }
-    let mut log = |m: &str| eprintln!("{m}");
-    if let Err(e) = harness::prereq::ensure(&mut log) {
-        eprintln!("error: {e:#}");
+    if !super::prerequisites_ready() {
         return 2;
     }
     let explain = match args.explain.as_deref().map(parse_cell).transpose() {

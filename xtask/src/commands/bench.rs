@@ -93,9 +93,7 @@ pub fn main(args: Args) -> u8 {
             return 2;
         }
     };
-    let mut log = |m: &str| eprintln!("{m}");
-    if let Err(e) = harness::prereq::ensure(&mut log) {
-        eprintln!("error: {e:#}");
+    if !knetlab::commands::prerequisites_ready() {
         return 2;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -140,9 +140,7 @@ fn mode_name(mode: NetworkMode) -> &'static str {
 /// Runs every size in both network modes, `runs` times each, prints the table and (unless
 /// `no_write`) writes it to BENCHMARKS.md. Returns the exit code.
 pub fn main(sizes: &[Size], runs: usize, no_write: bool) -> u8 {
-    let mut log = |m: &str| eprintln!("{m}");
-    if let Err(e) = harness::prereq::ensure(&mut log) {
-        eprintln!("error: {e:#}");
+    if !knetlab::commands::prerequisites_ready() {
         return 2;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
