@@ -1,4 +1,4 @@
-//! A CI-sized `cargo xtask soak`: a dozen runs of quick scenarios two at a time, a third
+//! A CI-sized `cargo xtask soak`: forty runs of quick scenarios two at a time, a third
 //! of them killed with SIGKILL at a seeded moment and swept with `clean`, the host
 //! checked after each (the soak exits 1 and prints what leaked otherwise). Needs root: ignored unless run with `--include-ignored`.
 
@@ -15,7 +15,7 @@ fn a_small_soak_with_kills_leaves_nothing() {
         .args([
             "soak",
             "--runs",
-            "12",
+            "40",
             "--concurrency",
             "2",
             "--kill",
@@ -36,5 +36,5 @@ fn a_small_soak_with_kills_leaves_nothing() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("runs: 12 of 12"), "{stdout}");
+    assert!(stdout.contains("runs: 40 of 40"), "{stdout}");
 }
