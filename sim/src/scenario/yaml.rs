@@ -7,7 +7,7 @@
 //! later by path is then turned back into file, line and column.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use saphyr::{MarkedYaml, Scalar, ScalarStyle, YamlData, YamlLoader};
@@ -17,19 +17,20 @@ use serde_json::Value;
 use crate::error::{Location, ScenarioError};
 
 /// Line/column of every node of one YAML file, keyed by field path
-/// (`manifests[2].spec.podSelector`). The documents of a multi-document file are
+/// (`manifests[2].spec.podSelector`). Hashed, not ordered: only looked up by path, and a
+/// 2 MB install manifest has a hundred thousand long paths. The documents of a multi-document file are
 /// `documents[0]`, `documents[1]`, ...; a single-document file's root is the empty path.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Positions {
     /// Where each node is named: the key of a mapping entry (the right place for "unknown
     /// field"), or the node itself for sequence items and document roots.
-    pub by_path: BTreeMap<String, Location>,
+    pub by_path: HashMap<String, Location>,
     /// Where each node's value starts (the right place for "wrong type" or "bad value").
     /// For a block scalar (`|`) this is its first content line.
-    pub values: BTreeMap<String, Location>,
+    pub values: HashMap<String, Location>,
     /// Strings written as literal block scalars (`|`): line `i` of such a string stands on
     /// file line `values[path].line + i`, so errors inside a text table can point at it.
-    pub literal_blocks: BTreeSet<String>,
+    pub literal_blocks: HashSet<String>,
 }
 
 impl Positions {
@@ -44,7 +45,7 @@ impl Positions {
     }
 }
 
-fn nearest(map: &BTreeMap<String, Location>, path: &str) -> Option<Location> {
+fn nearest(map: &HashMap<String, Location>, path: &str) -> Option<Location> {
     let mut p = path;
     loop {
         if let Some(l) = map.get(p) {
@@ -97,7 +98,11 @@ pub(crate) fn parse(
     text: &str,
     multi: bool,
 ) -> Result<(Vec<Option<Value>>, Positions), ScenarioError> {
-    check_alias_copies(file, text)?;
+    // Without an anchor no alias can copy anything (an alias to no anchor is the
+    // loader's error), and most manifests have none: spare them a second scan.
+    if text.contains('&') {
+        check_alias_copies(file, text)?;
+    }
     let mut loader: YamlLoader<MarkedYaml> = YamlLoader::default();
     // Keep scalars as written (with their style) so that quoted `"80"` stays a string and
     // literal blocks can be told apart; we resolve them ourselves below.
