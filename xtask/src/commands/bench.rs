@@ -5,7 +5,9 @@
 //! With `--scale` it measures bring-up and teardown of big bare clusters instead (see
 //! [`super::bench_scale`]); with `--services`, kube-proxy's rule programming for
 //! thousands of Services in iptables and nftables mode (see [`super::bench_services`]);
-//! with `--check`, `knetlab check` end to end (see [`super::bench_check`]).
+//! with `--check`, `knetlab check` end to end (see [`super::bench_check`]); with
+//! `--manifests`, big inputs: a 2 MB install manifest and a 200-pod app (see
+//! [`super::bench_manifests`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -45,6 +47,11 @@ pub struct Args {
     /// NetworkPolicies on 3 nodes (see [`super::bench_check`]).
     #[arg(long)]
     pub check: bool,
+    /// Measure big inputs instead: reading a 2 MB install manifest (CRDs included), and
+    /// `knetlab check` of 200 pods and 50 NetworkPolicies on 4 nodes, with its peak RSS
+    /// (see [`super::bench_manifests`]).
+    #[arg(long)]
+    pub manifests: bool,
 }
 
 /// The figures of one run.
@@ -61,6 +68,9 @@ struct Sample {
 }
 
 pub fn main(args: Args) -> u8 {
+    if args.manifests {
+        return super::bench_manifests::main(args.runs.unwrap_or(5), args.no_write);
+    }
     if args.check {
         return super::bench_check::main(args.runs.unwrap_or(7), args.no_write);
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_check;
+pub mod bench_manifests;
 pub mod bench_scale;
 pub mod bench_services;
 pub mod differential;
