@@ -5,7 +5,8 @@
 //! With `--scale` it measures bring-up and teardown of big bare clusters instead (see
 //! [`super::bench_scale`]); with `--services`, kube-proxy's rule programming for
 //! thousands of Services in iptables and nftables mode (see [`super::bench_services`]);
-//! with `--check`, `knetlab check` end to end (see [`super::bench_check`]).
+//! with `--check`, `knetlab check` end to end (see [`super::bench_check`]); with
+//! `--tiers`, the ClusterNetworkPolicy tiers (see [`super::bench_tiers`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -45,6 +46,11 @@ pub struct Args {
     /// NetworkPolicies on 3 nodes (see [`super::bench_check`]).
     #[arg(long)]
     pub check: bool,
+    /// Measure the ClusterNetworkPolicy tiers instead: time to enforce a change on the
+    /// standard model, and 100 policies x 25 rules over 200 pods on 4 nodes rendered,
+    /// loaded and changed one at a time (see [`super::bench_tiers`]).
+    #[arg(long)]
+    pub tiers: bool,
 }
 
 /// The figures of one run.
@@ -63,6 +69,9 @@ struct Sample {
 pub fn main(args: Args) -> u8 {
     if args.check {
         return super::bench_check::main(args.runs.unwrap_or(7), args.no_write);
+    }
+    if args.tiers {
+        return super::bench_tiers::main(args.runs.unwrap_or(7), args.no_write);
     }
     if args.services || args.service_counts.is_some() {
         let counts = args
@@ -96,6 +105,26 @@ pub fn main(args: Args) -> u8 {
     if !knetlab::commands::prerequisites_ready() {
         return 2;
     }
+    let (rows, probes) = match measure_variants(&scenario, runs) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let table = scenario_table(&scenario, &rows, probes);
+    print!("{table}");
+    if !args.no_write {
+        if let Err(e) = write_benchmarks(&scenario.name, &table) {
+            eprintln!("error: cannot write BENCHMARKS.md: {e}");
+            return 2;
+        }
+        eprintln!("wrote BENCHMARKS.md");
+    }
+    0
+}
+
+/// Runs `scenario` `runs` times as written (denied traffic rejected) and `runs` times with
+/// `deny: drop`, printing each run; the table rows (medians) and how many cells the first
+/// step measured. `Err` holds the exit code once the failure is printed.
+pub(super) fn measure_variants(scenario: &Scenario, runs: usize) -> Result<(String, usize), u8> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,7 +158,7 @@ pub fn main(args: Args) -> u8 {
                 }
                 Err(e) => {
                     eprintln!("error: {label} run {} failed: {e:#}", i + 1);
-                    return 2;
+                    return Err(2);
                 }
             }
             // Let the kernel finish freeing the namespaces before the next run.
@@ -148,29 +177,26 @@ pub fn main(args: Args) -> u8 {
             opt(med(&|s| Some(s.teardown))),
         );
     }
+    Ok((rows, probes))
+}
+
+/// The scenario's line and the table around `rows` (see [`measure_variants`]).
+pub(super) fn scenario_table(scenario: &Scenario, rows: &str, probes: usize) -> String {
     let mut table = String::new();
     let _ = writeln!(
         table,
         "Scenario `{}`: {} nodes, {} pods, {probes} probes in the first step's matrix.\n",
         scenario.name,
         scenario.cluster.nodes.len(),
-        pods(&scenario)
+        pods(scenario)
     );
     let _ = writeln!(
         table,
         "| denied traffic | runs | bring-up | first probe round | rule sync (later steps) | time to enforce (later steps) | teardown |"
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|");
-    table.push_str(&rows);
-    print!("{table}");
-    if !args.no_write {
-        if let Err(e) = write_benchmarks(&scenario.name, &table) {
-            eprintln!("error: cannot write BENCHMARKS.md: {e}");
-            return 2;
-        }
-        eprintln!("wrote BENCHMARKS.md");
-    }
-    0
+    table.push_str(rows);
+    table
 }
 
 fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result<Sample> {
