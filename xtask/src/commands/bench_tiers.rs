@@ -263,9 +263,12 @@ fn scale_scenario(change: Change) -> String {
     s
 }
 
+/// Per node: its rules and how long rendering them took.
+type Rendered = BTreeMap<String, (NodeRules, Duration)>;
+
 /// Each node's rules for the cluster with `change` made, and how long the shared part
-/// (resolving the objects, the tiers' view) and each node's rendering took.
-fn render_all(change: Change) -> Result<(BTreeMap<String, (NodeRules, Duration)>, Duration)> {
+/// (resolving the objects, the tiers' view) took.
+fn render_all(change: Change) -> Result<(Rendered, Duration)> {
     let model: Model =
         model_of("<bench --tiers scale>", &scale_scenario(change)).map_err(anyhow::Error::msg)?;
     let objects = &model.objects;
@@ -380,11 +383,7 @@ fn scale() -> Result<(String, bool)> {
     Ok(out)
 }
 
-fn measure_scale(
-    base: &BTreeMap<String, (NodeRules, Duration)>,
-    shared: Duration,
-    nodes: &[Netns],
-) -> Result<(String, bool)> {
+fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(String, bool)> {
     let mut t = String::new();
     let pods = NAMESPACES * PODS_PER_NAMESPACE;
     let _ = writeln!(
