@@ -1,6 +1,7 @@
 //! `--trace` against the real kernel: a probe into a default-deny namespace is followed to
-//! the rule that rejects it on the target's node, and a probe to a ClusterIP shows
-//! kube-proxy's DNAT to a backend and the chains it went through. Needs root (the TRACE
+//! the rule that rejects it on the target's node, a probe a ClusterNetworkPolicy decides
+//! to the `KUBE-CNP-` rule that decided, and a probe to a ClusterIP shows kube-proxy's
+//! DNAT to a backend and the chains it went through. Needs root (the TRACE
 //! target) and xtables-monitor: ignored unless run with `--include-ignored` (see `common`).
 
 mod common;
@@ -91,5 +92,64 @@ async fn a_cross_node_probe_is_seen_entering_the_vxlan_tunnel() {
     let n2 = s.find("n2: TCP SYN ").expect("SYN on n2");
     assert!(n1 < n2, "{s}");
     assert!(s.contains("SYN ACK"), "{s}");
+    assert!(s.contains("measured: allowed"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: traces packets in network namespaces"]
+async fn a_tier_decision_is_followed_to_the_kube_cnp_rule_that_made_it() {
+    common::require_root(&[common::XTABLES_MONITOR]);
+    // y's connections into x: the Admin tier's Deny decides, before x's NetworkPolicy
+    // (which allows everything) is consulted.
+    let stories = traced("cnp-admin-deny", "y/a", "x/a", "TCP/80").await;
+    let s = &stories[0];
+    let rejected = s
+        .lines()
+        .find(|l| l.contains("-j REJECT"))
+        .unwrap_or_else(|| panic!("no REJECT rule in the story:\n{s}"));
+    assert!(rejected.contains("KUBE-CNP-"), "{rejected}\n{s}");
+    assert!(
+        rejected.contains(r#"rule \"deny-from-y\""#) || rejected.contains(r#"rule "deny-from-y""#),
+        "the rule's comment names the policy's rule: {rejected}\n{s}"
+    );
+    assert!(
+        rejected.contains("cnp/deny-y-to-x priority 10"),
+        "{rejected}\n{s}"
+    );
+    assert!(
+        s.contains(
+            r#"=> cluster-wide policy rule matched: Admin: cnp/deny-y-to-x priority 10 ingress rule \"deny-from-y\" from[0] -> Deny"#
+        ),
+        "{s}"
+    );
+    assert!(s.contains("rejected here"), "{s}");
+    assert!(s.contains("measured: rejected"), "{s}");
+    // The oracle's walk, which ends the story, names the same rule.
+    assert!(
+        s.contains(r#"Admin: cnp/deny-y-to-x priority 10 rule "deny-from-y" → Deny"#),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: traces packets in network namespaces"]
+async fn an_admin_accept_is_seen_marking_the_packet_in_its_kube_cnp_chain() {
+    common::require_root(&[common::XTABLES_MONITOR]);
+    // cnp-steps, step 2: lock-x's Accept for y comes before its Deny; y's SYN is marked
+    // allowed in lock-x's chain and returns, and goes through.
+    let stories = traced("cnp-steps", "y/a", "x/a", "TCP/80").await;
+    let s = &stories[2];
+    let accepted = s
+        .lines()
+        .find(|l| l.contains("KUBE-CNP-") && l.contains("accept-trusted"))
+        .unwrap_or_else(|| panic!("no KUBE-CNP rule of accept-trusted in the story:\n{s}"));
+    assert!(accepted.contains("-> Accept"), "{accepted}\n{s}");
+    assert!(
+        s.contains(
+            "=> cluster-wide policy rule matched: Admin: cnp/lock-x priority 10 ingress rule"
+        ),
+        "{s}"
+    );
+    assert!(!s.contains("rejected here"), "{s}");
     assert!(s.contains("measured: allowed"), "{s}");
 }

@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::{Case, OracleContext, Path, Prediction, Side, SideOutcome, decide, prediction, side};
+use super::{
+    Case, OracleContext, Path, Prediction, Side, SideOutcome, decide, prediction, side, tiers,
+};
 use crate::cluster::PolicyEngineKind;
 use crate::kube_proxy::model::{Endpoint, ServicePort, SessionAffinity, categorize_endpoints};
 use crate::matrix::Verdict;
@@ -710,21 +712,42 @@ fn client_egress(
 ) -> Option<Side> {
     let Peer::Pod(p) = from else { return None };
     let info = ctx.resolved.pod(p)?;
+    let client = tiers::pod_endpoint(p);
     if info.node.as_deref() == Some(entry) {
         let dest = match backend {
             Peer::Pod(b) => ctx.resolved.pod(b).map(PolicyEndpoint::Pod),
             _ => None,
         };
         let dest = dest.unwrap_or(PolicyEndpoint::Address(Ipv4Addr::UNSPECIFIED));
-        return Some(side(&ctx.resolved, Direction::Egress, info, &dest, target));
+        let egress = side(&ctx.resolved, Direction::Egress, info, &dest, target);
+        // The DNAT happened on this node, before the filter: the tiers see the backend.
+        let backend_end = match backend {
+            Peer::Pod(b) => tiers::pod_endpoint(b),
+            Peer::Host(h) => tiers::external_endpoint(
+                ctx.host_addresses
+                    .get(h)
+                    .copied()
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ),
+            _ => tiers::external_endpoint(Ipv4Addr::UNSPECIFIED),
+        };
+        return Some(tiers::walk_side(ctx, client, backend_end, target, egress));
     }
     let entry_ip = ctx.node_fabric.get(entry).map(|a| a.underlay)?;
-    Some(side(
+    let egress = side(
         &ctx.resolved,
         Direction::Egress,
         info,
         &PolicyEndpoint::Address(entry_ip),
         called,
+    );
+    // Not yet DNATed: the tiers see the entry node's address and the port called.
+    Some(tiers::walk_side(
+        ctx,
+        client,
+        tiers::node_endpoint(entry),
+        called,
+        egress,
     ))
 }
 
@@ -899,6 +922,80 @@ mod tests {
         assert!(
             p.path_of("x/a", Some("172.17.0.10".parse().unwrap()))
                 .is_none()
+        );
+    }
+
+    /// Adds an Admin ClusterNetworkPolicy (priority 10) with `spec`'s subject and rules.
+    fn add_admin_cnp(o: &mut ClusterObjects, name: &str, spec: Value) {
+        let mut spec = spec;
+        spec["tier"] = json!("Admin");
+        spec["priority"] = json!(10);
+        o.apply(Object::ClusterPolicy(crate::objects::ClusterPolicyObject {
+            kind: crate::objects::Kind::ClusterNetworkPolicy,
+            name: name.into(),
+            labels: Default::default(),
+            manifest: json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
+                "kind": "ClusterNetworkPolicy", "metadata": {"name": name}, "spec": spec}),
+        }));
+    }
+
+    /// A pod of y on `node`.
+    fn y_pod_on(o: &ClusterObjects, node: &str) -> String {
+        o.pods
+            .iter()
+            .find(|(r, p)| r.namespace == "y" && crate::objects::pod_node(p) == Some(node))
+            .map(|(r, _)| r.to_string())
+            .expect("the model has a pod of y on every node")
+    }
+
+    #[test]
+    fn the_tiers_judge_a_node_port_at_the_backend_on_the_source_the_kernel_sees() {
+        let mut o = model(&[], json!({"pod": "a"}), false);
+        add_admin_cnp(
+            &mut o,
+            "x-denies-y",
+            json!({"subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+                   "ingress": [{"name": "deny-y", "action": "Deny",
+                                "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}]}),
+        );
+        let client = y_pod_on(&o, "n2");
+        // Into n1, where x/a runs: judged before the masquerade, on the client itself.
+        let p = predict_on(&o, &client, "nodeport/n1:30080", "TCP/30080");
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+        assert!(
+            p.to_string()
+                .contains(r#"Admin: cnp/x-denies-y priority 10 rule "deny-y" → Deny"#),
+            "{p}"
+        );
+        // Into n2: masqueraded to n2's address on the way to n1, a node, which no
+        // `namespaces` peer matches.
+        let p = predict_on(&o, &client, "nodeport/n2:30080", "TCP/30080");
+        assert_eq!(p.verdict, Some(Verdict::Allow), "{p}");
+        assert!(p.to_string().contains("Admin: no rule matches"), "{p}");
+    }
+
+    #[test]
+    fn egress_to_nodes_is_judged_before_another_nodes_dnat_and_after_the_own_nodes() {
+        let mut o = model(&[], json!({"pod": "a"}), false);
+        add_admin_cnp(
+            &mut o,
+            "y-not-to-nodes",
+            json!({"subject": {"namespaces": {"matchLabels": {"ns": "y"}}},
+                   "egress": [{"name": "deny-nodes", "action": "Deny", "to": [{"nodes":
+                       {"matchExpressions": [{"key": "kubernetes.io/hostname",
+                                              "operator": "Exists"}]}}]}]}),
+        );
+        let client = y_pod_on(&o, "n2");
+        // Its own node's port: DNATed on n2 before n2's filter sees it (to x/a).
+        let p = predict_on(&o, &client, "nodeport/n2:30080", "TCP/30080");
+        assert_eq!(p.verdict, Some(Verdict::Allow), "{p}");
+        // n1's: n2's filter sees a connection to n1's address.
+        let p = predict_on(&o, &client, "nodeport/n1:30080", "TCP/30080");
+        assert_eq!(p.verdict, Some(Verdict::Deny), "{p}");
+        assert!(
+            p.to_string()
+                .contains(r#"Admin: cnp/y-not-to-nodes priority 10 rule "deny-nodes" → Deny"#),
+            "{p}"
         );
     }
 

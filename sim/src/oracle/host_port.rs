@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::{Case, OracleContext, Side, SideOutcome, prediction, side};
+use super::{Case, OracleContext, Side, SideOutcome, prediction, side, tiers};
 use crate::cluster::{CniConfig, PolicyEngineKind};
 use crate::matrix::Verdict;
 use crate::objects::{ClusterObjects, PodRef, pod_ip, pod_node};
@@ -421,6 +421,35 @@ pub(super) fn decide(ctx: &OracleContext, from: &Peer, node: &str, port: PortPro
         ),
         (None, None) => return Case::Unknown(format!("{from} has no known address")),
     };
+    // The tiers judge each side where the kernel does: a pod's egress on the server's
+    // node after portmap's DNAT (the server pod on its container port), elsewhere before
+    // it (the node's address on the hostPort); the ingress at the server pod, from the
+    // client's own address.
+    let client = match (client_pod, from, source_ip) {
+        (Some(c), _, _) => tiers::pod_endpoint(&c.pod),
+        (None, Peer::Node(n), _) => tiers::node_endpoint(n),
+        (None, _, Some(ip)) => tiers::external_endpoint(ip),
+        (None, _, None) => return Case::Unknown(format!("{from} has no known address")),
+    };
+    let egress = if local_pod {
+        let server_end = tiers::pod_endpoint(&pod);
+        tiers::walk_side(ctx, client.clone(), server_end, container_port, egress)
+    } else {
+        tiers::walk_side(
+            ctx,
+            client.clone(),
+            tiers::node_endpoint(node),
+            port,
+            egress,
+        )
+    };
+    let ingress = tiers::walk_side(
+        ctx,
+        client,
+        tiers::pod_endpoint(&pod),
+        container_port,
+        ingress,
+    );
     if client_pod.map(|c| &c.pod) == Some(&pod) {
         forwarded(Case::Hairpin { egress, ingress })
     } else {

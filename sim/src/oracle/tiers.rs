@@ -10,8 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::cluster_policy::from_objects;
 use crate::cluster_policy::{
-    self, ClusterPolicy, ClusterView, Connection, Direction as TierDirection, Endpoint,
-    NetworkPolicyTier,
+    self, ClusterPolicy, ClusterView, Connection, Endpoint, NetworkPolicyTier,
 };
 use crate::objects::ClusterObjects;
 use crate::protocol::PortProto;
@@ -50,33 +49,79 @@ impl Tiers {
         source: &Source,
         dest: &Dest,
         port: PortProto,
-        mut egress: Side,
-        mut ingress: Side,
+        egress: Side,
+        ingress: Side,
     ) -> (Side, Side) {
+        let source = match source {
+            Source::Pod(p) => pod_endpoint(&p.pod),
+            Source::Node(n, _) => node_endpoint(n),
+            Source::Host(_, ip) => external_endpoint(*ip),
+        };
+        let destination = match dest {
+            Dest::Pod(p) => pod_endpoint(&p.pod),
+            Dest::Outside(_, ip) => external_endpoint(*ip),
+        };
+        (
+            self.walk_side(source.clone(), destination.clone(), port, egress),
+            self.walk_side(source, destination, port, ingress),
+        )
+    }
+
+    /// One side's walk, for the connection as the kernel sees it where that side is
+    /// judged: a side judged after a DNAT (a node port, a hostPort) sees the backend and
+    /// its port, one judged before it sees the node's address and the port called.
+    pub(super) fn walk_side(
+        &self,
+        source: Endpoint,
+        destination: Endpoint,
+        port: PortProto,
+        mut side: Side,
+    ) -> Side {
         let conn = Connection {
-            source: match source {
-                Source::Pod(p) => pod_endpoint(&p.pod),
-                Source::Node(n, _) => Endpoint::Node((*n).clone()),
-                Source::Host(_, ip) => Endpoint::External(IpAddr::V4(*ip)),
-            },
-            destination: match dest {
-                Dest::Pod(p) => pod_endpoint(&p.pod),
-                Dest::Outside(_, ip) => Endpoint::External(IpAddr::V4(*ip)),
-            },
+            source,
+            destination,
             protocol: port.protocol,
             port: port.port,
         };
-        let evaluation = cluster_policy::evaluate(&self.policies, &self.view, &conn, |d| match d {
-            TierDirection::Egress => network_policy_tier(&egress),
-            TierDirection::Ingress => network_policy_tier(&ingress),
+        let np = network_policy_tier(&side);
+        let evaluation =
+            cluster_policy::evaluate(&self.policies, &self.view, &conn, |_| np.clone());
+        side.tiers = Some(match side.direction {
+            crate::policy::Direction::Egress => evaluation.egress,
+            crate::policy::Direction::Ingress => evaluation.ingress,
         });
-        egress.tiers = Some(evaluation.egress);
-        ingress.tiers = Some(evaluation.ingress);
-        (egress, ingress)
+        side
     }
 }
 
-fn pod_endpoint(pod: &crate::objects::PodRef) -> Endpoint {
+/// `side` with its tier walk when the cluster has cluster-wide policies (see
+/// [`Tiers::walk_side`]), unchanged otherwise: for the paths that reach a pod through a
+/// node's address (node ports, load-balancer addresses, external IPs, hostPorts).
+pub(super) fn walk_side(
+    ctx: &super::OracleContext,
+    source: Endpoint,
+    destination: Endpoint,
+    port: PortProto,
+    side: Side,
+) -> Side {
+    match &ctx.tiers {
+        Some(t) => t.walk_side(source, destination, port, side),
+        None => side,
+    }
+}
+
+/// A node as the tiers name it (the source or destination address is the node's own).
+pub(super) fn node_endpoint(node: &str) -> Endpoint {
+    Endpoint::Node(node.to_string())
+}
+
+/// An address outside the cluster as the tiers name it.
+pub(super) fn external_endpoint(ip: Ipv4Addr) -> Endpoint {
+    Endpoint::External(IpAddr::V4(ip))
+}
+
+/// A pod as the tiers name it.
+pub(super) fn pod_endpoint(pod: &crate::objects::PodRef) -> Endpoint {
     Endpoint::Pod {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),

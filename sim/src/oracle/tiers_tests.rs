@@ -317,3 +317,125 @@ fn the_walkthrough_lists_the_tiers_in_evaluation_order() {
     assert!(admin_at < np_at, "{text}");
     assert!(text.contains("The NetworkPolicy tier in detail"), "{text}");
 }
+
+/// The standard model plus `x/web` on n1 (`app=web`, 8080 with hostPort 30080), portmap
+/// with `snat`, and the nodes' addresses: a context for `node/n1` targets.
+fn host_port_model() -> ClusterObjects {
+    let mut m = model_with(&[]);
+    let web = serde_json::from_value(json!({
+        "metadata": {"namespace": "x", "name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "knetlab",
+            "ports": [{"containerPort": 8080, "hostPort": 30080}]}]}
+    }))
+    .expect("a pod");
+    crate::policy::fixtures::add_pod(&mut m, web, "n1");
+    m
+}
+
+fn predict_host_port(objects: &ClusterObjects, from: &str) -> Prediction {
+    let addresses = node_addresses(objects);
+    let host_ports = HostPorts {
+        portmap: Some(Portmap { snat: true }),
+        nodes: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, (n, underlay))| {
+                let bridge = std::net::Ipv4Addr::new(10, 244, i as u8 + 1, 1);
+                (
+                    n.clone(),
+                    NodeAddresses {
+                        underlay: *underlay,
+                        bridge,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let ctx = OracleContext::new(objects, PolicyEngineKind::Iptables, &addresses)
+        .with_hosts([("pc".to_string(), std::net::Ipv4Addr::new(203, 0, 113, 10))].into())
+        .with_host_ports(host_ports);
+    predict(
+        &ctx,
+        &from.parse().expect("a peer"),
+        &"node/n1".parse().expect("a node"),
+        "TCP/30080".parse().expect("port"),
+    )
+}
+
+/// The model's pods of namespace `ns` on `node`.
+fn pods_on(objects: &ClusterObjects, ns: &str, node: &str) -> Vec<String> {
+    objects
+        .pods
+        .iter()
+        .filter(|(r, p)| r.namespace == ns && crate::objects::pod_node(p) == Some(node))
+        .map(|(r, _)| r.to_string())
+        .collect()
+}
+
+#[test]
+fn a_host_port_connection_is_judged_by_the_tiers_at_the_pod_on_the_real_client() {
+    let mut m = host_port_model();
+    add_cnp(
+        &mut m,
+        "web-denies-y",
+        json!({
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"pods": {"namespaceSelector": {"matchLabels": {"ns": "x"}},
+                                 "podSelector": {"matchLabels": {"app": "web"}}}},
+            "ingress": [{"name": "deny-y", "action": "Deny", "from": [ns("y")]}],
+        }),
+    );
+    // y's pods, on either node (a pod of n1 is masqueraded for web's socket, not for
+    // the filter): the Admin Deny at web, on the container port.
+    for from in ["y/a", "y/b", "y/c"] {
+        let p = predict_host_port(&m, from);
+        assert_eq!(p.verdict, Verdict::Deny, "{from}: {}", p.reason);
+        let text = p.reason.to_string();
+        assert!(
+            text.contains(r#"Admin: cnp/web-denies-y priority 10 rule "deny-y" → Deny"#),
+            "{from}: {text}"
+        );
+    }
+    // z's pods, a node and a host outside: no rule matches them.
+    for from in ["z/a", "z/b", "node/n2", "host/pc"] {
+        let p = predict_host_port(&m, from);
+        assert_eq!(p.verdict, Verdict::Allow, "{from}: {}", p.reason);
+    }
+}
+
+#[test]
+fn egress_to_nodes_denies_another_nodes_host_port_but_not_the_own_nodes() {
+    let mut m = host_port_model();
+    add_cnp(
+        &mut m,
+        "y-not-to-nodes",
+        json!({
+            "tier": "Admin",
+            "priority": 10,
+            "subject": ns("y"),
+            "egress": [{"name": "deny-nodes", "action": "Deny", "to": [
+                {"nodes": {"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "Exists"}]}}]}],
+        }),
+    );
+    let (home, away) = (pods_on(&m, "y", "n1"), pods_on(&m, "y", "n2"));
+    assert!(!home.is_empty() && !away.is_empty(), "{home:?} {away:?}");
+    // On n1 portmap's DNAT comes before the filter: the egress goes to web, no node.
+    for from in &home {
+        let p = predict_host_port(&m, from);
+        assert_eq!(p.verdict, Verdict::Allow, "{from}: {}", p.reason);
+    }
+    // From n2 the packet still goes to n1's address when n2's filter sees it.
+    for from in &away {
+        let p = predict_host_port(&m, from);
+        assert_eq!(p.verdict, Verdict::Deny, "{from}: {}", p.reason);
+        assert!(
+            p.reason
+                .to_string()
+                .contains(r#"Admin: cnp/y-not-to-nodes priority 10 rule "deny-nodes" → Deny"#),
+            "{from}: {}",
+            p.reason
+        );
+    }
+}

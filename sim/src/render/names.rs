@@ -107,8 +107,14 @@ pub fn peer_set(
 /// The chain holding one direction of one cluster-wide policy (`kind` is the kind's
 /// short name: `cnp`, `anp`, `banp`), its rules in order.
 pub fn cluster_policy_chain(kind: &str, policy: &str, dir: Direction) -> String {
-    format!("KUBE-CNP-{}", hash16(&[kind, policy, dir.field(), FAMILY]))
+    format!(
+        "{CLUSTER_POLICY_CHAIN_PREFIX}{}",
+        hash16(&[kind, policy, dir.field(), FAMILY])
+    )
 }
+
+/// What every cluster-wide policy's chain name starts with.
+pub const CLUSTER_POLICY_CHAIN_PREFIX: &str = "KUBE-CNP-";
 
 /// The set of one peer of rule `rule` of a cluster-wide policy (pods, nodes' addresses
 /// or networks; `ip_net` for a `hash:net` set).

@@ -292,8 +292,8 @@ pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
 }
 
 /// The commands that take a node from `installed` to `wanted`, in the order they must
-/// run: refill the new or changed sets (each atomically, through a temporary twin and
-/// `swap`), then one `iptables-restore --noflush` transaction that rewrites the new or
+/// run: fill the new sets, refill the changed ones (each atomically, through a temporary
+/// twin and `swap`), then one `iptables-restore --noflush` transaction that rewrites the new or
 /// changed chains, inserts missing hooks at position 1 and deletes the chains no longer
 /// wanted, then destroy the sets nothing references any more. Empty strings mean nothing
 /// to do for that step.
@@ -323,8 +323,18 @@ pub fn apply_scripts(wanted: &Ruleset, installed: &Ruleset, header: &str) -> App
             continue;
         }
         let kind = set.kind.as_str();
-        let tmp = names::temp_set(name);
         let s = &mut out.ipset_refill;
+        if !installed.sets.contains_key(name) {
+            // A new set: no rule uses it yet, so it is filled in place (a node with
+            // thousands of peers would pay four more commands a set for the twin).
+            let _ = writeln!(s, "create {name} {kind} family inet comment -exist");
+            let _ = writeln!(s, "flush {name}");
+            for e in &set.entries {
+                let _ = writeln!(s, "add {name} {}", e.text());
+            }
+            continue;
+        }
+        let tmp = names::temp_set(name);
         let _ = writeln!(s, "create {name} {kind} family inet comment -exist");
         let _ = writeln!(s, "create {tmp} {kind} family inet comment -exist");
         let _ = writeln!(s, "flush {tmp}");

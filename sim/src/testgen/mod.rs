@@ -69,54 +69,59 @@ pub struct Model {
 pub fn standard_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let sc = scenario::parse_str(Path::new("<differential model>"), MODEL_SCENARIO)
-            .unwrap_or_else(|e| panic!("the built-in standard model does not parse: {e}"));
-        let plan = Plan::new(&plan::prefix_from_seed(0), &sc.cluster)
-            .unwrap_or_else(|e| panic!("the built-in standard model cannot be planned: {e}"));
-        let mut objects = ClusterObjects::new(sc.cluster.nodes.clone());
-        for change in sc.steps.iter().flat_map(|s| &s.changes) {
-            if let Change::Apply(raw) = change {
-                let object = raw
-                    .decode(&|_| None)
-                    .unwrap_or_else(|e| panic!("the built-in standard model: {e}"));
-                objects.apply(object);
-            }
+        model_of("<differential model>", MODEL_SCENARIO)
+            .unwrap_or_else(|e| panic!("the built-in standard model: {e}"))
+    })
+}
+
+/// Any scenario's objects as the harness would build them (the changes of every step
+/// applied, each pod given the address host-local hands out): for models other than
+/// the standard one, such as the benchmarks' synthetic clusters. `name` names the text
+/// in errors.
+pub fn model_of(name: &str, text: &str) -> Result<Model, String> {
+    let sc = scenario::parse_str(Path::new(name), text).map_err(|e| e.to_string())?;
+    let plan = Plan::new(&plan::prefix_from_seed(0), &sc.cluster)
+        .map_err(|e| format!("{name} cannot be planned: {e}"))?;
+    let mut objects = ClusterObjects::new(sc.cluster.nodes.clone());
+    for change in sc.steps.iter().flat_map(|s| &s.changes) {
+        if let Change::Apply(raw) = change {
+            objects.apply(raw.decode(&|_| None).map_err(|e| format!("{name}: {e}"))?);
         }
-        // BTreeMap order is namespace, then name: the order host-local sees per node.
-        let mut next: BTreeMap<String, u32> = BTreeMap::new();
-        let pods: Vec<(PodRef, String)> = objects
-            .pods
+    }
+    // BTreeMap order is namespace, then name: the order host-local sees per node.
+    let mut next: BTreeMap<String, u32> = BTreeMap::new();
+    let pods: Vec<(PodRef, String)> = objects
+        .pods
+        .iter()
+        .map(|(r, p)| {
+            (
+                r.clone(),
+                objects::pod_node(p).unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (pod, node) in pods {
+        let Some(np) = plan.node(&node) else { continue };
+        let host = next.entry(node).or_insert(2);
+        objects.set_pod_ip(
+            &pod,
+            Ipv4Addr::from(u32::from(np.pod_subnet.network()) + *host),
+        );
+        *host += 1;
+    }
+    Ok(Model {
+        pod_subnets: plan
+            .nodes
             .iter()
-            .map(|(r, p)| {
-                (
-                    r.clone(),
-                    objects::pod_node(p).unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        for (pod, node) in pods {
-            let Some(np) = plan.node(&node) else { continue };
-            let host = next.entry(node).or_insert(2);
-            objects.set_pod_ip(
-                &pod,
-                Ipv4Addr::from(u32::from(np.pod_subnet.network()) + *host),
-            );
-            *host += 1;
-        }
-        Model {
-            pod_subnets: plan
-                .nodes
-                .iter()
-                .map(|n| (n.name.clone(), n.pod_subnet))
-                .collect(),
-            node_addresses: plan
-                .nodes
-                .iter()
-                .map(|n| (n.name.clone(), n.underlay_ip))
-                .collect(),
-            cluster: sc.cluster,
-            objects,
-        }
+            .map(|n| (n.name.clone(), n.pod_subnet))
+            .collect(),
+        node_addresses: plan
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.underlay_ip))
+            .collect(),
+        cluster: sc.cluster,
+        objects,
     })
 }
 

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::parse::{Line, Packet, Step, Verdict};
+use crate::render::names::CLUSTER_POLICY_CHAIN_PREFIX;
 
 /// What the story needs to know of the cluster to name things.
 #[derive(Debug, Clone, Default)]
@@ -250,6 +251,23 @@ fn tell_hop(ctx: &TraceContext, out: &mut String, n: usize, hop: &Hop<'_>) {
             rule
         );
     }
+    // The kernel's side of the oracle's tier walk: the cluster-wide policy rules that
+    // matched, by their comments (tier, policy, priority, rule, action).
+    let mut told: Vec<&str> = Vec::new();
+    for s in &hop.steps {
+        let Some(c) = s
+            .rule
+            .as_deref()
+            .filter(|_| s.chain.starts_with(CLUSTER_POLICY_CHAIN_PREFIX))
+            .and_then(comment)
+        else {
+            continue;
+        };
+        if !told.contains(&c) {
+            let _ = writeln!(out, "     => cluster-wide policy rule matched: {c}");
+            told.push(c);
+        }
+    }
     let reply = first.tos != Some(ctx.forward_tos);
     for pair in hop.packets.windows(2) {
         let (a, b) = (pair[0], pair[1]);
@@ -329,6 +347,22 @@ fn tell_hop(ctx: &TraceContext, out: &mut String, n: usize, hop: &Hop<'_>) {
             "     => routed on (no rule after PREROUTING here had anything to say about it)"
         );
     }
+}
+
+/// The `--comment "..."` of a rule as iptables prints it (quotes inside escaped), as
+/// written: `\"` stays, the rule's own text is quoted that way too.
+fn comment(rule: &str) -> Option<&str> {
+    let (_, rest) = rule.split_once("--comment \"")?;
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return rest.get(..i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn what(p: &Packet) -> String {
@@ -528,6 +562,27 @@ PACKET: 2 ab IN=cni0 OUT=vxlan.1 SRC=10.244.1.2 DST=10.244.2.3 TOS=0x10 SPORT=41
         assert!(!text.contains("4. "), "{text}");
         assert!(
             text.ends_with("measured: rejected\noracle:   deny: ...\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_cluster_wide_policy_rule_that_matched_is_named_once() {
+        let ev = events(
+            "node-1",
+            r#"PACKET: 2 aa IN=cni0 SRC=10.244.2.3 DST=10.244.1.2 TOS=0x10 SPORT=41999 DPORT=80 SYN
+ TRACE: 2 aa filter:KUBE-POD-FW-X:rule:0x5:JUMP:KUBE-CNP-A  -4 -t filter -A KUBE-POD-FW-X -d 10.244.1.2/32 -m comment --comment "Admin: cnp/a priority 10 ingress" -m mark --mark 0x0/0x50000 -j KUBE-CNP-A
+ TRACE: 2 aa filter:KUBE-CNP-A:rule:0x6:CONTINUE  -4 -t filter -A KUBE-CNP-A -m comment --comment "Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept" -m set --match-set KUBE-SRC-Y src -j MARK --set-xmark 0x10000/0x10000
+ TRACE: 2 aa filter:KUBE-CNP-A:rule:0x7:RETURN  -4 -t filter -A KUBE-CNP-A -m comment --comment "Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept" -m set --match-set KUBE-SRC-Y src -m mark --mark 0x10000/0x10000 -j RETURN
+PACKET: 2 ab IN=cni0 OUT=cni0 SRC=10.244.2.3 DST=10.244.1.2 TOS=0x10 SPORT=41999 DPORT=80 SYN
+"#,
+        );
+        let text = tell(&ctx(), "trace", &ev, "allowed", "allow");
+        let line = r#"=> cluster-wide policy rule matched: Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept"#;
+        assert_eq!(text.matches(line).count(), 1, "{text}");
+        // The jump into the chain is not a rule of the policy.
+        assert!(
+            !text.contains("matched: Admin: cnp/a priority 10 ingress\n"),
             "{text}"
         );
     }

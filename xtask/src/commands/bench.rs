@@ -7,7 +7,8 @@
 //! thousands of Services in iptables and nftables mode (see [`super::bench_services`]);
 //! with `--check`, `knetlab check` end to end (see [`super::bench_check`]); with
 //! `--manifests`, big inputs: a 2 MB install manifest and a 200-pod app (see
-//! [`super::bench_manifests`]).
+//! [`super::bench_manifests`]); with `--tiers`, the ClusterNetworkPolicy tiers (see
+//! [`super::bench_tiers`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -52,6 +53,11 @@ pub struct Args {
     /// (see [`super::bench_manifests`]).
     #[arg(long)]
     pub manifests: bool,
+    /// Measure the ClusterNetworkPolicy tiers instead: time to enforce a change on the
+    /// standard model, and 100 policies x 25 rules over 200 pods on 4 nodes rendered,
+    /// loaded and changed one at a time (see [`super::bench_tiers`]).
+    #[arg(long)]
+    pub tiers: bool,
 }
 
 /// The figures of one run.
@@ -73,6 +79,9 @@ pub fn main(args: Args) -> u8 {
     }
     if args.check {
         return super::bench_check::main(args.runs.unwrap_or(7), args.no_write);
+    }
+    if args.tiers {
+        return super::bench_tiers::main(args.runs.unwrap_or(7), args.no_write);
     }
     if args.services || args.service_counts.is_some() {
         let counts = args
@@ -106,6 +115,26 @@ pub fn main(args: Args) -> u8 {
     if !knetlab::commands::prerequisites_ready() {
         return 2;
     }
+    let (rows, probes) = match measure_variants(&scenario, runs) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let table = scenario_table(&scenario, &rows, probes);
+    print!("{table}");
+    if !args.no_write {
+        if let Err(e) = write_benchmarks(&scenario.name, &table) {
+            eprintln!("error: cannot write BENCHMARKS.md: {e}");
+            return 2;
+        }
+        eprintln!("wrote BENCHMARKS.md");
+    }
+    0
+}
+
+/// Runs `scenario` `runs` times as written (denied traffic rejected) and `runs` times with
+/// `deny: drop`, printing each run; the table rows (medians) and how many cells the first
+/// step measured. `Err` holds the exit code once the failure is printed.
+pub(super) fn measure_variants(scenario: &Scenario, runs: usize) -> Result<(String, usize), u8> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -139,7 +168,7 @@ pub fn main(args: Args) -> u8 {
                 }
                 Err(e) => {
                     eprintln!("error: {label} run {} failed: {e:#}", i + 1);
-                    return 2;
+                    return Err(2);
                 }
             }
             // Let the kernel finish freeing the namespaces before the next run.
@@ -158,29 +187,26 @@ pub fn main(args: Args) -> u8 {
             opt(med(&|s| Some(s.teardown))),
         );
     }
+    Ok((rows, probes))
+}
+
+/// The scenario's line and the table around `rows` (see [`measure_variants`]).
+pub(super) fn scenario_table(scenario: &Scenario, rows: &str, probes: usize) -> String {
     let mut table = String::new();
     let _ = writeln!(
         table,
         "Scenario `{}`: {} nodes, {} pods, {probes} probes in the first step's matrix.\n",
         scenario.name,
         scenario.cluster.nodes.len(),
-        pods(&scenario)
+        pods(scenario)
     );
     let _ = writeln!(
         table,
         "| denied traffic | runs | bring-up | first probe round | rule sync (later steps) | time to enforce (later steps) | teardown |"
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|");
-    table.push_str(&rows);
-    print!("{table}");
-    if !args.no_write {
-        if let Err(e) = write_benchmarks(&scenario.name, &table) {
-            eprintln!("error: cannot write BENCHMARKS.md: {e}");
-            return 2;
-        }
-        eprintln!("wrote BENCHMARKS.md");
-    }
-    0
+    table.push_str(rows);
+    table
 }
 
 fn run_once(rt: &tokio::runtime::Runtime, scenario: &Scenario) -> anyhow::Result<Sample> {

@@ -2,6 +2,7 @@
 //! end of a connection, and whether its ports match the destination port (named ports
 //! resolved on the destination pod).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::cluster_policy::evaluate::Endpoint;
@@ -24,6 +25,27 @@ pub(crate) fn selects(policy: &ClusterPolicy, pod: &PodView, view: &ClusterView)
     }
 }
 
+/// Whether a `namespaces` or `pods` peer matches `pod` (never a host-network pod), its
+/// namespace labelled `ns_labels` ([`ClusterView::namespace_labels`], which a caller
+/// matching many pods computes once per namespace); a peer of another kind matches no
+/// pod as such.
+pub(crate) fn pod_peer_matches(
+    peer: &Peer,
+    pod: &PodView,
+    ns_labels: &BTreeMap<String, String>,
+) -> bool {
+    if pod.host_network {
+        return false;
+    }
+    match peer {
+        Peer::Namespaces(ns) => selector::matches(ns, ns_labels),
+        Peer::Pods { namespaces, pods } => {
+            selector::matches(namespaces, ns_labels) && selector::matches(pods, &pod.labels)
+        }
+        Peer::Nodes(_) | Peer::Networks(_) => false,
+    }
+}
+
 /// Whether `peer` matches the other end of the connection.
 pub(crate) fn peer_matches(peer: &Peer, other: &Endpoint, view: &ClusterView) -> bool {
     let pod = match other {
@@ -31,14 +53,9 @@ pub(crate) fn peer_matches(peer: &Peer, other: &Endpoint, view: &ClusterView) ->
         _ => None,
     };
     match peer {
-        Peer::Namespaces(ns) => pod.is_some_and(|p| {
-            !p.host_network && selector::matches(ns, &view.namespace_labels(&p.namespace))
-        }),
-        Peer::Pods { namespaces, pods } => pod.is_some_and(|p| {
-            !p.host_network
-                && selector::matches(namespaces, &view.namespace_labels(&p.namespace))
-                && selector::matches(pods, &p.labels)
-        }),
+        Peer::Namespaces(_) | Peer::Pods { .. } => {
+            pod.is_some_and(|p| pod_peer_matches(peer, p, &view.namespace_labels(&p.namespace)))
+        }
         Peer::Nodes(sel) => {
             let ip = address(other, view);
             view.nodes.iter().any(|n| {

@@ -283,25 +283,24 @@ fn port_rules(
     out
 }
 
-/// The pods a `namespaces`/`pods` peer stands for, with their addresses.
+/// The pods a `namespaces`/`pods` peer stands for, with their addresses. Namespace
+/// labels are looked up once per namespace: a node with thousands of peers over
+/// hundreds of pods would otherwise spend seconds rebuilding them.
 fn peer_pods(view: &ClusterView, peer: &Peer) -> Vec<(String, Ipv4Addr)> {
+    let mut ns_labels: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     view.pods
         .iter()
-        .filter(|p| pod_in_peer(view, peer, p))
+        .filter(|p| {
+            let labels = ns_labels
+                .entry(p.namespace.as_str())
+                .or_insert_with(|| view.namespace_labels(&p.namespace));
+            crate::cluster_policy::evaluate::matching::pod_peer_matches(peer, p, labels)
+        })
         .filter_map(|p| match p.ip {
             Some(IpAddr::V4(ip)) => Some((format!("{}/{}", p.namespace, p.name), ip)),
             _ => None,
         })
         .collect()
-}
-
-fn pod_in_peer(view: &ClusterView, peer: &Peer, pod: &crate::cluster_policy::PodView) -> bool {
-    let endpoint = crate::cluster_policy::Endpoint::Pod {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-    };
-    matches!(peer, Peer::Namespaces(_) | Peer::Pods { .. })
-        && crate::cluster_policy::evaluate::matching::peer_matches(peer, &endpoint, view)
 }
 
 /// The set a peer stands for: pods (`hash:ip`), the matching nodes' addresses
