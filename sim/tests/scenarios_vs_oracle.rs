@@ -131,6 +131,16 @@ impl Replay {
             let node = objects::pod_node(stored)
                 .ok_or_else(|| format!("pod {pod} was not bound to a node"))?
                 .to_string();
+            // A hostNetwork pod gets no address from host-local: it has its node's.
+            if objects::host_network(stored) {
+                let ip = self
+                    .plan
+                    .node(&node)
+                    .ok_or_else(|| format!("pod {pod} is on unknown node {node}"))?
+                    .underlay_ip;
+                self.objects.set_pod_ip(&pod, ip);
+                continue;
+            }
             let (base, next) = self
                 .next_ip
                 .get_mut(&node)

@@ -55,12 +55,14 @@ impl Tiers {
     ) -> (Side, Side) {
         let conn = Connection {
             source: match source {
-                Source::Pod(p) => pod_endpoint(&p.pod),
+                // The evaluator knows hostNetwork pods: never subjects, and matched as
+                // peers by their (the node's) address only.
+                Source::Pod(p) | Source::HostPod(p, _, _) => pod_endpoint(&p.pod),
                 Source::Node(n, _) => Endpoint::Node((*n).clone()),
                 Source::Host(_, ip) => Endpoint::External(IpAddr::V4(*ip)),
             },
             destination: match dest {
-                Dest::Pod(p) => pod_endpoint(&p.pod),
+                Dest::Pod(p) | Dest::HostPod(p, _, _) => pod_endpoint(&p.pod),
                 Dest::Outside(_, ip) => Endpoint::External(IpAddr::V4(*ip)),
             },
             protocol: port.protocol,
@@ -106,6 +108,7 @@ fn network_policy_tier(side: &Side) -> NetworkPolicyTier {
         }
         SideOutcome::NotIsolated
         | SideOutcome::NodeTraffic { .. }
+        | SideOutcome::HostNetwork { .. }
         | SideOutcome::HostTraffic { .. }
         | SideOutcome::NotAPod { .. } => NetworkPolicyTier::NotSelected,
     }
