@@ -199,3 +199,26 @@ fn the_enforcer_writes_no_chain_for_a_host_network_pod() {
         assert!(rules.contains("10.244.1.10"), "{node}: x/a is still there");
     }
 }
+
+#[test]
+fn a_headless_service_over_host_network_pods_answers_with_their_nodes_addresses() {
+    let mut o = with_agent(&[]);
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "x", "name": "agents"},
+        "spec": {"clusterIP": "None", "selector": {"pod": "a"}, "ports": [{"port": 9100}]}
+    }))
+    .unwrap();
+    o.apply(crate::objects::Object::Service(svc));
+    let zone = crate::dns::zone(&o, "cluster.local");
+    let crate::dns::Lookup::Records(answers) = zone.lookup("agents.x.svc.cluster.local", "A")
+    else {
+        panic!("no A records:\n{}", zone.dump())
+    };
+    let text: Vec<String> = answers.iter().map(ToString::to_string).collect();
+    // x/a (a pod-network pod with the same label) and the agent, at n1's address.
+    assert!(
+        text.iter().any(|a| a.contains("192.168.200.11")),
+        "{text:?}"
+    );
+    assert!(text.iter().any(|a| a.contains("10.244.1.10")), "{text:?}");
+}
