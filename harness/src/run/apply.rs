@@ -93,8 +93,9 @@ pub(super) fn installed_rules(live: &Live) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Applies one step's changes: namespaces and pods first (pods need their IPs before
-/// anything may refer to them), then deletions, labels and the other objects.
+/// Applies one step's changes: namespaces, pods and pod deletions first, in order (pods
+/// need their IPs before anything may refer to them), then the other deletions, labels
+/// and the other objects.
 pub(super) async fn apply_step(
     scenario: &Scenario,
     step: &Step,
@@ -103,6 +104,7 @@ pub(super) async fn apply_step(
 ) -> Result<()> {
     let mut later = Vec::new();
     let mut new_pods = Vec::new();
+    let mut deleted = Vec::new();
     for change in &step.changes {
         match change {
             Change::Apply(raw) if matches!(raw.kind, Kind::Namespace | Kind::Pod) => {
@@ -116,8 +118,33 @@ pub(super) async fn apply_step(
                 }
                 live.objects.apply(obj);
             }
+            // Pod deletions in their place, as the parser checked them: a controller's
+            // rollout deletes a pod before it creates the next (a DaemonSet's keeps the
+            // name; a hostNetwork one needs the old pod's ports free on the node).
+            Change::Delete {
+                kind: Kind::Pod,
+                namespace,
+                name,
+            } => {
+                live.objects.delete(Kind::Pod, namespace, name);
+                deleted.push(PodRef::new(namespace, name));
+            }
             other => later.push(other),
         }
+    }
+    // Deleted pods leave before new ones arrive: hostNetwork pods stop their servers, and
+    // a pod created again under the same name is DELeted from its old attachments first.
+    let replaced: Vec<PodRef> = deleted
+        .iter()
+        .filter(|p| new_pods.contains(p) && live.cluster.pod(p).is_some())
+        .cloned()
+        .collect();
+    for p in &deleted {
+        live.servers.remove(p);
+        live.host_network.remove(p);
+    }
+    if !replaced.is_empty() {
+        live.cluster.remove_pods(&replaced).await?;
     }
     // A hostNetwork pod gets no CNI call: it has its node's namespace and address, as
     // the kubelet reports it.
