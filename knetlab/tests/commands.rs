@@ -237,6 +237,89 @@ fn a_multi_document_stream_on_stdin_is_checked_with_services_and_policy_reasons(
     );
 }
 
+/// A hostNetwork DaemonSet (a node exporter) next to the app.
+const EXPORTER: &str = "\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-exporter, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: node-exporter}}
+  template:
+    metadata: {labels: {app: node-exporter}}
+    spec:
+      hostNetwork: true
+      containers: [{name: e, image: prom/node-exporter, ports: [{name: metrics, containerPort: 9100}]}]
+";
+
+#[test]
+#[ignore = "needs root: builds clusters"]
+fn host_network_pods_are_checked_on_their_nodes_addresses_and_labelled() {
+    if !root_or_skip("check (hostNetwork)") {
+        return;
+    }
+    let stream = format!("{APP}---\n{DENY_WEB}---\n{EXPORTER}");
+    let o = knetlab(&["check", "-", "--nodes", "2", "--json"], Some(&stream));
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let mut exporters: Vec<(String, String, bool)> = v["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["namespace"] == "kube-system")
+        .map(|p| {
+            (
+                p["node"].as_str().unwrap().to_string(),
+                p["ip"].as_str().unwrap().to_string(),
+                p["hostNetwork"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    exporters.sort();
+    assert_eq!(
+        exporters,
+        [
+            ("n1".to_string(), "192.168.200.11".to_string(), true),
+            ("n2".to_string(), "192.168.200.12".to_string(), true)
+        ]
+    );
+    // Their declared port is probed from every pod, and answered (no policy selects them).
+    let cells = v["run"]["steps"][0]["cells"].as_array().expect("cells");
+    let to_exporter: Vec<&serde_json::Value> = cells
+        .iter()
+        .filter(|c| c["port"] == 9100 && c["to"].as_str().unwrap().starts_with("kube-system/"))
+        .collect();
+    assert_eq!(to_exporter.len(), 5 * 2, "{out}");
+    assert!(
+        to_exporter.iter().all(|c| c["measured"] == "allowed"),
+        "{out}"
+    );
+    // As clients they are their node: deny-web does not stop the web pod of their own
+    // node, and does stop the other one.
+    let from_exporter: Vec<(&str, &str)> = cells
+        .iter()
+        .filter(|c| c["port"] == 8080 && c["from"].as_str().unwrap().starts_with("kube-system/"))
+        .map(|c| (c["to"].as_str().unwrap(), c["measured"].as_str().unwrap()))
+        .collect();
+    assert_eq!(from_exporter.len(), 4, "{out}");
+    assert_eq!(
+        from_exporter
+            .iter()
+            .filter(|(_, m)| *m == "allowed")
+            .count(),
+        2,
+        "{from_exporter:?}"
+    );
+    // The text tables label them with their node.
+    let o = knetlab(&["check", "-", "--nodes", "2"], Some(&stream));
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("(host n1)") && out.contains("(host n2)"),
+        "{out}"
+    );
+}
+
 /// The changed cells of a `diff --json` as `(from, to, port, change)`.
 fn changed(json: &str) -> Vec<(String, String, u64, String)> {
     let v: serde_json::Value = serde_json::from_str(json).expect("one JSON document");

@@ -98,11 +98,15 @@ pub fn bandwidth(pod: &Pod) -> Result<Bandwidth, PodNetError> {
 
 /// The pod's host ports in declaration order, as the kubelet hands them to the runtime
 /// (containers' ports with a `hostPort` above 0). Checks what the API server checks: the
-/// port range, and no `hostPort`/protocol/`hostIP` twice in one pod.
+/// port range, and no `hostPort`/protocol/`hostIP` twice in one pod. A hostNetwork pod
+/// has none: it gets no CNI call (so no portmap) and listens on the node itself.
 pub fn port_mappings(pod: &Pod) -> Result<Vec<PortMapping>, PodNetError> {
     let Some(spec) = &pod.spec else {
         return Ok(vec![]);
     };
+    if spec.host_network == Some(true) {
+        return Ok(vec![]);
+    }
     let mut out: Vec<PortMapping> = Vec::new();
     for (ci, c) in spec.containers.iter().enumerate() {
         for (pi, p) in c.ports.iter().flatten().enumerate() {

@@ -131,6 +131,16 @@ impl Replay {
             let node = objects::pod_node(stored)
                 .ok_or_else(|| format!("pod {pod} was not bound to a node"))?
                 .to_string();
+            // A hostNetwork pod gets no address from host-local: it has its node's.
+            if objects::host_network(stored) {
+                let ip = self
+                    .plan
+                    .node(&node)
+                    .ok_or_else(|| format!("pod {pod} is on unknown node {node}"))?
+                    .underlay_ip;
+                self.objects.set_pod_ip(&pod, ip);
+                continue;
+            }
             let (base, next) = self
                 .next_ip
                 .get_mut(&node)
@@ -177,10 +187,33 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods.clone(),
     };
-    let servers: Vec<Peer> = match &sc.probe.to {
+    let mut servers: Vec<Peer> = match &sc.probe.to {
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods,
     };
+    // `probe.services`: every port of every Service with a cluster IP (the cluster DNS's
+    // own Service aside), as the harness adds them.
+    if sc.probe.services {
+        for ((namespace, name), svc) in &objects.services {
+            let is_dns = sc.dns.is_some()
+                && namespace == sim::dns::NAMESPACE
+                && name == sim::dns::SERVICE_NAME;
+            if is_dns || sim::services::cluster_ip(svc).is_none() {
+                continue;
+            }
+            let mut numbers: Vec<u16> = sim::services::ports(svc)
+                .iter()
+                .filter_map(|p| u16::try_from(p.port).ok())
+                .collect();
+            numbers.sort();
+            numbers.dedup();
+            servers.extend(numbers.into_iter().map(|port| Peer::Service {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                port,
+            }));
+        }
+    }
     let mut cells = Vec::new();
     for to in &servers {
         let served = served_ports(sc, objects, to);

@@ -1,12 +1,15 @@
 //! Applying a step to the live cluster: pods through the CNI plugins (with their probe
-//! servers), the other objects into the model, the rules through the service proxy and
+//! servers; a hostNetwork pod gets no CNI call and serves in its node's namespace, at
+//! its node's address), the other objects into the model, the rules through the service proxy and
 //! the policy engine, and reading back what each installed.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, anyhow};
-use sim::objects::{ClusterObjects, Kind, Object, PodRef, declared_ports, pod_ip, pod_node};
+use sim::objects::{
+    ClusterObjects, Kind, Object, PodRef, declared_ports, host_network, pod_ip, pod_node,
+};
 use sim::scenario::{Change, Peer, Scenario, Step};
 
 use crate::netns::Netns;
@@ -90,8 +93,9 @@ pub(super) fn installed_rules(live: &Live) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Applies one step's changes: namespaces and pods first (pods need their IPs before
-/// anything may refer to them), then deletions, labels and the other objects.
+/// Applies one step's changes: namespaces, pods and pod deletions first, in order (pods
+/// need their IPs before anything may refer to them), then the other deletions, labels
+/// and the other objects.
 pub(super) async fn apply_step(
     scenario: &Scenario,
     step: &Step,
@@ -100,6 +104,7 @@ pub(super) async fn apply_step(
 ) -> Result<()> {
     let mut later = Vec::new();
     let mut new_pods = Vec::new();
+    let mut deleted = Vec::new();
     for change in &step.changes {
         match change {
             Change::Apply(raw) if matches!(raw.kind, Kind::Namespace | Kind::Pod) => {
@@ -113,9 +118,61 @@ pub(super) async fn apply_step(
                 }
                 live.objects.apply(obj);
             }
+            // Pod deletions in their place, as the parser checked them: a controller's
+            // rollout deletes a pod before it creates the next (a DaemonSet's keeps the
+            // name; a hostNetwork one needs the old pod's ports free on the node).
+            Change::Delete {
+                kind: Kind::Pod,
+                namespace,
+                name,
+            } => {
+                live.objects.delete(Kind::Pod, namespace, name);
+                deleted.push(PodRef::new(namespace, name));
+            }
             other => later.push(other),
         }
     }
+    // Deleted pods leave before new ones arrive: hostNetwork pods stop their servers, and
+    // a pod created again under the same name is DELeted from its old attachments first.
+    let replaced: Vec<PodRef> = deleted
+        .iter()
+        .filter(|p| new_pods.contains(p) && live.cluster.pod(p).is_some())
+        .cloned()
+        .collect();
+    for p in &deleted {
+        live.servers.remove(p);
+        live.host_network.remove(p);
+    }
+    if !replaced.is_empty() {
+        live.cluster.remove_pods(&replaced).await?;
+    }
+    // A hostNetwork pod gets no CNI call: it has its node's namespace and address, as
+    // the kubelet reports it.
+    let (on_host, new_pods): (Vec<PodRef>, Vec<PodRef>) = new_pods
+        .into_iter()
+        .partition(|p| live.objects.pods.get(p).is_some_and(host_network));
+    for p in &on_host {
+        let node = live
+            .objects
+            .pods
+            .get(p)
+            .and_then(pod_node)
+            .unwrap_or_default()
+            .to_string();
+        let ip = live
+            .cluster
+            .plan()
+            .node(&node)
+            .map(|n| n.underlay_ip)
+            .ok_or_else(|| {
+                anyhow!(
+                    "hostNetwork pod {p} is bound to node {node}, which the cluster does not have"
+                )
+            })?;
+        live.objects.set_pod_ip(p, ip);
+        live.host_network.insert(p.clone(), node);
+    }
+    start_servers(live, &on_host).await?;
     if !new_pods.is_empty() {
         let mut placed = Vec::with_capacity(new_pods.len());
         for p in &new_pods {
@@ -167,6 +224,17 @@ pub(super) async fn apply_step(
         .collect();
     gone.sort();
     gone.dedup();
+    // hostNetwork pods have only their servers to stop.
+    let host_gone: Vec<PodRef> = live
+        .host_network
+        .keys()
+        .filter(|p| !live.objects.pods.contains_key(*p))
+        .cloned()
+        .collect();
+    for p in &host_gone {
+        live.servers.remove(p);
+        live.host_network.remove(p);
+    }
     if !gone.is_empty() {
         for p in &gone {
             live.servers.remove(p);
@@ -176,16 +244,22 @@ pub(super) async fn apply_step(
     Ok(())
 }
 
+/// The network namespace a pod's processes run in: its own, or its node's for a
+/// hostNetwork pod.
+pub(super) fn pod_netns(live: &Live, pod: &PodRef) -> Option<Netns> {
+    match live.host_network.get(pod) {
+        Some(node) => live.cluster.node_netns(node).cloned(),
+        None => live.cluster.pod(pod).map(|h| h.netns.clone()),
+    }
+}
+
 pub(super) fn ip_of(objects: &ClusterObjects, pod: &PodRef) -> Option<Ipv4Addr> {
     objects.pods.get(pod).and_then(pod_ip)
 }
 
 pub(super) async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()> {
     for pod in pods {
-        let handle = live
-            .cluster
-            .pod(pod)
-            .ok_or_else(|| anyhow!("pod {pod} has no namespace"))?;
+        let netns = pod_netns(live, pod).ok_or_else(|| anyhow!("pod {pod} has no namespace"))?;
         let ports = live
             .objects
             .pods
@@ -195,7 +269,7 @@ pub(super) async fn start_servers(live: &mut Live, pods: &[PodRef]) -> Result<()
         let ports = without_dns_ports(live, pod, ports);
         let spec = ServerSpec {
             name: pod.to_string(),
-            netns: handle.netns.clone(),
+            netns,
             ports,
         };
         let servers = probe::start_servers(vec![spec])

@@ -154,6 +154,10 @@ pub(super) fn service_ip(
 /// server, reached at its cluster IP, see [`probe_step`]).
 pub(super) fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
     match peer {
+        // A hostNetwork pod is its node's namespace at its node's address.
+        Peer::Pod(p) if live.host_network.contains_key(p) => {
+            endpoint(live, &Peer::Node(live.host_network[p].clone()))
+        }
         Peer::Pod(p) => {
             let h = live
                 .cluster
@@ -184,6 +188,30 @@ pub(super) fn endpoint(live: &Live, peer: &Peer) -> Result<(Netns, Ipv4Addr)> {
             anyhow!("{peer} is a Service's outside address: it cannot be a client"),
         ),
     }
+}
+
+/// The node a probe end sends from when it is a node: `node/NAME`, or a hostNetwork pod.
+pub(super) fn sending_node<'a>(live: &'a Live, peer: &'a Peer) -> Option<&'a str> {
+    match peer {
+        Peer::Node(n) => Some(n),
+        Peer::Pod(p) => live.host_network.get(p).map(String::as_str),
+        _ => None,
+    }
+}
+
+/// The hostNetwork pods among `cells`' ends, with their node (for the tables' labels).
+pub(super) fn host_network_ends(
+    live: &Live,
+    cells: &[(Peer, Peer, PortProto)],
+) -> std::collections::BTreeMap<Peer, String> {
+    cells
+        .iter()
+        .flat_map(|(from, to, _)| [from, to])
+        .filter_map(|p| match p {
+            Peer::Pod(pod) => live.host_network.get(pod).map(|n| (p.clone(), n.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The address a probe to `nodeport/`, `lb/` or `extip/` connects to: the node's

@@ -141,6 +141,12 @@ pub(super) async fn drive(
         if i == 0 {
             report.timings.bring_up_ms = ms(started.elapsed());
             report.built = live.cluster.describe().await?;
+            // hostNetwork pods have nothing built for them: say where they run.
+            for (pod, node) in &live.host_network {
+                let ip = super::apply::ip_of(&live.objects, pod)
+                    .map_or_else(|| "-".to_string(), |ip| ip.to_string());
+                report.built += &format!("pod {pod} on {node}: host network, address {ip}\n");
+            }
             note(opts, || {
                 format!(
                     "{} pods up through the CNI plugins, policies loaded, everything verified in {:.0} ms",

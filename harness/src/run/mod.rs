@@ -177,6 +177,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunReport> {
         cluster,
         objects: ClusterObjects::new(scenario.cluster.nodes.clone()),
         servers: BTreeMap::new(),
+        host_network: BTreeMap::new(),
         host_servers: None,
         engine: policy::engine_for_scenario(scenario),
         // kube-proxy runs only when the scenario has Services: it would load nothing
@@ -259,6 +260,9 @@ pub(super) struct Live {
     cluster: Cluster,
     objects: ClusterObjects,
     servers: BTreeMap<PodRef, Servers>,
+    /// The hostNetwork pods, with their node: they have no namespace of their own (their
+    /// servers listen in the node's).
+    host_network: BTreeMap<PodRef, String>,
     /// The servers of the external hosts that serve ports, started with the cluster.
     host_servers: Option<Servers>,
     engine: Box<dyn PolicyEngine>,

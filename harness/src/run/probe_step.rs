@@ -17,7 +17,7 @@ use crate::probe::{self, ProbeOptions, ProbeTask};
 
 use super::{
     Explained, Live,
-    cells::{cells_of, endpoint, external_address, service_ip},
+    cells::{cells_of, endpoint, external_address, host_network_ends, sending_node, service_ip},
     dns_step::{dns_task, resolve_dns_cells, run_probes_except, said_for},
     drive::CellId,
 };
@@ -102,6 +102,7 @@ pub(super) async fn probe_step(
     if let Some(k) = &extra {
         keys.push(k.clone());
     }
+    let host_network = host_network_ends(live, &keys);
     let plan = live.cluster.plan();
     if let Some(router) = live.cluster.router_netns() {
         // The router's ECMP routes to the Services' outside addresses, as they are now.
@@ -169,7 +170,7 @@ pub(super) async fn probe_step(
             },
             _ => {
                 let (_, dst) = endpoint(live, to)?;
-                if let Peer::Node(n) = from {
+                if let Some(n) = sending_node(live, from) {
                     // A node talks to its own pods from its bridge address (the route to
                     // its pod subnet is on cni0), to pods behind a VXLAN tunnel from its
                     // tunnel address, and to everything else from its underlay address.
@@ -260,6 +261,7 @@ pub(super) async fn probe_step(
         StepResult {
             name: step.name.clone(),
             cells,
+            host_network,
         },
         explained,
     ))

@@ -77,7 +77,10 @@ pub(super) async fn trace_cell(
     // Where the probe enters the places we watch: the client's node, the node itself, or
     // the router for a host outside; then the others.
     let first = match from {
-        Peer::Pod(p) => live.cluster.pod(p).map(|h| h.node.clone()),
+        Peer::Pod(p) => match live.host_network.get(p) {
+            Some(node) => Some(node.clone()),
+            None => live.cluster.pod(p).map(|h| h.node.clone()),
+        },
         Peer::Node(n) => Some(n.clone()),
         Peer::Host(_) => Some("router".to_string()),
         _ => None,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use harness::run::{RunOptions, RunReport};
 use serde_json::json;
 use sim::matrix::Verdict;
-use sim::objects::{ClusterObjects, pod_node};
+use sim::objects::{ClusterObjects, host_network, pod_node};
 use sim::scenario::{Change, Scenario};
 
 use super::manifests::{self, ClusterOpts};
@@ -212,6 +212,18 @@ fn summary(scenario: &Scenario, report: &RunReport, objects: &ClusterObjects) ->
         }
         out.push('\n');
     }
+    let on_host: Vec<String> = objects
+        .pods
+        .iter()
+        .filter(|(_, pod)| host_network(pod))
+        .map(|(p, pod)| format!("{p} (host {})", pod_node(pod).unwrap_or("?")))
+        .collect();
+    if !on_host.is_empty() {
+        out += &format!(
+            "on the host network (the node's address; no NetworkPolicy selects them): {}\n",
+            on_host.join(", ")
+        );
+    }
     for n in report.cni.notes.iter().chain(&report.notes) {
         out += &format!("note: {n}\n");
     }
@@ -250,6 +262,7 @@ fn json_doc(
                 "ip": pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 "labels": pod.metadata.labels.clone().unwrap_or_default(),
                 "owner": owners::controller(pod),
+                "hostNetwork": host_network(pod),
             })
         })
         .collect();

@@ -69,7 +69,7 @@ fn pods(r: &RunReport) -> Vec<Value> {
                 "ip": sim::objects::pod_ip(pod).map(|ip| ip.to_string()),
                 "labels": pod.metadata.labels.clone().unwrap_or_default(),
                 "owner": sim::workloads::owner_of(pod).map(|o| o.to_string()),
-                "hostNetwork": pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+                "hostNetwork": sim::objects::host_network(pod),
             })
         })
         .collect()

@@ -45,9 +45,13 @@ pub fn owner_label(objects: &ClusterObjects, pod: &PodRef) -> String {
     }
 }
 
-/// A peer's label once folded: pods by owner, everything else as itself.
+/// A peer's label once folded: pods by owner (hostNetwork ones marked, their replicas
+/// being on different nodes), everything else as itself.
 fn label(objects: &ClusterObjects, peer: &Peer) -> String {
     match peer {
+        Peer::Pod(p) if objects.pods.get(p).is_some_and(sim::objects::host_network) => {
+            format!("{} (host network)", owner_label(objects, p))
+        }
         Peer::Pod(p) => owner_label(objects, p),
         other => other.to_string(),
     }
@@ -233,6 +237,7 @@ mod tests {
                 cell("app/db-0", "app/web-5d8f7c9b4-fghij", Outcome::Refused),
                 cell("app/db-0", "app/db-0", Outcome::Allowed),
             ],
+            ..Default::default()
         };
         let text = render_grouped(&step, &objects);
         let line = |start: &str| {

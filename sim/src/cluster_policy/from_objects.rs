@@ -13,7 +13,7 @@ use crate::cluster_policy::validate::parse;
 use crate::cluster_policy::view::{
     ClusterView, ContainerPortView, NamespaceView, NodeView, PodView,
 };
-use crate::objects::{ClusterObjects, declared_ports, pod_ip, pod_labels, pod_node};
+use crate::objects::{ClusterObjects, declared_ports, host_network, pod_ip, pod_labels, pod_node};
 
 /// The label every node carries (knetlab's nodes have no other labels).
 pub const NODE_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
@@ -66,11 +66,7 @@ pub fn view(
                     port: d.port.port,
                 })
                 .collect(),
-            host_network: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false),
+            host_network: host_network(pod),
         })
         .collect();
     let nodes = objects

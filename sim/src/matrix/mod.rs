@@ -295,13 +295,24 @@ fn verdict_word(v: Verdict) -> &'static str {
 }
 
 /// The result of one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StepResult {
     pub name: String,
     pub cells: Vec<Cell>,
+    /// The hostNetwork pods among the cells' ends, with the node whose network they are:
+    /// tables and reports show them as `ns/name (host NODE)` ([`StepResult::label`]).
+    pub host_network: BTreeMap<Peer, String>,
 }
 
 impl StepResult {
+    /// How tables and reports name a probe end: a hostNetwork pod with its node.
+    pub fn label(&self, peer: &Peer) -> String {
+        match self.host_network.get(peer) {
+            Some(node) => format!("{peer} (host {node})"),
+            None => peer.to_string(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.cells.iter().all(|c| c.mismatch().is_none())
     }

@@ -65,16 +65,16 @@ pub fn render_tables(step: &StepResult) -> String {
         let cols: BTreeSet<&Peer> = cells.iter().map(|c| &c.to).collect();
         let lookup: BTreeMap<(&Peer, &Peer), &Cell> =
             cells.iter().map(|c| ((&c.from, &c.to), *c)).collect();
-        let row_w = rows.iter().map(|r| r.to_string().len()).max().unwrap_or(0);
-        let col_w: Vec<usize> = cols.iter().map(|c| c.to_string().len().max(2)).collect();
+        let row_w = rows.iter().map(|r| step.label(r).len()).max().unwrap_or(0);
+        let col_w: Vec<usize> = cols.iter().map(|c| step.label(c).len().max(2)).collect();
         let _ = writeln!(out, "{port}");
         let _ = write!(out, "{:row_w$}", "");
         for (c, w) in cols.iter().zip(&col_w) {
-            let _ = write!(out, "  {:<w$}", c.to_string());
+            let _ = write!(out, "  {:<w$}", step.label(c));
         }
         out.push('\n');
         for r in &rows {
-            let _ = write!(out, "{:<row_w$}", r.to_string());
+            let _ = write!(out, "{:<row_w$}", step.label(r));
             for (c, w) in cols.iter().zip(&col_w) {
                 let s = lookup
                     .get(&(*r, *c))
@@ -288,6 +288,7 @@ mod tests {
                 cell("x/b", "x/a", Outcome::Dropped, Some(Verdict::Allow)),
                 cell("node/n1", "x/a", Outcome::Rejected, Some(Verdict::Deny)),
             ],
+            ..Default::default()
         };
         let text = render_step(&step);
         let expected = "\
@@ -386,6 +387,7 @@ node/n1  X    -
         let step = StepResult {
             name: "s".into(),
             cells: vec![fine],
+            ..Default::default()
         };
         let text = render_step(&step);
         assert!(text.contains(LEGEND_MIXED), "{text}");
@@ -410,6 +412,7 @@ node/n1  X    -
         let step = StepResult {
             name: "s".into(),
             cells: vec![pinned.clone()],
+            ..Default::default()
         };
         let text = render_spread(&step);
         assert!(

@@ -425,7 +425,8 @@ impl ClusterObjects {
             .unwrap_or_default()
     }
 
-    /// Records the address the CNI plugin gave a pod, as the kubelet reports it.
+    /// Records the address the CNI plugin gave a pod (a hostNetwork pod: its node's), as
+    /// the kubelet reports it.
     pub fn set_pod_ip(&mut self, pod: &PodRef, ip: std::net::Ipv4Addr) {
         if let Some(p) = self.pods.get_mut(pod) {
             let status = p.status.get_or_insert_with(Default::default);
@@ -446,6 +447,77 @@ pub fn pod_node(pod: &Pod) -> Option<&str> {
 /// A pod's labels (empty when it has none).
 pub fn pod_labels(pod: &Pod) -> BTreeMap<String, String> {
     pod.metadata.labels.clone().unwrap_or_default()
+}
+
+/// Whether the pod runs in its node's network namespace (`spec.hostNetwork: true`): no
+/// CNI call, the node's address as its own, its servers listening on the node.
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// One port a pod holds on its node: a container's `hostPort`, or, for a hostNetwork
+/// pod, every container port (the API server defaults `hostPort` to `containerPort`
+/// there, so the scheduler counts them the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPortUse {
+    pub port: PortProto,
+    /// `hostIP` (`None`: every address of the node).
+    pub host_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl HostPortUse {
+    /// Whether two pods holding these could not share a node (the scheduler's NodePorts
+    /// filter): same port and protocol, on the same address or one of them on all.
+    pub fn conflicts(&self, other: &HostPortUse) -> bool {
+        self.port == other.port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+/// The ports a pod holds on its node (see [`HostPortUse`]), in declaration order;
+/// values that do not parse are left out (the parser refuses them first).
+pub fn host_ports(pod: &Pod) -> Vec<HostPortUse> {
+    let Some(spec) = &pod.spec else {
+        return vec![];
+    };
+    let on_host = spec.host_network.unwrap_or(false);
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let number = match p.host_port.filter(|h| *h != 0) {
+                Some(h) => h,
+                None if on_host => p.container_port,
+                None => return None,
+            };
+            let protocol = p
+                .protocol
+                .as_deref()
+                .unwrap_or("TCP")
+                .parse::<Protocol>()
+                .ok()?;
+            let host_ip = p
+                .host_ip
+                .as_deref()
+                .and_then(|t| t.parse::<std::net::Ipv4Addr>().ok())
+                .filter(|ip| !ip.is_unspecified());
+            Some(HostPortUse {
+                port: PortProto::new(protocol, u16::try_from(number).ok()?),
+                host_ip,
+            })
+        })
+        .collect()
+}
+
+/// The first port `pod` would hold on its node that `other` already holds there.
+pub fn host_port_conflict(pod: &Pod, other: &Pod) -> Option<HostPortUse> {
+    let taken = host_ports(other);
+    host_ports(pod)
+        .into_iter()
+        .find(|m| taken.iter().any(|t| t.conflicts(m)))
 }
 
 /// The pod's IPv4 address once the CNI plugin gave it one.

@@ -35,6 +35,14 @@ pub enum Case {
     Loopback,
     /// A node to a pod it runs: always allowed (the kubelet rule).
     OwnNode { node: String },
+    /// A hostNetwork pod and a pod of the same node, either way round: the hostNetwork
+    /// end is the node itself, and traffic between a pod and its own node is always
+    /// allowed (the enforcer's "from local node" / "to local node").
+    HostNetworkOwnNode {
+        node: String,
+        host_pod: String,
+        pod: String,
+    },
     /// A probe end that does not exist (denied: nothing can answer).
     Unknown(String),
     /// Both ends checked against the policies; both must allow.
@@ -74,7 +82,10 @@ pub enum Case {
 impl Case {
     pub fn verdict(&self) -> Verdict {
         match self {
-            Case::NoEnforcement | Case::Loopback | Case::OwnNode { .. } => Verdict::Allow,
+            Case::NoEnforcement
+            | Case::Loopback
+            | Case::OwnNode { .. }
+            | Case::HostNetworkOwnNode { .. } => Verdict::Allow,
             Case::Unknown(_) | Case::NodeUnreachable { .. } => Verdict::Deny,
             Case::HostPort(h) => h.verdict(),
             Case::SameBridgeReply(_) => Verdict::Deny,
@@ -109,6 +120,7 @@ impl Side {
         }
         match &self.outcome {
             SideOutcome::NodeTraffic { .. }
+            | SideOutcome::HostNetwork { .. }
             | SideOutcome::HostTraffic { .. }
             | SideOutcome::NotAPod { .. }
             | SideOutcome::NotIsolated => true,
@@ -132,6 +144,9 @@ impl Side {
 pub enum SideOutcome {
     /// The client is a node: no NetworkPolicy governs a node's own egress.
     NodeTraffic { node: String, ip: Ipv4Addr },
+    /// The side's pod is a hostNetwork pod on `node`, whose address `ip` it uses: no
+    /// NetworkPolicy selects it, as client (its egress is the node's) or as server.
+    HostNetwork { node: String, ip: Ipv4Addr },
     /// The client is a host outside the cluster: nothing in the cluster polices its egress.
     HostTraffic { host: String, ip: Ipv4Addr },
     /// The server is not a pod (a host outside the cluster): no NetworkPolicy governs
@@ -429,6 +444,14 @@ impl Explanation {
                 "{v}: {node} is the node {} runs on; a node always reaches its own pods",
                 self.to
             ),
+            Case::HostNetworkOwnNode {
+                node,
+                host_pod,
+                pod,
+            } => format!(
+                "{v}: {}",
+                super::host_network::own_node_short(node, host_pod, pod)
+            ),
             Case::Unknown(what) => format!("{v}: {what}"),
             Case::NodeUnreachable { node } => format!("{v}: {}", node_down_text(node)),
             Case::HostPort(h) => format!("{v}: {}", h.short(&self.from)),
@@ -469,6 +492,9 @@ impl Side {
             }
             SideOutcome::HostTraffic { host, ip } => {
                 format!("not policed (host/{host} is outside the cluster, sending from {ip})")
+            }
+            SideOutcome::HostNetwork { node, ip } => {
+                super::host_network::side_short(&self.subject, node, *ip)
             }
             SideOutcome::NotAPod { who, ip } => {
                 format!("not policed ({who} at {ip} is not a pod)")
@@ -536,6 +562,11 @@ impl fmt::Display for Explanation {
                  (the kubelet's health checks need it), whatever the policies say.",
                 self.to
             ),
+            Case::HostNetworkOwnNode {
+                node,
+                host_pod,
+                pod,
+            } => super::host_network::own_node_walkthrough(f, node, host_pod, pod),
             Case::Unknown(what) => write!(f, "{what}, so nothing can answer."),
             Case::NodeUnreachable { node } => write!(
                 f,
@@ -642,6 +673,9 @@ impl fmt::Display for Side {
                 "{head}: the server {who} ({ip}) is not a pod, so no NetworkPolicy governs what it \
                  accepts; only the client's egress decides."
             ),
+            SideOutcome::HostNetwork { node, ip } => {
+                super::host_network::side_walkthrough(f, self.direction, &self.subject, node, *ip)
+            }
             SideOutcome::NodeTraffic { node, ip } => write!(
                 f,
                 "{head}: the client is node {node}, not a pod; no NetworkPolicy governs a node's own \

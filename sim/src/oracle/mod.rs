@@ -7,6 +7,9 @@
 //!   always allowed (the conformance tooling does not assert it either);
 //! - the kubelet rule: a node reaches the pods it runs at all times; another node is just
 //!   an outside address (its underlay IP), which only `ipBlock`s or empty peers admit;
+//! - hostNetwork pods are their node: as clients they send what `node/NAME` sends, as
+//!   servers they listen at the node's address; no NetworkPolicy selects them, and a
+//!   pod and a hostNetwork pod of the same node always reach each other (pod and node);
 //! - both ends: the client's egress and the server's ingress must each allow; replies
 //!   of an allowed connection are allowed (stateful), so a probe is one prediction;
 //! - hairpin: a pod that reaches itself through a Service (DNATed back to its own
@@ -37,6 +40,9 @@ mod bridge_nf;
 pub mod dns;
 mod explain;
 mod external;
+mod host_network;
+#[cfg(test)]
+mod host_network_tests;
 mod host_port;
 mod service;
 #[cfg(test)]
@@ -224,6 +230,11 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     let resolved = &ctx.resolved;
     let dest = match to {
         Peer::Pod(p) => match resolved.pod(p) {
+            // A hostNetwork server listens on its node, at the node's address.
+            Some(info) if info.host_network => match (&info.node, info.ip) {
+                (Some(n), Some(ip)) => Dest::HostPod(info, n, ip),
+                _ => return Case::Unknown(format!("{p} is not running on a node")),
+            },
             Some(info) => Dest::Pod(info),
             None => return Case::Unknown(format!("{p} is not a pod of the cluster")),
         },
@@ -250,6 +261,15 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     };
     let source = match from {
         Peer::Pod(p) => match resolved.pod(p) {
+            // A hostNetwork client is its node: it leaves with the address `node/NAME`
+            // would (see [`OracleContext::node_addresses`]).
+            Some(info) if info.host_network => {
+                let node = info.node.as_ref();
+                match node.and_then(|n| ctx.node_addresses.get(n).map(|ip| (n, *ip))) {
+                    Some((n, ip)) => Source::HostPod(info, n, ip),
+                    None => return Case::Unknown(format!("{p} is not running on a node")),
+                }
+            }
             Some(info) => Source::Pod(info),
             None => return Case::Unknown(format!("{p} is not a pod of the cluster")),
         },
@@ -293,6 +313,30 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         (Source::Node(n, _), Dest::Pod(d)) if d.node.as_deref() == Some(n.as_str()) => {
             return Case::OwnNode { node: (*n).clone() };
         }
+        (Source::HostPod(h, _, _), Dest::HostPod(d, _, _))
+            if h.pod == d.pod && path == Path::Direct =>
+        {
+            return Case::Loopback;
+        }
+        // A hostNetwork pod and a pod of the same node: node and pod, either way.
+        (Source::HostPod(h, n, _), Dest::Pod(p)) | (Source::Pod(p), Dest::HostPod(h, n, _))
+            if p.node.as_deref() == Some(n.as_str()) =>
+        {
+            return Case::HostNetworkOwnNode {
+                node: (*n).clone(),
+                host_pod: h.pod.to_string(),
+                pod: p.pod.to_string(),
+            };
+        }
+        (Source::HostPod(h, n, ip), _) => Side {
+            direction: Direction::Egress,
+            tiers: None,
+            subject: h.pod.to_string(),
+            outcome: SideOutcome::HostNetwork {
+                node: (*n).clone(),
+                ip: *ip,
+            },
+        },
         (Source::Node(n, ip), _) => Side {
             direction: Direction::Egress,
             tiers: None,
@@ -314,7 +358,7 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         (Source::Pod(p), Dest::Pod(d)) => {
             side(resolved, Direction::Egress, p, &Endpoint::Pod(d), port)
         }
-        (Source::Pod(p), Dest::Outside(_, ip)) => side(
+        (Source::Pod(p), Dest::Outside(_, ip) | Dest::HostPod(_, _, ip)) => side(
             resolved,
             Direction::Egress,
             p,
@@ -324,6 +368,15 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     };
     // The server's ingress.
     let ingress = match (&dest, &source) {
+        (Dest::HostPod(d, n, ip), _) => Side {
+            direction: Direction::Ingress,
+            tiers: None,
+            subject: d.pod.to_string(),
+            outcome: SideOutcome::HostNetwork {
+                node: (*n).clone(),
+                ip: *ip,
+            },
+        },
         (Dest::Outside(who, ip), _) => Side {
             direction: Direction::Ingress,
             tiers: None,
@@ -336,13 +389,15 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
         (Dest::Pod(d), Source::Pod(p)) => {
             side(resolved, Direction::Ingress, d, &Endpoint::Pod(p), port)
         }
-        (Dest::Pod(d), Source::Node(_, ip) | Source::Host(_, ip)) => side(
-            resolved,
-            Direction::Ingress,
-            d,
-            &Endpoint::Address(*ip),
-            port,
-        ),
+        (Dest::Pod(d), Source::Node(_, ip) | Source::Host(_, ip) | Source::HostPod(_, _, ip)) => {
+            side(
+                resolved,
+                Direction::Ingress,
+                d,
+                &Endpoint::Address(*ip),
+                port,
+            )
+        }
     };
     let (egress, ingress) = match &ctx.tiers {
         Some(t) => t.walk(&source, &dest, port, egress, ingress),
@@ -369,12 +424,17 @@ enum Source<'a> {
     Pod(&'a PodInfo),
     Node(&'a String, Ipv4Addr),
     Host(&'a String, Ipv4Addr),
+    /// A hostNetwork pod, its node and the address its traffic leaves with (the
+    /// node's, as for `node/NAME`).
+    HostPod(&'a PodInfo, &'a String, Ipv4Addr),
 }
 
 enum Dest<'a> {
     Pod(&'a PodInfo),
     /// Not a pod: `host/NAME` and its address.
     Outside(String, Ipv4Addr),
+    /// A hostNetwork pod, listening on its node at the node's address.
+    HostPod(&'a PodInfo, &'a String, Ipv4Addr),
 }
 
 impl Source<'_> {
@@ -382,7 +442,7 @@ impl Source<'_> {
     fn node(&self) -> Option<&str> {
         match self {
             Source::Pod(p) => p.node.as_deref(),
-            Source::Node(n, _) => Some(n.as_str()),
+            Source::Node(n, _) | Source::HostPod(_, n, _) => Some(n.as_str()),
             Source::Host(..) => None,
         }
     }
@@ -393,6 +453,7 @@ impl Dest<'_> {
     fn node(&self) -> Option<&str> {
         match self {
             Dest::Pod(p) => p.node.as_deref(),
+            Dest::HostPod(_, n, _) => Some(n.as_str()),
             Dest::Outside(..) => None,
         }
     }

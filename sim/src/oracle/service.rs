@@ -401,7 +401,8 @@ fn fate_and_backends(
             // Only iptables mode's REJECT sits in filter FORWARD behind the policy
             // engine's jump; nftables mode rejects in its own chain, which an ACCEPT in
             // another chain does not end (measured: refused, not a timeout).
-            let shadowed = matches!(from, Peer::Pod(_))
+            // (A hostNetwork client is its node: its packets never cross FORWARD.)
+            let shadowed = matches!(from, Peer::Pod(p) if ctx.resolved.pod(p).is_some_and(|i| !i.host_network))
                 && ctx.engine == crate::cluster::PolicyEngineKind::Iptables
                 && ctx.proxy != crate::cluster::ProxyKind::Nftables;
             return (
@@ -519,18 +520,25 @@ pub fn userspace_source(ctx: &OracleContext, node: &str, backend: Ipv4Addr) -> O
 }
 
 /// The name a backend answers with, and the peer it is: the pod with that address, else
-/// the declared host with it, else just `ip:port`.
+/// the declared host with it, else just `ip:port`. hostNetwork pods share their node's
+/// address, so among several pods there the one declaring the port is the one.
 pub(super) fn backend_identity(
     ctx: &OracleContext,
     ip: Ipv4Addr,
     port: u16,
 ) -> (String, Option<Peer>) {
-    if let Some((p, _)) = ctx
-        .objects
-        .pods
-        .iter()
-        .find(|(_, pod)| pod_ip(pod) == Some(ip))
-    {
+    let at_ip = || {
+        ctx.objects
+            .pods
+            .iter()
+            .filter(|(_, pod)| pod_ip(pod) == Some(ip))
+    };
+    let serving = at_ip().find(|(_, pod)| {
+        crate::objects::declared_ports(pod)
+            .iter()
+            .any(|d| d.port.port == port)
+    });
+    if let Some((p, _)) = serving.or_else(|| at_ip().next()) {
         return (p.to_string(), Some(Peer::Pod(p.clone())));
     }
     if let Some((h, _)) = ctx.host_addresses.iter().find(|(_, a)| **a == ip) {

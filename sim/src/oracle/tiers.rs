@@ -52,13 +52,15 @@ impl Tiers {
         egress: Side,
         ingress: Side,
     ) -> (Side, Side) {
+        // The evaluator knows hostNetwork pods: never subjects, and matched as peers by
+        // their (the node's) address only.
         let source = match source {
-            Source::Pod(p) => pod_endpoint(&p.pod),
+            Source::Pod(p) | Source::HostPod(p, _, _) => pod_endpoint(&p.pod),
             Source::Node(n, _) => node_endpoint(n),
             Source::Host(_, ip) => external_endpoint(*ip),
         };
         let destination = match dest {
-            Dest::Pod(p) => pod_endpoint(&p.pod),
+            Dest::Pod(p) | Dest::HostPod(p, _, _) => pod_endpoint(&p.pod),
             Dest::Outside(_, ip) => external_endpoint(*ip),
         };
         (
@@ -151,6 +153,7 @@ fn network_policy_tier(side: &Side) -> NetworkPolicyTier {
         }
         SideOutcome::NotIsolated
         | SideOutcome::NodeTraffic { .. }
+        | SideOutcome::HostNetwork { .. }
         | SideOutcome::HostTraffic { .. }
         | SideOutcome::NotAPod { .. } => NetworkPolicyTier::NotSelected,
     }

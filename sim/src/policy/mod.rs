@@ -25,7 +25,10 @@
 //! - Anything the API server would refuse (an unknown protocol, a peer with nothing in
 //!   it, a CIDR that does not parse) is not an error here: it matches nothing, so a
 //!   mistake never opens traffic, and it is named in explanations.
-//! - hostNetwork pods get no special treatment: knetlab runs none.
+//! - hostNetwork pods (the reference's "ignore them in selectors", kube-router's choice)
+//!   are never selected: no policy's `podSelector` isolates them and no selector peer
+//!   matches them. Their traffic is their node's, at the node's address, which only
+//!   `ipBlock` peers (or rules without peers) match; a named port opens nothing on them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -35,8 +38,8 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::objects::{
-    ClusterObjects, DeclaredPort, NAMESPACE_NAME_LABEL, PodRef, declared_ports, pod_ip, pod_labels,
-    pod_node,
+    ClusterObjects, DeclaredPort, NAMESPACE_NAME_LABEL, PodRef, declared_ports, host_network,
+    pod_ip, pod_labels, pod_node,
 };
 use crate::protocol::PortProto;
 use crate::selector;
@@ -101,6 +104,9 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     /// Declared container ports (for named ports).
     pub ports: Vec<DeclaredPort>,
+    /// `spec.hostNetwork`: the pod is its node to the network (its IP is the node's)
+    /// and no selector ever matches it.
+    pub host_network: bool,
 }
 
 /// The other end of a connection, as a rule's peers are matched against it.
@@ -158,6 +164,7 @@ impl ClusterView {
                     node: pod_node(p).map(str::to_string),
                     labels: pod_labels(p),
                     ports: declared_ports(p),
+                    host_network: host_network(p),
                 };
                 (r.clone(), info)
             })
@@ -399,7 +406,11 @@ impl ResolvedPolicy {
         let selected = cluster
             .pods
             .values()
-            .filter(|p| p.pod.namespace == namespace && selector::matches(&pod_selector, &p.labels))
+            .filter(|p| {
+                !p.host_network
+                    && p.pod.namespace == namespace
+                    && selector::matches(&pod_selector, &p.labels)
+            })
             .map(|p| p.pod.clone())
             .collect();
         let listed = spec.policy_types.as_deref().unwrap_or_default();
@@ -589,12 +600,12 @@ impl ResolvedPolicies {
     }
 
     /// The pods whose IP an ipBlock covers (for egress named ports, which resolve on
-    /// destination pods inside the block).
+    /// destination pods inside the block); hostNetwork pods are their node, not pods.
     pub fn pods_in_block(&self, block: &IpBlockMatch) -> Vec<&PodInfo> {
         self.cluster
             .pods
             .values()
-            .filter(|p| p.ip.is_some_and(|ip| block.contains(ip)))
+            .filter(|p| !p.host_network && p.ip.is_some_and(|ip| block.contains(ip)))
             .collect()
     }
 

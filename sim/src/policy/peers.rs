@@ -144,6 +144,8 @@ impl ResolvedPeer {
                 let selected = cluster
                     .pods
                     .values()
+                    // A hostNetwork pod's traffic is its node's: selectors skip it.
+                    .filter(|pod| !pod.host_network)
                     .filter(|pod| {
                         let ns_ok = match namespace_selector {
                             None => pod.pod.namespace == policy_namespace,

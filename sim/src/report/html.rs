@@ -269,11 +269,11 @@ fn step(o: &mut String, n: usize, s: &StepData) {
             esc(&port.to_string())
         );
         for c in &cols {
-            let _ = write!(o, "<th scope=\"col\">{}</th>", esc(&c.to_string()));
+            let _ = write!(o, "<th scope=\"col\">{}</th>", esc(&s.result.label(c)));
         }
         o.push_str("</tr></thead>\n<tbody>\n");
         for r in &rows {
-            let _ = write!(o, "<tr><th scope=\"row\">{}</th>", esc(&r.to_string()));
+            let _ = write!(o, "<tr><th scope=\"row\">{}</th>", esc(&s.result.label(r)));
             for c in &cols {
                 match lookup.get(&(*r, *c)) {
                     Some((k, cell)) => {
@@ -586,6 +586,7 @@ mod tests {
                 result: StepResult {
                     name: "first <step>".into(),
                     cells,
+                    ..Default::default()
                 },
                 policies: vec![("y/deny-all".into(), "{\n  \"podSelector\": {}\n}".into())],
                 services: vec![],

@@ -316,7 +316,12 @@ impl<'a> Sim<'a> {
             let stored = &self.objects.pods[&pod];
             if objects::pod_ip(stored).is_none() {
                 let node = objects::pod_node(stored).unwrap_or_default().to_string();
-                if let Some((base, next)) = self.subnets.get_mut(&node) {
+                let on_host = objects::host_network(stored);
+                // A hostNetwork pod has its node's address, as the kubelet reports it.
+                if on_host && let Some(n) = self.plan.as_ref().and_then(|p| p.node(&node)) {
+                    let ip = n.underlay_ip;
+                    self.objects.set_pod_ip(&pod, ip);
+                } else if !on_host && let Some((base, next)) = self.subnets.get_mut(&node) {
                     let ip = Ipv4Addr::from(u32::from(*base) + *next);
                     *next += 1;
                     self.objects.set_pod_ip(&pod, ip);
@@ -374,19 +379,17 @@ impl<'a> Sim<'a> {
             if other == pod || objects::pod_node(o).unwrap_or_default() != node {
                 continue;
             }
-            let taken = podnet::port_mappings(o).unwrap_or_default();
-            if let Some(m) = ports.iter().find(|m| {
-                taken.iter().any(|t| {
-                    t.host_port == m.host_port
-                        && t.protocol == m.protocol
-                        && (t.host_ip.is_none() || m.host_ip.is_none() || t.host_ip == m.host_ip)
-                })
-            }) {
+            if let Some(m) = objects::host_port_conflict(stored, o) {
+                let why = if objects::host_network(stored) || objects::host_network(o) {
+                    " (a hostNetwork pod's containerPorts are host ports)"
+                } else {
+                    ""
+                };
                 return Err(src.at_value(
                     &join_key(path, "spec"),
                     format!(
-                        "hostPort {}/{} is already taken on node {node} by pod {other}; the scheduler would not put {pod} there",
-                        m.host_port, m.protocol
+                        "hostPort {}/{} is already taken on node {node} by pod {other}{why}; the scheduler would not put {pod} there",
+                        m.port.port, m.port.protocol
                     ),
                 ));
             }

@@ -177,7 +177,9 @@ pub fn render_node_tiered(
     let local: Vec<(&PodInfo, Ipv4Addr)> = resolved
         .pods()
         .values()
-        .filter(|p| p.node.as_deref() == Some(node))
+        // A hostNetwork pod is its node: no firewall chain of its own (its address is
+        // the node's, which a `-s`/`-d` jump would catch all node traffic with).
+        .filter(|p| p.node.as_deref() == Some(node) && !p.host_network)
         .filter_map(|p| p.ip.map(|ip| (p, ip)))
         .collect();
     let mut b = Builder::default();
@@ -715,7 +717,7 @@ fn named_port_groups<'a>(
         Direction::Egress => resolved
             .pods()
             .values()
-            .filter(|p| p.ip.is_some())
+            .filter(|p| p.ip.is_some() && !p.host_network)
             .filter(|p| rule.check_peer(&Endpoint::Pod(p)) != PeerCheck::NoMatch)
             .collect(),
     };

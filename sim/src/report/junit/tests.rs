@@ -114,6 +114,7 @@ fn the_document_parses_back_with_a_suite_per_scenario_a_case_per_step_and_a_fail
     let good = StepResult {
         name: "initial".into(),
         cells: vec![cell("x/a", "y/b", Outcome::Allowed, Verdict::Allow)],
+        ..Default::default()
     };
     let bad = StepResult {
         name: format!("step {HOSTILE}"),
@@ -122,6 +123,7 @@ fn the_document_parses_back_with_a_suite_per_scenario_a_case_per_step_and_a_fail
             cell("x/b", "y/b", Outcome::Rejected, Verdict::Allow),
             cell("x/c", "y/b", Outcome::Rejected, Verdict::Deny),
         ],
+        ..Default::default()
     };
     let steps = [good, bad];
     let name = format!("scenario {HOSTILE}");

@@ -396,12 +396,6 @@ impl Check<'_> {
         let Some(spec) = &pod.spec else {
             return Err(self.key_err("", "a Pod needs a spec with at least one container"));
         };
-        if spec.host_network == Some(true) {
-            return Err(self.value_err(
-                "spec.hostNetwork",
-                "hostNetwork pods are not supported: every knetlab pod has its own network namespace",
-            ));
-        }
         if spec.containers.is_empty() {
             return Err(self.value_err("spec.containers", "a Pod needs at least one container"));
         }
@@ -444,6 +438,19 @@ impl Check<'_> {
                     ));
                 }
                 self.protocol(&format!("{pp}.protocol"), p.protocol.as_deref())?;
+                // A hostNetwork pod listens on the node itself: its host port is its
+                // container port (the API server refuses anything else).
+                if spec.host_network == Some(true)
+                    && let Some(h) = p.host_port.filter(|h| *h != 0 && *h != p.container_port)
+                {
+                    return Err(self.value_err(
+                        &format!("{pp}.hostPort"),
+                        format!(
+                            "hostPort {h} must match containerPort {} when hostNetwork is true (the pod listens on the node itself)",
+                            p.container_port
+                        ),
+                    ));
+                }
                 if let Some(name) = &p.name {
                     names::iana_svc_name(name)
                         .map_err(|e| self.value_err(&format!("{pp}.name"), e))?;

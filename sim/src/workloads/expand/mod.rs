@@ -131,11 +131,7 @@ impl Subject {
         let pods = pods
             .into_iter()
             .map(|pod| ExpandedPod {
-                host_network: pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.host_network)
-                    .unwrap_or(false),
+                host_network: crate::objects::host_network(&pod),
                 owner: self.owner(),
                 pod,
             })

@@ -1,6 +1,8 @@
 //! Binding pods to nodes the way users steer a scheduler: `nodeName` (no scheduler at
 //! all), `nodeSelector`, required node affinity, and required pod affinity and
-//! anti-affinity. Among the nodes that pass, a pod goes to the one with the fewest pods,
+//! anti-affinity, and the NodePorts filter (a node where another pod already holds a
+//! host port the pod asks for, a hostNetwork pod's container ports included, is out).
+//! Among the nodes that pass, a pod goes to the one with the fewest pods,
 //! the first in node order on a tie, so placements are deterministic. A pod no node
 //! passes stays Pending, with the scheduler's kind of explanation ("0/2 nodes are
 //! available: 2 node(s) didn't match pod anti-affinity rules"); as the real scheduler
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::objects::{HostPortUse, host_port_conflict};
 use crate::workloads::node::NodeSpec;
 
 pub use node_affinity::{admits, terms_match};
@@ -145,8 +148,25 @@ impl<'a> Scheduler<'a> {
             ));
             return Err(Unplaced::Never);
         }
+        if let Some((other, m)) = self.port_taken(pod, index) {
+            self.notes.push(format!(
+                "pod {} names node {node_name:?}, but port {} is already taken there by pod {other}: the kubelet refuses it (NodePorts) and it does not run",
+                pod_ref(pod),
+                m.port
+            ));
+            return Err(Unplaced::Never);
+        }
         self.bound.push((pod, index));
         Ok(index)
+    }
+
+    /// A pod bound to node `i` that already holds a port `pod` would take there (host
+    /// ports, and every container port of a hostNetwork pod), with that port.
+    fn port_taken(&self, pod: &Pod, i: usize) -> Option<(String, HostPortUse)> {
+        self.bound
+            .iter()
+            .filter(|(_, n)| *n == i)
+            .find_map(|(other, _)| host_port_conflict(pod, other).map(|m| (pod_ref(other), m)))
     }
 
     /// The least-loaded node that passes every filter (first in node order on a tie).
@@ -166,6 +186,10 @@ impl<'a> Scheduler<'a> {
     fn refusal(&self, pod: &Pod, i: usize) -> Option<&'static str> {
         if !admits_pod(pod, &self.nodes[i].name, &self.node_labels[i]) {
             return Some("didn't match Pod's node affinity/selector");
+        }
+        if self.port_taken(pod, i).is_some() {
+            // The NodePorts filter's words.
+            return Some("didn't have free ports for the requested pod ports");
         }
         let placed: Vec<Placed> = self
             .bound
@@ -553,6 +577,68 @@ mod tests {
             s.notes
                 .iter()
                 .any(|n| n.starts_with("taints are not modelled"))
+        );
+    }
+
+    /// A pod with one container declaring `port`, on the host network or with a hostPort.
+    fn port_pod(name: &str, host_network: bool, port: i32, host_port: Option<i32>) -> Pod {
+        let mut p = serde_json::json!({"containerPort": port});
+        if let Some(h) = host_port {
+            p["hostPort"] = h.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "kube-system"},
+            "spec": {"hostNetwork": host_network, "containers": [{"name": "c", "ports": [p]}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn host_network_ports_are_host_ports_to_the_scheduler() {
+        // Two agents on port 9100 cannot share a node; a third goes Pending on two nodes.
+        let pods = [
+            port_pod("a", true, 9100, None),
+            port_pod("b", true, 9100, None),
+            port_pod("c", true, 9100, None),
+            // Another port shares a node happily.
+            port_pod("d", true, 9200, None),
+        ];
+        let s = run(&nodes(2), &pods);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), None, Some("n1")]);
+        assert_eq!(
+            s.notes,
+            [
+                "pod kube-system/c stays Pending: 0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports"
+            ]
+        );
+        // A pod network pod's hostPort collides with a hostNetwork pod's containerPort.
+        let s = run(
+            &nodes(1),
+            &[
+                port_pod("agent", true, 8080, None),
+                port_pod("web", false, 80, Some(8080)),
+                port_pod("plain", false, 8080, None),
+            ],
+        );
+        assert_eq!(nodes_of(&s), [Some("n1"), None, Some("n1")]);
+        assert!(
+            s.notes[0].contains("kube-system/web stays Pending"),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn a_named_node_whose_port_is_taken_refuses_the_pod() {
+        let mut b = port_pod("b", true, 9100, None);
+        b.spec.as_mut().unwrap().node_name = Some("n1".into());
+        let s = run(&nodes(2), &[port_pod("a", true, 9100, None), b]);
+        assert_eq!(nodes_of(&s), [Some("n1"), None]);
+        assert_eq!(
+            s.notes,
+            [
+                "pod kube-system/b names node \"n1\", but port TCP/9100 is already taken there by pod kube-system/a: the kubelet refuses it (NodePorts) and it does not run"
+            ]
         );
     }
 }
