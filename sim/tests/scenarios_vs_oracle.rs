@@ -177,10 +177,16 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods.clone(),
     };
-    let servers: Vec<Peer> = match &sc.probe.to {
+    let mut servers: Vec<Peer> = match &sc.probe.to {
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods,
     };
+    if sc.probe.services {
+        let dns = (sim::dns::NAMESPACE, sim::dns::SERVICE_NAME);
+        let targets =
+            sim::services::targets::cluster_ip_targets(objects, sc.dns.is_some().then_some(dns));
+        servers.extend(targets.into_iter().filter(|p| exists(p)));
+    }
     let mut cells = Vec::new();
     for to in &servers {
         let served = served_ports(sc, objects, to);
