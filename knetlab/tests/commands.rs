@@ -366,8 +366,9 @@ fn a_saved_baseline_passes_then_fails_once_connectivity_changes_and_diff_names_t
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     let saved = std::fs::read_to_string(&baseline).unwrap();
-    // Paths relative to the baseline's directory, the cluster options kept.
-    assert!(saved.contains("- \"../old/app.yaml\""), "{saved}");
+    // Paths relative to the baseline's directory (a directory as a directory), the
+    // cluster options kept.
+    assert!(saved.contains("- \"../old\"\n"), "{saved}");
     assert!(saved.contains("cluster: {nodes: 2}"), "{saved}");
     assert!(saved.contains("probe: {services: true}"), "{saved}");
 
@@ -445,10 +446,9 @@ fn a_saved_baseline_passes_then_fails_once_connectivity_changes_and_diff_names_t
         }
     }
 
-    // The same change made to the baseline's manifests: the baseline now fails.
-    let mut app = std::fs::read_to_string(dir.0.join("old/app.yaml")).unwrap();
-    app += &format!("---\n{DENY_WEB}");
-    std::fs::write(dir.0.join("old/app.yaml"), app).unwrap();
+    // The same change made to the baseline's manifests, as a new file in its directory:
+    // the baseline reads the directory as it is now, so it fails.
+    dir.write("old/policy.yaml", DENY_WEB);
     let o = knetlab(&["scenario", &baseline], None);
     assert_eq!(o.status.code(), Some(1), "{}\n{}", text(&o).0, text(&o).1);
 }

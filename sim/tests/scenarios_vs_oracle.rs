@@ -191,28 +191,11 @@ fn probe_cells(sc: &Scenario, objects: &ClusterObjects) -> Vec<(Peer, Peer, Port
         Some(list) => list.iter().filter(|p| exists(p)).cloned().collect(),
         None => pods,
     };
-    // `probe.services`: every port of every Service with a cluster IP (the cluster DNS's
-    // own Service aside), as the harness adds them.
     if sc.probe.services {
-        for ((namespace, name), svc) in &objects.services {
-            let is_dns = sc.dns.is_some()
-                && namespace == sim::dns::NAMESPACE
-                && name == sim::dns::SERVICE_NAME;
-            if is_dns || sim::services::cluster_ip(svc).is_none() {
-                continue;
-            }
-            let mut numbers: Vec<u16> = sim::services::ports(svc)
-                .iter()
-                .filter_map(|p| u16::try_from(p.port).ok())
-                .collect();
-            numbers.sort();
-            numbers.dedup();
-            servers.extend(numbers.into_iter().map(|port| Peer::Service {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                port,
-            }));
-        }
+        let dns = (sim::dns::NAMESPACE, sim::dns::SERVICE_NAME);
+        let targets =
+            sim::services::targets::cluster_ip_targets(objects, sc.dns.is_some().then_some(dns));
+        servers.extend(targets.into_iter().filter(|p| exists(p)));
     }
     let mut cells = Vec::new();
     for to in &servers {

@@ -1,7 +1,8 @@
 //! The workshop never goes stale: every `$ sudo cargo xtask ...` command in
 //! `assets/workshop/*.md` (inside a ```console block) is run with the real binary, must
-//! succeed, and every `<!-- expect: TEXT -->` note that follows the block must appear in
-//! its output. Needs root (the commands build clusters): ignored unless run with
+//! succeed (or exit with the code an `<!-- exit: N -->` note after the block names: a
+//! lesson may show a CI gate failing), and every `<!-- expect: TEXT -->` note that
+//! follows the block must appear in its output. Needs root (the commands build clusters): ignored unless run with
 //! `--include-ignored` (see `common`).
 
 #[path = "../../harness/tests/common/mod.rs"]
@@ -16,6 +17,8 @@ struct Check {
     lesson: String,
     args: Vec<String>,
     expect: Vec<String>,
+    /// The exit code the lesson says the command ends with (0 unless noted).
+    exit: i32,
 }
 
 fn root() -> PathBuf {
@@ -44,6 +47,7 @@ fn checks(lesson: &str, text: &str) -> Vec<Check> {
                     lesson: lesson.to_string(),
                     args: rest.split_whitespace().map(String::from).collect(),
                     expect: vec![],
+                    exit: 0,
                 });
             }
             continue;
@@ -55,6 +59,16 @@ fn checks(lesson: &str, text: &str) -> Vec<Check> {
             && let Some(c) = out.last_mut()
         {
             c.expect.push(e.trim().to_string());
+        } else if let Some(code) = t
+            .strip_prefix("<!-- exit:")
+            .and_then(|r| r.strip_suffix("-->"))
+            && last_block_end.is_some()
+            && let Some(c) = out.last_mut()
+        {
+            c.exit = code
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{lesson}: `<!-- exit: N -->` needs a number: {t}"));
         } else if !t.is_empty() {
             last_block_end = None;
         }
@@ -92,7 +106,10 @@ fn every_lesson_has_a_command_with_expectations() {
             "{name}: a command without an `<!-- expect: ... -->` note: {c:?}"
         );
         for check in &c {
-            if check.args.first().map(String::as_str) == Some("scenario") {
+            // A path (a baseline an earlier command wrote) is not a built-in scenario.
+            if check.args.first().map(String::as_str) == Some("scenario")
+                && !check.args[1].contains('/')
+            {
                 let scenario = &check.args[1];
                 assert!(
                     root()
@@ -126,12 +143,13 @@ fn every_workshop_command_runs_and_says_what_the_lesson_claims() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            if !out.status.success() {
+            if out.status.code() != Some(c.exit) {
                 failures.push(format!(
-                    "{}: `cargo xtask {}` exited with {:?}:\n{}",
+                    "{}: `cargo xtask {}` exited with {:?}, not {}:\n{}",
                     c.lesson,
                     c.args.join(" "),
                     out.status.code(),
+                    c.exit,
                     tail(&all)
                 ));
                 continue;
@@ -168,4 +186,12 @@ fn the_parser_reads_commands_and_expectations() {
         ["scenario", "a", "--explain", "x/a", "y/b:80/TCP"]
     );
     assert_eq!(c[0].expect, ["PASS: a", "deny"]);
+    assert_eq!(c[0].exit, 0);
+    let gate = "```console\n$ sudo cargo xtask diff a/ b/ --fail-on-change\n```\n<!-- exit: 1 -->\n<!-- expect: closes -->\n";
+    let c = checks("l.md", gate);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(
+        (c[0].exit, c[0].expect.clone()),
+        (1, vec!["closes".to_string()])
+    );
 }

@@ -67,30 +67,10 @@ pub(super) fn cells_of(
     cells
 }
 
-/// `probe.services`: every port of every Service with a cluster IP, as `svc/NS/NAME:PORT`
-/// (the cluster DNS's own Service is reached through `dns/` targets instead).
+/// `probe.services`: every Service port with a cluster IP but the cluster DNS's own.
 fn service_targets(scenario: &Scenario, objects: &ClusterObjects) -> Vec<Peer> {
-    let mut out = Vec::new();
-    for ((namespace, name), svc) in &objects.services {
-        let is_dns = scenario.dns.is_some()
-            && namespace == sim::dns::NAMESPACE
-            && name == sim::dns::SERVICE_NAME;
-        if is_dns || sim::services::cluster_ip(svc).is_none() {
-            continue;
-        }
-        let mut numbers: Vec<u16> = sim::services::ports(svc)
-            .iter()
-            .filter_map(|p| u16::try_from(p.port).ok())
-            .collect();
-        numbers.sort();
-        numbers.dedup();
-        out.extend(numbers.into_iter().map(|port| Peer::Service {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            port,
-        }));
-    }
-    out
+    let dns = (sim::dns::NAMESPACE, sim::dns::SERVICE_NAME);
+    sim::services::targets::cluster_ip_targets(objects, scenario.dns.is_some().then_some(dns))
 }
 
 /// What a server serves: a pod's declared container ports, a host's `serve` list, a

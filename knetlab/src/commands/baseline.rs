@@ -1,7 +1,8 @@
 //! `check --save-scenario FILE`: a scenario that references the same manifests by paths
 //! relative to FILE's directory and expects every cell as it was measured, a baseline to
-//! commit that `knetlab scenario FILE` fails on when connectivity changes. What came on
-//! stdin is saved beside FILE (`NAME.manifests.yaml`) so the baseline can be rerun.
+//! commit that `knetlab scenario FILE` fails on when connectivity changes. A directory
+//! stays a directory (a manifest added to it later is read too), and what came on stdin
+//! is saved beside FILE (`NAME.manifests.yaml`) so the baseline can be rerun.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sim::matrix::StepResult;
 use sim::scenario::ManifestStream;
 
-use super::manifests::{ClusterOpts, Input, header, relative, yaml_string};
+use super::manifests::{ClusterOpts, STDIN, header, relative, yaml_string};
 use super::owners::reached;
 
 /// Where FILE goes and its directory; checked before anything is built.
@@ -34,13 +35,15 @@ pub fn target(file: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Writes the baseline and returns how many cells it asserts. The cells of `step` whose
-/// measurement is not one verdict (a Service whose backends answered differently, a
-/// measurement error) and a pod's cells to itself are left unasserted.
+/// Writes the baseline and returns how many cells it asserts. `paths` are the manifest
+/// paths as given on the command line (`-` for stdin, whose text is in `streams`). The
+/// cells of `step` whose measurement is not one verdict (a Service whose backends
+/// answered differently, a measurement error) and a pod's cells to itself are left
+/// unasserted.
 pub fn write(
     file: &Path,
     cluster: &ClusterOpts,
-    inputs: &[Input],
+    paths: &[String],
     streams: &[ManifestStream],
     step: &StepResult,
 ) -> Result<usize, String> {
@@ -50,17 +53,20 @@ pub fn write(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "baseline".into());
     let mut files = Vec::new();
-    for (input, stream) in inputs.iter().zip(streams) {
-        match input {
-            Input::File(p) => files.push(relative(&dir, p)?),
-            Input::Stdin => {
-                let name = format!("{stem}.manifests.yaml");
-                let path = dir.join(&name);
-                std::fs::write(&path, &stream.text)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                files.push(PathBuf::from(name));
-            }
+    for p in paths {
+        if p != "-" {
+            // A directory as a directory: the baseline reads what it holds when it runs.
+            files.push(relative(&dir, Path::new(p))?);
+            continue;
         }
+        let stdin = streams
+            .iter()
+            .find(|s| s.name == Path::new(STDIN))
+            .ok_or("the manifests read from stdin are missing")?;
+        let name = format!("{stem}.manifests.yaml");
+        let path = dir.join(&name);
+        std::fs::write(&path, &stdin.text).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push(PathBuf::from(name));
     }
     let mut text = String::from(
         "# A connectivity baseline written by `knetlab check --save-scenario`: every cell as\n\

@@ -11,7 +11,7 @@ use std::time::Duration;
 use harness::run::{RunOptions, RunReport};
 use serde_json::json;
 use sim::matrix::Verdict;
-use sim::objects::{ClusterObjects, host_network, pod_node};
+use sim::objects::{ClusterObjects, Kind, host_network, pod_node};
 use sim::scenario::{Change, Scenario};
 
 use super::manifests::{self, ClusterOpts};
@@ -63,8 +63,7 @@ pub enum GroupBy {
 }
 
 pub fn main(args: Args) -> u8 {
-    let (scenario, inputs, streams) = match manifests::scenario("check", &args.paths, &args.cluster)
-    {
+    let (scenario, _, streams) = match manifests::scenario("check", &args.paths, &args.cluster) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -128,7 +127,7 @@ pub fn main(args: Args) -> u8 {
         );
     }
     if let Some(file) = &args.save_scenario {
-        match super::baseline::write(file, &args.cluster, &inputs, &streams, step) {
+        match super::baseline::write(file, &args.cluster, &args.paths, &streams, step) {
             Ok(n) => eprintln!("baseline: {} ({n} cells expected)", file.display()),
             Err(e) => {
                 eprintln!("error: --save-scenario: {e}");
@@ -159,16 +158,31 @@ pub fn run(
     super::scenario::run_plain(scenario, &opts)
 }
 
-/// The kinds read, counted: `2 Namespace, 5 Pod, 1 Service`.
+/// The kinds read, counted: `2 Namespace, 5 Pod, 1 Service`. A controller's pods count
+/// as the one controller the user wrote (`12 Deployment`, not `12 Pod`).
 fn kinds_read(scenario: &Scenario) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut controllers: BTreeSet<(String, String)> = BTreeSet::new();
     for c in scenario.steps.iter().flat_map(|s| &s.changes) {
         // The implicit `default` namespace has no path: the user did not write it.
-        if let Change::Apply(raw) = c
-            && !raw.path.is_empty()
-        {
-            *counts.entry(format!("{:?}", raw.kind)).or_default() += 1;
+        let Change::Apply(raw) = c else { continue };
+        if raw.path.is_empty() {
+            continue;
         }
+        let owner = (raw.kind == Kind::Pod)
+            .then(|| serde_json::from_value(raw.value.clone()).ok())
+            .flatten()
+            .and_then(|pod| owners::controller(&pod));
+        match owner {
+            Some(owner) => {
+                controllers.insert((raw.key.0.clone(), owner));
+            }
+            None => *counts.entry(format!("{:?}", raw.kind)).or_default() += 1,
+        }
+    }
+    for (_, owner) in controllers {
+        let kind = owner.split('/').next().unwrap_or_default().to_string();
+        *counts.entry(kind).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     parts.join(", ")

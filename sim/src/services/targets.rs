@@ -152,6 +152,32 @@ fn find_named<'o>(
     }
 }
 
+/// `probe.services: true` (and `knetlab check`): every port of every Service with a
+/// cluster IP, as `svc/NS/NAME:PORT`, in Service order; `except` (the cluster DNS's own
+/// Service, reached through `dns/` targets instead) is left out.
+pub fn cluster_ip_targets(objects: &ClusterObjects, except: Option<(&str, &str)>) -> Vec<Peer> {
+    let mut out = Vec::new();
+    for ((namespace, name), svc) in &objects.services {
+        if except == Some((namespace.as_str(), name.as_str()))
+            || services::cluster_ip(svc).is_none()
+        {
+            continue;
+        }
+        let mut numbers: Vec<u16> = ports(svc)
+            .iter()
+            .filter_map(|p| u16::try_from(p.port).ok())
+            .collect();
+        numbers.sort();
+        numbers.dedup();
+        out.extend(numbers.into_iter().map(|port| Peer::Service {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            port,
+        }));
+    }
+    out
+}
+
 /// Every outside-facing target a Service offers (with the namespace written, and for a
 /// load-balancer address also without it), for checking a scenario's probe targets.
 pub fn targets_of(svc: &Service, nodes: &[String]) -> Vec<Peer> {

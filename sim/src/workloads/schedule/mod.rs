@@ -15,7 +15,7 @@
 mod node_affinity;
 mod pod_affinity;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -86,6 +86,21 @@ pub fn schedule(nodes: &[NodeSpec], namespaces: &NamespaceLabels, pods: &[Pod]) 
         .collect();
     let mut notes = scheduler.notes;
     notes.extend(not_modelled_notes(pods));
+    // Named by controller, so that the note reads the same after a scale step.
+    let vacuous: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| pod_affinity::anti_term_selects_nothing(p, pods, namespaces))
+        .map(|p| match crate::workloads::owner::owner_of(p) {
+            Some(o) => format!("{} {}/{}", o.kind, pod_namespace(p), o.name),
+            None => pod_ref(p),
+        })
+        .collect();
+    if !vacuous.is_empty() {
+        notes.push(format!(
+            "a required podAntiAffinity term selects no pod (compare its labelSelector with the pods' labels), so it keeps nothing apart: {}",
+            vacuous.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
     Schedule { placements, notes }
 }
 
@@ -425,6 +440,29 @@ mod tests {
             s.notes,
             [
                 "pod default/web-2 stays Pending: 0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_anti_affinity_term_that_selects_no_pod_spreads_nothing_and_says_so() {
+        // The Kubernetes docs' ZooKeeper example: the term selects app=zk, the pods are
+        // labelled app.kubernetes.io/name=zk, so three replicas fit on two nodes.
+        let replicas: Vec<Pod> = (0..3)
+            .map(|i| {
+                pod(
+                    &format!("zk-{i}"),
+                    serde_json::json!({"app.kubernetes.io/name": "zk"}),
+                    anti("zk", "kubernetes.io/hostname"),
+                )
+            })
+            .collect();
+        let s = run(&nodes(2), &replicas);
+        assert_eq!(nodes_of(&s), [Some("n1"), Some("n2"), Some("n1")]);
+        assert_eq!(
+            s.notes,
+            [
+                "a required podAntiAffinity term selects no pod (compare its labelSelector with the pods' labels), so it keeps nothing apart: default/zk-0, default/zk-1, default/zk-2"
             ]
         );
     }

@@ -59,13 +59,7 @@ pub(crate) fn check(
                 .as_deref()
         })
         .unwrap_or_default();
-    let required_anti = affinity
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_deref()
-        })
-        .unwrap_or_default();
+    let required_anti = required_anti_terms(pod);
 
     for term in required_affinity {
         let Some(domain) = node_labels.get(&term.topology_key) else {
@@ -93,18 +87,7 @@ pub(crate) fn check(
         }
     }
     for p in placed {
-        let anti = p
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_deref()
-            })
-            .unwrap_or_default();
-        for term in anti {
+        for term in required_anti_terms(p.pod) {
             let same_domain = match node_labels.get(&term.topology_key) {
                 Some(domain) => p.node_labels.get(&term.topology_key) == Some(domain),
                 None => false,
@@ -115,6 +98,32 @@ pub(crate) fn check(
         }
     }
     Ok(())
+}
+
+/// A pod's required anti-affinity terms.
+fn required_anti_terms(pod: &Pod) -> &[PodAffinityTerm] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_deref()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether one of `pod`'s required anti-affinity terms selects none of `pods` (`pod`
+/// among them): it keeps nothing apart, which in a manifest meant to spread replicas is
+/// usually a labelSelector that the template's labels do not match.
+pub(crate) fn anti_term_selects_nothing(
+    pod: &Pod,
+    pods: &[Pod],
+    namespaces: &NamespaceLabels,
+) -> bool {
+    required_anti_terms(pod)
+        .iter()
+        .any(|term| !pods.iter().any(|p| term_selects(term, pod, p, namespaces)))
 }
 
 /// Whether a placed pod that `selects` picks is in the node's domain of the term's key.
