@@ -76,7 +76,8 @@ fn operator_objects(i: usize) -> String {
 /// A multi-document install manifest of at least [`INSTALL_BYTES`], and how many
 /// documents it has.
 fn install_manifest() -> (String, usize) {
-    let mut out = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: operators}\n---\n");
+    let mut out =
+        String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: operators}\n---\n");
     let mut docs = 1;
     let mut i = 0;
     while out.len() < INSTALL_BYTES {
