@@ -44,8 +44,9 @@ pub struct Args {
     /// The Service counts for `--services` (implies it), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub service_counts: Option<Vec<usize>>,
-    /// Measure `knetlab check` end to end instead: 12 Services over 24 pods and 12
-    /// NetworkPolicies on 3 nodes (see [`super::bench_check`]).
+    /// Measure `knetlab check` end to end instead, on Online Boutique as published (12
+    /// Deployments, 12 Services, 13 NetworkPolicies) on 3 nodes (see
+    /// [`super::bench_check`]).
     #[arg(long)]
     pub check: bool,
     /// Measure big inputs instead: reading a 2 MB install manifest (CRDs included), and
