@@ -3,9 +3,11 @@
 //! addresses, routes, rules, permanent neighbours, iptables/nftables/ipsets, the
 //! sysctls under `/proc/sys/net`) plus what CNI plugins would write by default
 //! (`/var/lib/cni`): none of it may change while runs come and go, even runs in
-//! progress. [`leftovers`] finds what one finished run left behind under its prefix.
+//! progress. [`leftovers`] finds what one finished run left behind under its prefix;
+//! [`neighbours`] reads the machine-wide neighbour table's limit and overflow counter.
 
 pub mod leftovers;
+pub mod neighbours;
 
 use std::fmt;
 use std::path::Path;

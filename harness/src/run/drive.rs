@@ -169,6 +169,7 @@ pub(super) async fn drive(
         // that disagreed, with a generous deadline, so that a probe slowed down by a busy
         // machine is not taken for a dropped packet.
         let t = Instant::now();
+        let table_fulls_before = crate::host::neighbours::table_fulls();
         let mut rounds = 0;
         let mut first_round_ms = 0.0;
         let mut so_far: Option<(StepResult, Option<Explained>)> = None;
@@ -256,6 +257,17 @@ pub(super) async fn drive(
         // Cells that never showed the oracle's verdict: a fault that came up during the
         // probes (a link deleted, a full conntrack table) would pass for a policy's drop.
         if enforce_ms.is_none() {
+            if let (Some(before), Some(after)) =
+                (table_fulls_before, crate::host::neighbours::table_fulls())
+                && after > before
+            {
+                return Err(anyhow!(
+                    "step {:?}: infrastructure fault during the probes (not a policy \
+                     result): {}",
+                    step.name,
+                    crate::host::neighbours::overflow_message(after - before)
+                ));
+            }
             live.cluster
                 .verify_with_down(&live.down_nodes)
                 .await
