@@ -17,44 +17,56 @@ use serde_json::Value;
 use crate::error::{Location, ScenarioError};
 
 /// Line/column of every node of one YAML file, keyed by field path
-/// (`manifests[2].spec.podSelector`). Hashed, not ordered: only looked up by path, and a
-/// 2 MB install manifest has a hundred thousand long paths. The documents of a multi-document file are
+/// (`manifests[2].spec.podSelector`). The documents of a multi-document file are
 /// `documents[0]`, `documents[1]`, ...; a single-document file's root is the empty path.
+/// One hashed map, not ordered: it is only looked up by path, and a 2 MB install
+/// manifest has a hundred thousand long paths.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Positions {
-    /// Where each node is named: the key of a mapping entry (the right place for "unknown
-    /// field"), or the node itself for sequence items and document roots.
-    pub by_path: HashMap<String, Location>,
-    /// Where each node's value starts (the right place for "wrong type" or "bad value").
-    /// For a block scalar (`|`) this is its first content line.
-    pub values: HashMap<String, Location>,
+    /// Where each node is named and where its value starts.
+    nodes: HashMap<String, NodePosition>,
     /// Strings written as literal block scalars (`|`): line `i` of such a string stands on
-    /// file line `values[path].line + i`, so errors inside a text table can point at it.
+    /// file line `value(path).line + i`, so errors inside a text table can point at it.
     pub literal_blocks: HashSet<String>,
+}
+
+/// Where one node stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NodePosition {
+    /// The key of a mapping entry (the right place for "unknown field"), or the node
+    /// itself for sequence items and document roots.
+    key: Location,
+    /// Where the value starts (the right place for "wrong type" or "bad value"). For a
+    /// block scalar (`|`) this is its first content line.
+    value: Location,
 }
 
 impl Positions {
     /// Where the node at `path` is named (its key), or its nearest recorded ancestor.
     pub fn key(&self, path: &str) -> Option<Location> {
-        nearest(&self.by_path, path)
+        self.nearest(path).map(|n| n.key)
     }
 
     /// Where the value at `path` starts, or that of its nearest recorded ancestor.
     pub fn value(&self, path: &str) -> Option<Location> {
-        nearest(&self.values, path)
+        self.nearest(path).map(|n| n.value)
     }
-}
 
-fn nearest(map: &HashMap<String, Location>, path: &str) -> Option<Location> {
-    let mut p = path;
-    loop {
-        if let Some(l) = map.get(p) {
-            return Some(*l);
+    fn record(&mut self, path: String, key: Location, value: Location) {
+        self.nodes.insert(path, NodePosition { key, value });
+    }
+
+    fn nearest(&self, path: &str) -> Option<NodePosition> {
+        let mut p = path;
+        loop {
+            if let Some(n) = self.nodes.get(p) {
+                return Some(*n);
+            }
+            if p.is_empty() {
+                return None;
+            }
+            p = parent(p);
         }
-        if p.is_empty() {
-            return None;
-        }
-        p = parent(p);
     }
 }
 
@@ -130,6 +142,8 @@ pub(crate) fn parse(
     }
     let docs = loader.into_documents();
     let mut positions = Positions::default();
+    // About one node per 16 bytes of YAML: grown once rather than rehashed as it fills.
+    positions.nodes.reserve(text.len() / 16);
     if !multi {
         match docs.len() {
             0 => return Err(ScenarioError::new(file, None, "", "the file is empty")),
@@ -152,8 +166,7 @@ pub(crate) fn parse(
             String::new()
         };
         let start = loc(&doc.span.start);
-        positions.by_path.insert(path.clone(), start);
-        positions.values.insert(path.clone(), start);
+        positions.record(path.clone(), start, start);
         let mut conv = Converter {
             file,
             positions: &mut positions,
@@ -295,8 +308,7 @@ impl Converter<'_> {
                 for (i, item) in items.iter().enumerate() {
                     let p = join_index(path, i);
                     let l = loc(&item.span.start);
-                    self.positions.by_path.insert(p.clone(), l);
-                    self.positions.values.insert(p.clone(), l);
+                    self.positions.record(p.clone(), l, l);
                     out.push(self.node(item, &p)?);
                 }
                 Ok(Value::Array(out))
@@ -313,8 +325,8 @@ impl Converter<'_> {
                             format!("the key `{key}` appears twice in the same mapping"),
                         ));
                     }
-                    self.positions.by_path.insert(p.clone(), loc(&k.span.start));
-                    self.positions.values.insert(p.clone(), loc(&v.span.start));
+                    self.positions
+                        .record(p.clone(), loc(&k.span.start), loc(&v.span.start));
                     let value = self.node(v, &p)?;
                     out.insert(key, value);
                 }
