@@ -2,7 +2,7 @@
 //! probe round after round until every cell agrees with the oracle (the time to enforce)
 //! or patience runs out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -218,17 +218,23 @@ pub(super) async fn drive(
             let (result, explained) = match so_far.take() {
                 None => (fresh, fresh_explained),
                 Some((mut all, mut explained)) => {
+                    // Indexed: a round can re-measure thousands of a 40 000-cell matrix.
+                    let at: BTreeMap<CellId, usize> = all
+                        .cells
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| ((c.from.clone(), c.to.clone(), c.port), i))
+                        .collect();
                     for cell in fresh.cells {
-                        let same = |c: &Cell| {
-                            c.from == cell.from && c.to == cell.to && c.port == cell.port
-                        };
                         if let Some(e) = explained.as_mut().and_then(|e| e.cell.as_mut())
-                            && same(e)
+                            && e.from == cell.from
+                            && e.to == cell.to
+                            && e.port == cell.port
                         {
                             *e = cell.clone();
                         }
-                        if let Some(old) = all.cells.iter_mut().find(|c| same(c)) {
-                            *old = cell;
+                        if let Some(&i) = at.get(&(cell.from.clone(), cell.to.clone(), cell.port)) {
+                            all.cells[i] = cell;
                         }
                     }
                     (all, explained)
