@@ -241,6 +241,33 @@ fn lists_and_server_populated_fields_are_read() {
 }
 
 #[test]
+fn typed_lists_are_read_and_their_items_take_the_list_type() {
+    // kube-prometheus ships its Grafana dashboards as a `ConfigMapList`.
+    let text = format!(
+        r#"{HEAD}manifests:
+  - apiVersion: v1
+    kind: ConfigMapList
+    items:
+      - {{apiVersion: v1, kind: ConfigMap, metadata: {{name: a}}}}
+      - {{metadata: {{name: b}}, data: {{x: y}}}}
+  - apiVersion: v1
+    kind: PodList
+    items:
+      - metadata: {{name: q}}
+        spec: {{containers: [{{name: c, image: i}}]}}
+"#
+    );
+    let s = parse_ok(&text);
+    let steps = objects_per_step(&s);
+    assert!(steps[0].1.pods.keys().any(|k| k.to_string() == "default/q"));
+    assert!(
+        s.notes.iter().any(|n| n.contains("ConfigMap (2)")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
 fn node_labels_steer_selectors_and_what_cannot_be_placed_stays_pending() {
     let text = format!(
         r#"{HEAD}cluster:

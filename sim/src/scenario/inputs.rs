@@ -1,7 +1,7 @@
 //! Manifests as users have them: inline under `manifests`, or in `manifestFiles`
 //! entries that are files or directories (every `*.yaml`, `*.yml` and `*.json` in it,
 //! sorted by name, not recursive), as multi-document streams with `kind: List`
-//! documents (`kubectl get -o yaml`). Each manifest is sorted by what it becomes
+//! documents (`kubectl get -o yaml`) and typed lists (`ConfigMapList`, ...). Each manifest is sorted by what it becomes
 //! ([`decode::classify`]): an object, a workload controller, a kind without network
 //! effect (counted for one note), or an unsupported kind (an error, or a loud warning
 //! with `--ignore-unsupported`).
@@ -39,7 +39,7 @@ impl Inputs {
         value: Value,
         opts: &LoadOptions,
     ) -> Result<(), ScenarioError> {
-        if is_list(&value) {
+        if let Some(item_type) = list_item_type(&value) {
             let items = match value.get("items") {
                 None | Some(Value::Null) => return Ok(()),
                 Some(Value::Array(items)) => items.clone(),
@@ -50,7 +50,16 @@ impl Inputs {
                     ));
                 }
             };
-            for (i, item) in items.into_iter().enumerate() {
+            for (i, mut item) in items.into_iter().enumerate() {
+                // As kubectl reads a typed list: an item that names neither its kind nor
+                // its apiVersion is of the list's item type.
+                if let (Some((kind, api_version)), Value::Object(fields)) = (&item_type, &mut item)
+                    && !fields.contains_key("kind")
+                    && !fields.contains_key("apiVersion")
+                {
+                    fields.insert("kind".into(), Value::from(kind.as_str()));
+                    fields.insert("apiVersion".into(), Value::from(api_version.as_str()));
+                }
                 self.add(src, &join_index(&join_key(path, "items"), i), item, opts)?;
             }
             return Ok(());
@@ -178,9 +187,20 @@ impl Inputs {
     }
 }
 
-fn is_list(value: &Value) -> bool {
-    value.get("kind").and_then(Value::as_str) == Some("List")
-        && value.get("apiVersion").and_then(Value::as_str) == Some("v1")
+/// `Some` for a list of manifests, as kubectl tells one: `kind: List` (v1), or a typed
+/// list (`ConfigMapList`, `DeploymentList`, ...: a kind ending in `List`, with `items`),
+/// whose item type (kind and apiVersion) comes with it.
+fn list_item_type(value: &Value) -> Option<Option<(String, String)>> {
+    let kind = value.get("kind").and_then(Value::as_str)?;
+    let api_version = value.get("apiVersion").and_then(Value::as_str)?;
+    if kind == "List" {
+        return (api_version == "v1").then_some(None);
+    }
+    let item = kind.strip_suffix("List").filter(|k| !k.is_empty())?;
+    value
+        .get("items")
+        .is_some()
+        .then(|| Some((item.to_string(), api_version.to_string())))
 }
 
 /// The manifest files of a directory, sorted by name; subdirectories are not read.
