@@ -601,31 +601,25 @@ fn backend_path(
         ctx.node_fabric.get(entry).map(|a| a.underlay)
     };
     let seen_source = if masquerade { entry_source } else { client_ip };
+    // A backend decided before any policy is consulted.
+    let settled = |name: String, case: Case| PathOutcome::Backend {
+        name,
+        ip: e.ip,
+        port: e.port,
+        masquerade,
+        policy_source: None,
+        seen_source,
+        prediction: Box::new(prediction(from, &shown, target, case)),
+    };
     let Some(peer) = peer else {
         let case = Case::Unknown(format!(
             "{}:{} is neither a pod of the cluster nor a declared host",
             e.ip, e.port
         ));
-        return PathOutcome::Backend {
-            name,
-            ip: e.ip,
-            port: e.port,
-            masquerade,
-            policy_source: None,
-            seen_source,
-            prediction: Box::new(prediction(from, &shown, target, case)),
-        };
+        return settled(name, case);
     };
     if let Some(case) = super::service::unserved(ctx, &peer, target) {
-        return PathOutcome::Backend {
-            name,
-            ip: e.ip,
-            port: e.port,
-            masquerade,
-            policy_source: None,
-            seen_source,
-            prediction: Box::new(prediction(from, &shown, target, case)),
-        };
+        return settled(name, case);
     }
     let (case, policy_source) = if on_entry || !masquerade || e.node.is_none() {
         // Judged before the masquerade: the client's own address.
