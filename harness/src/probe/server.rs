@@ -25,15 +25,35 @@ use crate::netns::Netns;
 /// retransmitted after 1 s, far past any probe deadline.
 const BACKLOG: u32 = 4096;
 
+/// How long a bind waits for a port that is still in use. A pod replaced under the same
+/// name in a node's namespace (a hostNetwork DaemonSet's rollout) takes over its
+/// predecessor's port, whose listener the runtime drops a moment after the deletion;
+/// a kubelet likewise starts the new pod only once the old one is gone.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 /// A listener on `0.0.0.0:port` inside `ns`.
 pub fn tcp_listener(ns: &Netns, port: u16) -> Result<TcpListener> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    let sock = ns
-        .enter(TcpSocket::new_v4)
-        .with_context(|| format!("create a TCP socket in namespace {}", ns.name()))?;
-    sock.set_reuseaddr(true).context("set SO_REUSEADDR")?;
-    sock.bind(addr)
-        .with_context(|| format!("bind TCP {addr} in namespace {}", ns.name()))?;
+    let started = std::time::Instant::now();
+    let sock = loop {
+        let sock = ns
+            .enter(TcpSocket::new_v4)
+            .with_context(|| format!("create a TCP socket in namespace {}", ns.name()))?;
+        sock.set_reuseaddr(true).context("set SO_REUSEADDR")?;
+        match sock.bind(addr) {
+            Ok(()) => break sock,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < PORT_RELEASE_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("bind TCP {addr} in namespace {}", ns.name()));
+            }
+        }
+    };
     sock.listen(BACKLOG)
         .with_context(|| format!("listen on TCP {addr} in namespace {}", ns.name()))
 }
