@@ -924,13 +924,7 @@ mod tests {
         let mut spec = spec;
         spec["tier"] = json!("Admin");
         spec["priority"] = json!(10);
-        o.apply(Object::ClusterPolicy(crate::objects::ClusterPolicyObject {
-            kind: crate::objects::Kind::ClusterNetworkPolicy,
-            name: name.into(),
-            labels: Default::default(),
-            manifest: json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
-                "kind": "ClusterNetworkPolicy", "metadata": {"name": name}, "spec": spec}),
-        }));
+        crate::policy::fixtures::add_cnp(o, name, spec);
     }
 
     /// A pod of y on `node`.

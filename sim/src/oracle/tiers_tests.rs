@@ -5,24 +5,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::matrix::Verdict;
-use crate::objects::{ClusterPolicyObject, Kind, Object};
-use crate::policy::fixtures::{model_with, node_addresses, pr};
+use crate::policy::fixtures::{add_cnp, model_with, node_addresses, pr};
 
 /// Adds a ClusterNetworkPolicy with `spec` to `objects`.
-fn add_cnp(objects: &mut ClusterObjects, name: &str, spec: Value) {
-    objects.apply(Object::ClusterPolicy(ClusterPolicyObject {
-        kind: Kind::ClusterNetworkPolicy,
-        name: name.into(),
-        labels: Default::default(),
-        manifest: json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }),
-    }));
-}
-
 fn predict_tiers(
     objects: &ClusterObjects,
     engine: PolicyEngineKind,

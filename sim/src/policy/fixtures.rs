@@ -1,7 +1,7 @@
 //! Test fixtures: the standard conformance model (namespaces x, y, z labelled `ns=NAME`,
 //! pods a, b, c labelled `pod=NAME`, each declaring 80 and 81 on TCP, UDP and SCTP with
 //! Cyclonus-style names `serve-80-tcp`), bound to two nodes with pod IPs set, and helpers
-//! to add policies written as JSON. Shared by the policy, oracle and renderer tests.
+//! to add policies (NetworkPolicies and ClusterNetworkPolicies) written as JSON. Shared by the policy, oracle and renderer tests.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -122,4 +122,19 @@ pub(crate) fn model_with(policies: &[(&str, &str, Value)]) -> ClusterObjects {
 pub(crate) fn pr(s: &str) -> PodRef {
     let (ns, name) = s.split_once('/').expect("ns/name");
     PodRef::new(ns, name)
+}
+
+/// Applies a v1alpha2 ClusterNetworkPolicy named `name` with `spec`.
+pub fn add_cnp(o: &mut ClusterObjects, name: &str, spec: Value) {
+    o.apply(Object::ClusterPolicy(crate::objects::ClusterPolicyObject {
+        kind: crate::objects::Kind::ClusterNetworkPolicy,
+        name: name.into(),
+        labels: Default::default(),
+        manifest: json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }),
+    }));
 }

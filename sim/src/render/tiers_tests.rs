@@ -4,12 +4,12 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster::DenyStyle;
 use crate::cluster_policy::from_objects;
-use crate::objects::{ClusterObjects, ClusterPolicyObject, Kind, Object};
-use crate::policy::fixtures::{add_pod, namespace, pod, policy};
+use crate::objects::{ClusterObjects, Object};
+use crate::policy::fixtures::{add_cnp, add_pod, namespace, pod, policy};
 use crate::policy::{self};
 use crate::protocol::Protocol;
 
@@ -37,20 +37,6 @@ fn cluster() -> ClusterObjects {
     );
     add_pod(&mut o, pod("y", "c", &[("pod", "c")], &[]), "n2");
     o
-}
-
-fn add_cnp(o: &mut ClusterObjects, name: &str, spec: Value) {
-    o.apply(Object::ClusterPolicy(ClusterPolicyObject {
-        kind: Kind::ClusterNetworkPolicy,
-        name: name.into(),
-        labels: Default::default(),
-        manifest: json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }),
-    }));
 }
 
 fn render(o: &ClusterObjects, node: &str) -> NodeRules {
