@@ -135,8 +135,8 @@ async fn a_tier_decision_is_followed_to_the_kube_cnp_rule_that_made_it() {
 #[ignore = "needs root: traces packets in network namespaces"]
 async fn an_admin_accept_is_seen_marking_the_packet_in_its_kube_cnp_chain() {
     common::require_root(&[common::XTABLES_MONITOR]);
-    // cnp-steps, step 2: lock-x's Accept for y comes before its Deny; y's SYN is marked
-    // allowed in lock-x's chain and returns, and goes through.
+    // cnp-steps, step 2: lock-x's Accept for y comes before its Deny; y's SYN goes from
+    // lock-x's chain to KUBE-CNP-ACCEPT, is marked allowed there, and goes through.
     let stories = traced("cnp-steps", "y/a", "x/a", "TCP/80").await;
     let s = &stories[2];
     let accepted = s
@@ -150,6 +150,12 @@ async fn an_admin_accept_is_seen_marking_the_packet_in_its_kube_cnp_chain() {
         ),
         "{s}"
     );
+    assert!(
+        s.lines()
+            .any(|l| l.contains("KUBE-CNP-ACCEPT") && l.contains("MARK --set-xmark 0x10000")),
+        "no mark in KUBE-CNP-ACCEPT in the story:\n{s}"
+    );
+    assert!(!s.contains("matched: cluster-wide policy Accept"), "{s}");
     assert!(!s.contains("rejected here"), "{s}");
     assert!(s.contains("measured: allowed"), "{s}");
 }

@@ -74,6 +74,32 @@ pub fn describe(sel: &LabelSelector) -> String {
     parts.join(", ")
 }
 
+/// A text equal for two selectors exactly when they hold the same requirements, however
+/// written: `matchLabels` pairs count as `In` with one value, and requirements and values
+/// are sorted and deduplicated. Rules whose peers select alike share one ipset by it.
+pub fn canonical(sel: &LabelSelector) -> String {
+    let mut reqs: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} In [{v}]"))
+        .collect();
+    for req in sel.match_expressions.iter().flatten() {
+        let mut values: Vec<&str> = req.values.iter().flatten().map(String::as_str).collect();
+        values.sort_unstable();
+        values.dedup();
+        reqs.push(format!(
+            "{} {} [{}]",
+            req.key,
+            req.operator,
+            values.join(",")
+        ));
+    }
+    reqs.sort_unstable();
+    reqs.dedup();
+    reqs.join(";")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +208,28 @@ mod tests {
             "ns=x, app in (web, api), tier not in (db), k exists, j does not exist"
         );
         assert_eq!(describe(&LabelSelector::default()), "everything ({})");
+    }
+
+    #[test]
+    fn canonical_ignores_how_a_selector_is_written() {
+        let a = sel(
+            &[("app", "web")],
+            vec![req("tier", "In", &["b", "a", "a"]), req("x", "Exists", &[])],
+        );
+        let b = sel(
+            &[],
+            vec![
+                req("x", "Exists", &[]),
+                req("tier", "In", &["a", "b"]),
+                req("app", "In", &["web"]),
+            ],
+        );
+        assert_eq!(canonical(&a), canonical(&b));
+        // One value more, or another operator, is another selector.
+        let c = sel(&[("app", "web")], vec![req("tier", "In", &["a", "b", "c"])]);
+        let d = sel(&[("app", "web")], vec![req("tier", "NotIn", &["a", "b"])]);
+        assert_ne!(canonical(&a), canonical(&c));
+        assert_ne!(canonical(&c), canonical(&d));
+        assert_eq!(canonical(&LabelSelector::default()), "");
     }
 }

@@ -123,6 +123,28 @@ pub enum Peer {
     Networks(Vec<IpNet>),
 }
 
+impl Peer {
+    /// What the peer selects, written the same however its selectors are written
+    /// ([`crate::selector::canonical`]): two peers with the same key stand for the same
+    /// addresses, so the rules naming them can share one set.
+    pub fn key(&self) -> String {
+        use crate::selector::canonical;
+        match self {
+            Peer::Namespaces(ns) => format!("namespaces:{}", canonical(ns)),
+            Peer::Pods { namespaces, pods } => {
+                format!("pods:{}|{}", canonical(namespaces), canonical(pods))
+            }
+            Peer::Nodes(nodes) => format!("nodes:{}", canonical(nodes)),
+            Peer::Networks(nets) => {
+                let mut nets: Vec<String> = nets.iter().map(|n| n.trunc().to_string()).collect();
+                nets.sort_unstable();
+                nets.dedup();
+                format!("networks:{}", nets.join(","))
+            }
+        }
+    }
+}
+
 /// A destination port condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortMatch {

@@ -115,31 +115,24 @@ pub fn cluster_policy_chain(kind: &str, policy: &str, dir: Direction) -> String 
 
 /// What every cluster-wide policy's chain name starts with.
 pub const CLUSTER_POLICY_CHAIN_PREFIX: &str = "KUBE-CNP-";
+/// Gone to by a cluster-wide policy's Accept: marks the packet allowed, and its end
+/// returns to the pod chain. One rule a match instead of a MARK and a RETURN.
+pub const CLUSTER_ACCEPT_CHAIN: &str = "KUBE-CNP-ACCEPT";
+/// Gone to by a Pass: marks the packet passed, and its end returns to the pod chain.
+pub const CLUSTER_PASS_CHAIN: &str = "KUBE-CNP-PASS";
 
-/// The set of one peer of rule `rule` of a cluster-wide policy (pods, nodes' addresses
-/// or networks; `ip_net` for a `hash:net` set).
-pub fn cluster_peer_set(
-    kind: &str,
-    policy: &str,
-    dir: Direction,
-    rule: usize,
-    peer: usize,
-    ip_net: bool,
-) -> String {
+/// The set of the addresses a cluster-wide policy's peer stands for (pods, nodes'
+/// addresses or networks; `ip_net` for a `hash:net` set), named after what the peer
+/// selects (`peer`, its canonical form) rather than where it is written: every rule of
+/// every policy that names the same peer on the same side matches the same set, as
+/// Calico shares one set per selector. Hundreds of rules over a few namespaces then
+/// need a few sets, and a pod's label change refills them without touching a chain.
+pub fn cluster_peer_set(dir: Direction, peer: &str, ip_net: bool) -> String {
     let set_kind = if ip_net { "net" } else { "ip" };
     format!(
         "{}{}",
         side_prefix(dir, Side::Peer),
-        hash16(&[
-            "cluster",
-            kind,
-            policy,
-            &rule_word(dir),
-            &rule.to_string(),
-            FAMILY,
-            set_kind,
-            &peer.to_string(),
-        ])
+        hash16(&["cluster", FAMILY, set_kind, peer])
     )
 }
 
@@ -287,7 +280,7 @@ mod tests {
             cluster_policy_chain("cnp", "p", Direction::Ingress),
             cluster_policy_chain("anp", "p", Direction::Ingress)
         );
-        let set = cluster_peer_set("cnp", "p", Direction::Egress, 24, 9, true);
+        let set = cluster_peer_set(Direction::Egress, "networks:10.0.0.0/8", true);
         assert!(temp_set(&set).len() <= 31);
     }
 

@@ -2,6 +2,7 @@
 //! (Admin jumps before the NetworkPolicy rules, Baseline before the default), and
 //! checks of the layout a packet's fate depends on.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use serde_json::json;
@@ -161,4 +162,77 @@ fn a_change_to_one_policy_rewrites_only_its_own_chain() {
         .collect();
     let baseline = names::cluster_policy_chain("cnp", "baseline", policy::Direction::Egress);
     assert_eq!(changed, vec![&baseline]);
+}
+
+/// The sets a chain's rules match.
+fn sets_matched(rules: &NodeRules, chain: &str) -> BTreeSet<String> {
+    rules.ruleset.chains[chain]
+        .iter()
+        .filter_map(|l| l.split("--match-set ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn rules_naming_the_same_peer_share_one_set_however_it_is_written() {
+    let mut o = tiered();
+    // A third rule names y again, as an expression rather than a label.
+    add_cnp(
+        &mut o,
+        "also-y",
+        json!({"tier": "Admin", "priority": 20,
+               "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+               "ingress": [{"name": "accept-y", "action": "Accept",
+                            "from": [{"namespaces": {"matchExpressions": [
+                                {"key": "ns", "operator": "In", "values": ["y"]}]}}]}]}),
+    );
+    let rules = render(&o, "n1");
+    let guard = names::cluster_policy_chain("cnp", "guard-x", policy::Direction::Ingress);
+    let also = names::cluster_policy_chain("cnp", "also-y", policy::Direction::Ingress);
+    let shared = sets_matched(&rules, &guard);
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(sets_matched(&rules, &also), shared);
+    // Another peer is another set.
+    let egress = names::cluster_policy_chain("cnp", "guard-x", policy::Direction::Egress);
+    assert!(sets_matched(&rules, &egress).is_disjoint(&shared));
+}
+
+#[test]
+fn accept_and_pass_go_to_one_marking_chain_each() {
+    let rules = render(&tiered(), "n1");
+    let ingress = names::cluster_policy_chain("cnp", "guard-x", policy::Direction::Ingress);
+    let pass = &rules.ruleset.chains[&ingress][0];
+    assert!(
+        pass.ends_with(&format!("-g {}", names::CLUSTER_PASS_CHAIN)),
+        "{pass}"
+    );
+    for (chain, mark) in [
+        (names::CLUSTER_ACCEPT_CHAIN, "0x10000/0x10000"),
+        (names::CLUSTER_PASS_CHAIN, "0x40000/0x40000"),
+    ] {
+        let lines = &rules.ruleset.chains[chain];
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].ends_with(&format!("-j MARK --set-xmark {mark}")));
+    }
+}
+
+#[test]
+fn a_pod_joining_a_peer_refills_its_set_and_rewrites_no_chain() {
+    let before = render(&tiered(), "n1");
+    let mut o = tiered();
+    // A new pod in y, on the other node: guard-x's peer `ns=y` now has two members.
+    add_pod(&mut o, pod("y", "d", &[("pod", "d")], &[]), "n2");
+    let after = render(&o, "n1");
+    let scripts = after.apply_over(&before.ruleset);
+    assert!(scripts.iptables.is_empty(), "{}", scripts.iptables);
+    let guard = names::cluster_policy_chain("cnp", "guard-x", policy::Direction::Ingress);
+    let set = sets_matched(&after, &guard).into_iter().next().unwrap();
+    assert!(
+        scripts
+            .ipset_refill
+            .contains(&format!("swap {} {set}", names::temp_set(&set))),
+        "{}",
+        scripts.ipset_refill
+    );
 }

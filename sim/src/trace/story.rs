@@ -260,6 +260,9 @@ fn tell_hop(ctx: &TraceContext, out: &mut String, n: usize, hop: &Hop<'_>) {
             .as_deref()
             .filter(|_| s.chain.starts_with(CLUSTER_POLICY_CHAIN_PREFIX))
             .and_then(comment)
+            // A policy's rule says what it decides; the chains Accept and Pass go to
+            // (their mark) do not.
+            .filter(|c| c.contains(" -> "))
         else {
             continue;
         };
@@ -572,8 +575,8 @@ PACKET: 2 ab IN=cni0 OUT=vxlan.1 SRC=10.244.1.2 DST=10.244.2.3 TOS=0x10 SPORT=41
             "node-1",
             r#"PACKET: 2 aa IN=cni0 SRC=10.244.2.3 DST=10.244.1.2 TOS=0x10 SPORT=41999 DPORT=80 SYN
  TRACE: 2 aa filter:KUBE-POD-FW-X:rule:0x5:JUMP:KUBE-CNP-A  -4 -t filter -A KUBE-POD-FW-X -d 10.244.1.2/32 -m comment --comment "Admin: cnp/a priority 10 ingress" -m mark --mark 0x0/0x50000 -j KUBE-CNP-A
- TRACE: 2 aa filter:KUBE-CNP-A:rule:0x6:CONTINUE  -4 -t filter -A KUBE-CNP-A -m comment --comment "Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept" -m set --match-set KUBE-SRC-Y src -j MARK --set-xmark 0x10000/0x10000
- TRACE: 2 aa filter:KUBE-CNP-A:rule:0x7:RETURN  -4 -t filter -A KUBE-CNP-A -m comment --comment "Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept" -m set --match-set KUBE-SRC-Y src -m mark --mark 0x10000/0x10000 -j RETURN
+ TRACE: 2 aa filter:KUBE-CNP-A:rule:0x6:GOTO:KUBE-CNP-ACCEPT  -4 -t filter -A KUBE-CNP-A -m comment --comment "Admin: cnp/a priority 10 ingress rule \"accept-y\" from[0] -> Accept" -m set --match-set KUBE-SRC-Y src -g KUBE-CNP-ACCEPT
+ TRACE: 2 aa filter:KUBE-CNP-ACCEPT:rule:0x2:CONTINUE  -4 -t filter -A KUBE-CNP-ACCEPT -m comment --comment "cluster-wide policy Accept: mark, back to the pod chain" -j MARK --set-xmark 0x10000/0x10000
 PACKET: 2 ab IN=cni0 OUT=cni0 SRC=10.244.2.3 DST=10.244.1.2 TOS=0x10 SPORT=41999 DPORT=80 SYN
 "#,
         );
@@ -583,6 +586,11 @@ PACKET: 2 ab IN=cni0 OUT=cni0 SRC=10.244.2.3 DST=10.244.1.2 TOS=0x10 SPORT=41999
         // The jump into the chain is not a rule of the policy.
         assert!(
             !text.contains("matched: Admin: cnp/a priority 10 ingress\n"),
+            "{text}"
+        );
+        // Nor is the chain an Accept goes to.
+        assert!(
+            !text.contains("matched: cluster-wide policy Accept"),
             "{text}"
         );
     }

@@ -22,6 +22,9 @@ pub(super) struct Rule {
     comment: Option<String>,
     matches: Vec<String>,
     target: String,
+    /// `-g` (go to) rather than `-j`: the target chain's end returns to the chain that
+    /// jumped to this one, not here.
+    goto: bool,
 }
 
 impl Rule {
@@ -50,6 +53,12 @@ impl Rule {
     }
     pub(super) fn jump(mut self, target: impl Into<String>) -> Self {
         self.target = target.into();
+        self.goto = false;
+        self
+    }
+    pub(super) fn goto(mut self, chain: impl Into<String>) -> Self {
+        self.target = chain.into();
+        self.goto = true;
         self
     }
 
@@ -73,7 +82,8 @@ impl Rule {
         for m in &self.matches {
             let _ = write!(s, " {m}");
         }
-        let _ = write!(s, " -j {}", self.target);
+        let flag = if self.goto { "-g" } else { "-j" };
+        let _ = write!(s, " {flag} {}", self.target);
         s.trim_start().to_string()
     }
 
