@@ -90,10 +90,7 @@ impl PolicyEngine for IptablesEngine {
                 })
                 .unwrap_or_default()
         });
-        let tiers = ClusterTiers {
-            policies: &policies,
-            view: &view,
-        };
+        let tiers = ClusterTiers::new(&policies, &view);
         let work = nodes
             .iter()
             .map(|(node, ns)| {

@@ -46,10 +46,7 @@ fn render(o: &ClusterObjects, node: &str) -> NodeRules {
         "n1" => vec![Ipv4Addr::new(192, 168, 200, 11)],
         _ => vec![Ipv4Addr::new(192, 168, 200, 12)],
     });
-    let tiers = ClusterTiers {
-        policies: &policies,
-        view: &view,
-    };
+    let tiers = ClusterTiers::new(&policies, &view);
     render_node_tiered(&policy::resolve(o), &tiers, node, &ctx())
 }
 

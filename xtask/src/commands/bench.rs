@@ -59,6 +59,11 @@ pub struct Args {
     /// loaded and changed one at a time (see [`super::bench_tiers`]).
     #[arg(long)]
     pub tiers: bool,
+    /// Run from a release build, as `cargo install` builds knetlab: what runs in this
+    /// process (rendering rules, reading manifests) is then measured as users run it.
+    /// Builds the release profile first (minutes when cold).
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// The figures of one run.
@@ -75,6 +80,9 @@ struct Sample {
 }
 
 pub fn main(args: Args) -> u8 {
+    if args.release && cfg!(debug_assertions) {
+        return in_release_build();
+    }
     if args.manifests {
         return super::bench_manifests::main(args.runs.unwrap_or(5), args.no_write);
     }
@@ -130,6 +138,31 @@ pub fn main(args: Args) -> u8 {
         eprintln!("wrote BENCHMARKS.md");
     }
     0
+}
+
+/// This same command, without `--release`, from a release build of xtask; its exit code.
+fn in_release_build() -> u8 {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--release")
+        .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "building the release profile, then: xtask {}",
+        args.join(" ")
+    );
+    let status = std::process::Command::new(cargo)
+        .current_dir(crate::workspace_root())
+        .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+        .args(&args)
+        .status();
+    match status {
+        Ok(s) => s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(2),
+        Err(e) => {
+            eprintln!("error: cannot run cargo: {e}");
+            2
+        }
+    }
 }
 
 /// Runs `scenario` `runs` times as written (denied traffic rejected) and `runs` times with

@@ -11,10 +11,14 @@
 //!    rendered (`sim::render::render_node_tiered`) and loaded through the real tools
 //!    (`ipset restore`, then one `iptables-restore --noflush`), and what the kernel then
 //!    holds is read back and compared with the rendering. Then single changes (one
-//!    rule's action, one rule's peer, one policy's priority) are rendered against what
-//!    is installed, as the engine does on every sync, loaded, and counted: which chains
-//!    and sets each rewrites. A rule's change must rewrite its policy's chain and
-//!    nothing else (checked; otherwise the command exits 1).
+//!    rule's action, one rule's peer, one policy's priority, one pod's label) are
+//!    rendered against what is installed, as the engine does on every sync, loaded, and
+//!    counted: which chains and sets each rewrites. A rule's change must rewrite its
+//!    policy's chain and nothing else, and a pod's label only sets (checked; otherwise
+//!    the command exits 1).
+//!
+//! The renderer runs in this process, so its figure is this build's: `--release`
+//! re-runs the command from a release build (see [`super::bench`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -107,6 +111,9 @@ const RULES: usize = 25;
 /// The policy and rule the changes touch.
 const CHANGED_POLICY: usize = 42;
 const CHANGED_RULE: usize = 12;
+/// The pod whose label changes (`pod: p01` is named by the `pods` peers of rule 1 of
+/// every policy whose rule 1 names namespace t03).
+const RELABELLED: (&str, &str) = ("t03", "p01");
 
 /// One change to the 100 policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +125,8 @@ enum Change {
     Peer,
     /// The changed policy moves to another priority (same tier).
     Priority,
+    /// A pod's label changes, so it leaves the peers that named it by that label.
+    PodLabel,
 }
 
 impl Change {
@@ -128,6 +137,10 @@ impl Change {
             Change::Action => format!("{p}: rule r{CHANGED_RULE}'s action"),
             Change::Peer => format!("{p}: rule r{CHANGED_RULE}'s peer (another namespace)"),
             Change::Priority => format!("{p}: its priority"),
+            Change::PodLabel => format!(
+                "pod {}/{}: label `pod` changed (it leaves every peer naming it)",
+                RELABELLED.0, RELABELLED.1
+            ),
         }
     }
 }
@@ -240,7 +253,7 @@ fn scale_scenario(change: Change) -> String {
                 match change {
                     Change::Action => action = if action == "Deny" { "Accept" } else { "Deny" },
                     Change::Peer => other = (other + 1) % NAMESPACES,
-                    Change::None | Change::Priority => {}
+                    Change::None | Change::Priority | Change::PodLabel => {}
                 }
             }
             let peer = if j % 2 == 0 {
@@ -269,8 +282,20 @@ type Rendered = BTreeMap<String, (NodeRules, Duration)>;
 /// Each node's rules for the cluster with `change` made, and how long the shared part
 /// (resolving the objects, the tiers' view) took.
 fn render_all(change: Change) -> Result<(Rendered, Duration)> {
-    let model: Model =
+    let mut model: Model =
         model_of("<bench --tiers scale>", &scale_scenario(change)).map_err(anyhow::Error::msg)?;
+    if change == Change::PodLabel {
+        let (ns, name) = RELABELLED;
+        let pod = model
+            .objects
+            .pods
+            .get_mut(&sim::objects::PodRef::new(ns, name))
+            .with_context(|| format!("no pod {ns}/{name} in the model"))?;
+        pod.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("pod".into(), "moved".into());
+    }
     let objects = &model.objects;
     let t = Instant::now();
     let resolved = sim::policy::resolve(objects);
@@ -278,6 +303,8 @@ fn render_all(change: Change) -> Result<(Rendered, Duration)> {
     let view = from_objects::view(objects, &|n| {
         model.node_addresses.get(n).copied().into_iter().collect()
     });
+    // The peers' sets are the same on every node: worked out once, as the engine does.
+    let tiers = ClusterTiers::new(&policies, &view);
     let shared = t.elapsed();
     if policies.len() != POLICIES {
         bail!(
@@ -285,10 +312,6 @@ fn render_all(change: Change) -> Result<(Rendered, Duration)> {
             policies.len()
         );
     }
-    let tiers = ClusterTiers {
-        policies: &policies,
-        view: &view,
-    };
     let mut out = BTreeMap::new();
     for (node, ip) in &model.node_addresses {
         let ctx = RenderContext {
@@ -360,6 +383,15 @@ fn rewrites(s: &ApplyScripts) -> Rewrites {
     }
 }
 
+/// The build measured: the renderer runs in this process.
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "Debug"
+    } else {
+        "Release (`cargo xtask bench --tiers --release`, as `cargo install` builds it)"
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -395,11 +427,12 @@ fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(
          {PODS_PER_NAMESPACE}) on {NODES} nodes; every policy selects a namespace, whose \
          pods are on every node, so each node holds all {POLICIES} policy chains. One fresh \
          namespace per node, no cluster around it; render = `render_node_tiered` and the \
-         scripts' text (the shared work, resolving the objects and the tiers' view once \
-         for all nodes, took {:.1} ms); load = `ipset restore` then one \
+         scripts' text (the shared work, resolving the objects, the tiers' view and the peers' sets \
+         once for all nodes, took {:.1} ms); load = `ipset restore` then one \
          `iptables-restore --noflush` (process start included), nodes one after the \
-         other. Debug build.\n",
-        ms(shared)
+         other. {} build.\n",
+        ms(shared),
+        build_profile()
     );
     t.push_str(
         "| node | chains | rules | sets | render | ipset restore | iptables-restore | render + load | loaded = rendered |\n\
@@ -457,7 +490,12 @@ fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(
     );
     let total_chains = base.values().map(|(r, _)| r.ruleset.chains.len()).max();
     let total_rules = base.values().map(|(r, _)| r.ruleset.rule_count()).max();
-    for change in [Change::Action, Change::Peer, Change::Priority] {
+    for change in [
+        Change::Action,
+        Change::Peer,
+        Change::Priority,
+        Change::PodLabel,
+    ] {
         let (changed, _) = render_all(change)?;
         let mut loads = Vec::new();
         let mut row = None;
@@ -471,10 +509,17 @@ fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(
             loads.push(ms(sets + ipt));
             // Back to the original, so the next change starts from it.
             load(&NsRef::from(ns), &before.apply_over(&after.ruleset))?;
-            if change == Change::Action && (r.chains != [own_chain.clone()] || r.sets != 0) {
+            let expected = match change {
+                Change::Action | Change::Peer => r.chains == [own_chain.clone()] && r.sets == 0,
+                Change::PodLabel => r.chains.is_empty() && r.sets > 0,
+                Change::None | Change::Priority => true,
+            };
+            if !expected {
                 eprintln!(
-                    "node {node}: changing one rule rewrote chains {:?} and {} sets, not only {own_chain}",
-                    r.chains, r.sets
+                    "node {node}: {} rewrote chains {:?} and refilled {} sets",
+                    change.what(),
+                    r.chains,
+                    r.sets
                 );
                 ok = false;
             }
@@ -526,11 +571,15 @@ fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(
     }
     let _ = writeln!(
         t,
-        "\nA rule's action rewrote its policy's chain alone on every node: {}. A peer's \
-         change refills that peer's set and touches no chain. A priority is written in the \
-         comments of the policy's rules and of the jumps to it (so that `iptables-save` \
-         and `--trace` say it), and it orders the jumps in the chains of the pods the \
-         policy selects: those chains are rewritten, the other policies' chains are not.",
+        "\nEach change rewrote what it touches and nothing else, on every node: {}. A rule's \
+         action or peer rewrites its policy's chain alone (a peer names a set by its \
+         selector, shared by every rule naming the same peer, so another peer is another \
+         set name in the rule; here the other namespace's set already exists). A pod that \
+         leaves (or joins) a peer refills that peer's shared set and touches no chain. A \
+         priority is written in the comments of the policy's rules and of the jumps to it \
+         (so that `iptables-save` and `--trace` say it), and it orders the jumps in the \
+         chains of the pods the policy selects: those chains are rewritten, the other \
+         policies' chains are not.",
         if ok { "yes" } else { "NO" }
     );
     Ok((t, ok))

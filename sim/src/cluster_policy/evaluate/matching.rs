@@ -13,14 +13,23 @@ use crate::selector;
 
 /// Whether `policy` applies to `pod`: never to a host-network pod.
 pub(crate) fn selects(policy: &ClusterPolicy, pod: &PodView, view: &ClusterView) -> bool {
+    selects_in(policy, pod, &view.namespace_labels(&pod.namespace))
+}
+
+/// [`selects`], the pod's namespace labelled `ns_labels` (for a caller asking of many
+/// policies about one pod).
+pub(crate) fn selects_in(
+    policy: &ClusterPolicy,
+    pod: &PodView,
+    ns_labels: &BTreeMap<String, String>,
+) -> bool {
     if pod.host_network {
         return false;
     }
-    let ns_labels = view.namespace_labels(&pod.namespace);
     match &policy.subject {
-        Subject::Namespaces(ns) => selector::matches(ns, &ns_labels),
+        Subject::Namespaces(ns) => selector::matches(ns, ns_labels),
         Subject::Pods { namespaces, pods } => {
-            selector::matches(namespaces, &ns_labels) && selector::matches(pods, &pod.labels)
+            selector::matches(namespaces, ns_labels) && selector::matches(pods, &pod.labels)
         }
     }
 }

@@ -233,7 +233,14 @@ struct Builder {
 impl Builder {
     fn push(&mut self, chain: &str, rule: Rule) {
         let line = rule.line(chain);
-        self.chains.entry(chain.to_string()).or_default().push(line);
+        // Looked up before inserting: thousands of rules go to a few hundred chains, and
+        // `entry` would allocate the name for each.
+        match self.chains.get_mut(chain) {
+            Some(lines) => lines.push(line),
+            None => {
+                self.chains.insert(chain.to_string(), vec![line]);
+            }
+        }
     }
 
     fn ensure_chain(&mut self, chain: &str) {

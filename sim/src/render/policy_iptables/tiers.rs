@@ -47,20 +47,68 @@ const MARK_UNDECIDED: &str = "0x0/0x50000";
 /// Clears both the allowed and the passed marks.
 pub(super) const CLEAR_TIER_MARKS: &str = "MARK --set-xmark 0x0/0x50000";
 
-/// The cluster-wide policies a node's rules are rendered with.
-#[derive(Debug, Clone, Copy)]
+/// The cluster-wide policies a node's rules are rendered with, and the sets their peers
+/// stand for: those are the same on every node, so they are worked out once here.
+#[derive(Debug, Clone)]
 pub struct ClusterTiers<'a> {
     pub policies: &'a [ClusterPolicy],
     pub view: &'a ClusterView,
+    /// Per policy (as in `policies`), per direction (ingress, egress), per rule, per
+    /// peer: the name of its set.
+    set_names: Vec<[Vec<Vec<String>>; 2]>,
+    /// Each peer set's members, by name.
+    sets: BTreeMap<String, IpSet>,
 }
 
 impl<'a> ClusterTiers<'a> {
+    /// The tiers of `policies` over the cluster `view`.
+    pub fn new(policies: &'a [ClusterPolicy], view: &'a ClusterView) -> Self {
+        let mut sets = BTreeMap::new();
+        let set_names = policies
+            .iter()
+            .map(|policy| {
+                [Direction::Ingress, Direction::Egress].map(|dir| {
+                    rules(policy, dir)
+                        .iter()
+                        .map(|rule| {
+                            rule.peers
+                                .iter()
+                                .map(|peer| peer_set(&mut sets, view, dir, peer))
+                                .collect()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        Self {
+            policies,
+            view,
+            set_names,
+            sets,
+        }
+    }
+
     /// No cluster-wide policy: the rules are NetworkPolicy's alone.
     pub fn none(view: &'a ClusterView) -> Self {
-        Self {
-            policies: &[],
-            view,
-        }
+        Self::new(&[], view)
+    }
+
+    /// Peer `peer` of rule `rule` of `policy` (one of ours) for `dir`: its set's name and
+    /// members.
+    fn peer_set(
+        &self,
+        policy: &ClusterPolicy,
+        dir: Direction,
+        rule: usize,
+        peer: usize,
+    ) -> Option<(&str, &IpSet)> {
+        let at = self.policies.iter().position(|p| std::ptr::eq(p, policy))?;
+        let side = match dir {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        };
+        let name = self.set_names.get(at)?[side].get(rule)?.get(peer)?;
+        Some((name, self.sets.get(name)?))
     }
 
     /// The policies of `tier` selecting `pod` with rules for `dir`, in evaluation order.
@@ -77,11 +125,12 @@ impl<'a> ClusterTiers<'a> {
         else {
             return Vec::new();
         };
+        let ns_labels = self.view.namespace_labels(&view.namespace);
         let mut found: Vec<&ClusterPolicy> = self
             .policies
             .iter()
             .filter(|p| p.tier == tier && !rules(p, dir).is_empty())
-            .filter(|p| crate::cluster_policy::evaluate::matching::selects(p, view, self.view))
+            .filter(|p| crate::cluster_policy::evaluate::matching::selects_in(p, view, &ns_labels))
             .collect();
         found.sort_by_key(|p| (p.priority, p.id()));
         found
@@ -183,7 +232,13 @@ fn policy_chain(
             Direction::Egress => "to",
         };
         for (k, peer) in rule.peers.iter().enumerate() {
-            let set = peer_set(b, tiers.view, dir, peer);
+            // Worked out by `ClusterTiers::new` for every peer of its policies.
+            let Some((set, members)) = tiers.peer_set(policy, dir, i, k) else {
+                continue;
+            };
+            if !b.sets.contains_key(set) {
+                b.add_set(set, members.clone());
+            }
             let side = match dir {
                 Direction::Ingress => "src",
                 Direction::Egress => "dst",
@@ -316,12 +371,17 @@ fn peer_pods<'v>(view: &'v ClusterView, peer: &Peer) -> Vec<(&'v PodView, Ipv4Ad
         .collect()
 }
 
-/// The set a peer stands for, added to the node's sets unless a rule before named the
-/// same peer on the same side: pods (`hash:ip`), the matching nodes' addresses
-/// (`hash:ip`), or networks (`hash:net`, IPv4 only: the cluster is IPv4).
-fn peer_set(b: &mut Builder, view: &ClusterView, dir: Direction, peer: &Peer) -> String {
+/// The name of the set a peer stands for, its members added to `sets` unless a peer
+/// before selected the same on the same side: pods (`hash:ip`), the matching nodes'
+/// addresses (`hash:ip`), or networks (`hash:net`, IPv4 only: the cluster is IPv4).
+fn peer_set(
+    sets: &mut BTreeMap<String, IpSet>,
+    view: &ClusterView,
+    dir: Direction,
+    peer: &Peer,
+) -> String {
     let name = names::cluster_peer_set(dir, &peer.key(), matches!(peer, Peer::Networks(_)));
-    if b.sets.contains_key(&name) {
+    if sets.contains_key(&name) {
         return name;
     }
     let content = match peer {
@@ -368,7 +428,7 @@ fn peer_set(b: &mut Builder, view: &ClusterView, dir: Direction, peer: &Peer) ->
             IpSet::new(SetKind::HashNet, entries)
         }
     };
-    b.add_set(&name, content);
+    sets.insert(name.clone(), content);
     name
 }
 
