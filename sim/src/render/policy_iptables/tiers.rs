@@ -93,22 +93,33 @@ impl<'a> ClusterTiers<'a> {
         Self::new(&[], view)
     }
 
-    /// Peer `peer` of rule `rule` of `policy` (one of ours) for `dir`: its set's name and
-    /// members.
-    fn peer_set(
-        &self,
+    /// The peers' sets of `policy` (one of ours) for `dir`: per rule, per peer, the
+    /// set's name and members.
+    fn peer_sets<'s>(
+        &'s self,
         policy: &ClusterPolicy,
         dir: Direction,
-        rule: usize,
-        peer: usize,
-    ) -> Option<(&str, &IpSet)> {
-        let at = self.policies.iter().position(|p| std::ptr::eq(p, policy))?;
+    ) -> impl Fn(usize, usize) -> Option<(&'s str, &'s IpSet)> + 's {
         let side = match dir {
             Direction::Ingress => 0,
             Direction::Egress => 1,
         };
-        let name = self.set_names.get(at)?[side].get(rule)?.get(peer)?;
-        Some((name, self.sets.get(name)?))
+        let names = self
+            .policies
+            .iter()
+            .position(|p| std::ptr::eq(p, policy))
+            .and_then(|at| self.set_names.get(at))
+            .map(|per_dir| &per_dir[side]);
+        // Every policy a node's rules are rendered for comes from `policies`.
+        debug_assert!(
+            names.is_some(),
+            "{} is not among the tiers' policies",
+            policy.id()
+        );
+        move |rule, peer| {
+            let name = names?.get(rule)?.get(peer)?;
+            Some((name.as_str(), self.sets.get(name)?))
+        }
     }
 
     /// The policies of `tier` selecting `pod` with rules for `dir`, in evaluation order.
@@ -214,6 +225,7 @@ fn policy_chain(
     let kind = policy.kind.short_name();
     let chain = names::cluster_policy_chain(kind, &policy.name, dir);
     b.ensure_chain(&chain);
+    let peer_sets = tiers.peer_sets(policy, dir);
     for (i, rule) in rules(policy, dir).iter().enumerate() {
         let rule_name = if rule.name.is_empty() {
             format!("#{i}")
@@ -233,7 +245,7 @@ fn policy_chain(
         };
         for (k, peer) in rule.peers.iter().enumerate() {
             // Worked out by `ClusterTiers::new` for every peer of its policies.
-            let Some((set, members)) = tiers.peer_set(policy, dir, i, k) else {
+            let Some((set, members)) = peer_sets(i, k) else {
                 continue;
             };
             if !b.sets.contains_key(set) {
