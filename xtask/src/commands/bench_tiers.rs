@@ -111,8 +111,8 @@ const RULES: usize = 25;
 /// The policy and rule the changes touch.
 const CHANGED_POLICY: usize = 42;
 const CHANGED_RULE: usize = 12;
-/// The pod whose label changes (`pod: p01` is named by the `pods` peers of rule 1 of
-/// every policy whose rule 1 names namespace t03).
+/// The pod whose label changes (`pod: p01` in namespace t03, which the `pods` peers of
+/// several policies' rules name).
 const RELABELLED: (&str, &str) = ("t03", "p01");
 
 /// One change to the 100 policies.
@@ -386,9 +386,9 @@ fn rewrites(s: &ApplyScripts) -> Rewrites {
 /// The build measured: the renderer runs in this process.
 fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
-        "Debug"
+        "Debug build"
     } else {
-        "Release (`cargo xtask bench --tiers --release`, as `cargo install` builds it)"
+        "Release build (`cargo xtask bench --tiers --release`, as `cargo install` builds knetlab)"
     }
 }
 
@@ -430,7 +430,7 @@ fn measure_scale(base: &Rendered, shared: Duration, nodes: &[Netns]) -> Result<(
          scripts' text (the shared work, resolving the objects, the tiers' view and the peers' sets \
          once for all nodes, took {:.1} ms); load = `ipset restore` then one \
          `iptables-restore --noflush` (process start included), nodes one after the \
-         other. {} build.\n",
+         other. {}.\n",
         ms(shared),
         build_profile()
     );

@@ -16,7 +16,7 @@
 //! allowed and, at its end, returns to the pod chain (so an egress Accept still lets the
 //! destination's ingress be judged, as a NetworkPolicy egress allow does); Pass goes to
 //! `KUBE-CNP-PASS`, which marks it passed. One line a match, where kube-router's MARK and
-//! RETURN pair takes two: at 100 policies of 25 rules that is a third fewer rules to
+//! RETURN pair takes two: at 100 policies of 25 rules that is a quarter fewer rules to
 //! load. The pass mark is cleared with the allowed mark at the end of the pod chain.
 //!
 //! A peer's addresses are one set per peer selector and side ([`names::cluster_peer_set`]),
