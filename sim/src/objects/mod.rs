@@ -493,12 +493,7 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPortUse> {
                 None if on_host => p.container_port,
                 None => return None,
             };
-            let protocol = p
-                .protocol
-                .as_deref()
-                .unwrap_or("TCP")
-                .parse::<Protocol>()
-                .ok()?;
+            let protocol = container_port_protocol(p)?;
             let host_ip = p
                 .host_ip
                 .as_deref()
@@ -525,6 +520,12 @@ pub fn pod_ip(pod: &Pod) -> Option<std::net::Ipv4Addr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
+/// A container port's protocol (TCP when unset, as the API server defaults it); `None`
+/// for one the scenario's checks would have refused.
+fn container_port_protocol(p: &k8s_openapi::api::core::v1::ContainerPort) -> Option<Protocol> {
+    p.protocol.as_deref().unwrap_or("TCP").parse().ok()
+}
+
 /// Every container port the pod declares, in declaration order.
 pub fn declared_ports(pod: &Pod) -> Vec<DeclaredPort> {
     let Some(spec) = &pod.spec else {
@@ -534,12 +535,7 @@ pub fn declared_ports(pod: &Pod) -> Vec<DeclaredPort> {
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
-            let protocol = p
-                .protocol
-                .as_deref()
-                .unwrap_or("TCP")
-                .parse::<Protocol>()
-                .ok()?;
+            let protocol = container_port_protocol(p)?;
             let port = u16::try_from(p.container_port).ok()?;
             Some(DeclaredPort {
                 name: p.name.clone(),
