@@ -114,6 +114,21 @@ pub struct Side {
 }
 
 impl Side {
+    /// A side as NetworkPolicy alone sees it; the tier walk, when the cluster has
+    /// cluster-wide policies, is added by whoever judges the side with them.
+    pub fn untiered(
+        direction: Direction,
+        subject: impl Into<String>,
+        outcome: SideOutcome,
+    ) -> Self {
+        Self {
+            direction,
+            subject: subject.into(),
+            outcome,
+            tiers: None,
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         if let Some(t) = &self.tiers {
             return t.verdict == TierVerdict::Allow;

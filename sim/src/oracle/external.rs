@@ -752,12 +752,11 @@ fn host_side(from: &Peer, ip: Ipv4Addr) -> Side {
         Peer::Host(h) => h.clone(),
         other => other.to_string(),
     };
-    Side {
-        direction: Direction::Egress,
-        tiers: None,
-        subject: from.to_string(),
-        outcome: SideOutcome::HostTraffic { host, ip },
-    }
+    Side::untiered(
+        Direction::Egress,
+        from.to_string(),
+        SideOutcome::HostTraffic { host, ip },
+    )
 }
 
 /// The node addresses external paths need, per node (see

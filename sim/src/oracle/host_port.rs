@@ -375,26 +375,24 @@ pub(super) fn decide(ctx: &OracleContext, from: &Peer, node: &str, port: PortPro
             let Some(ip) = ctx.host_ports.nodes.get(n).map(|a| a.underlay) else {
                 return Case::Unknown(format!("node {n} has no known address"));
             };
-            Side {
-                direction: Direction::Egress,
-                tiers: None,
-                subject: from.to_string(),
-                outcome: SideOutcome::NodeTraffic {
+            Side::untiered(
+                Direction::Egress,
+                from.to_string(),
+                SideOutcome::NodeTraffic {
                     node: n.clone(),
                     ip,
                 },
-            }
+            )
         }
         (Peer::Host(h), None) => match ctx.host_addresses.get(h) {
-            Some(ip) => Side {
-                direction: Direction::Egress,
-                tiers: None,
-                subject: from.to_string(),
-                outcome: SideOutcome::HostTraffic {
+            Some(ip) => Side::untiered(
+                Direction::Egress,
+                from.to_string(),
+                SideOutcome::HostTraffic {
                     host: h.clone(),
                     ip: *ip,
                 },
-            },
+            ),
             None => return Case::Unknown(format!("host {h} is not declared")),
         },
         _ => return Case::Unknown(format!("{from} cannot be a client")),

@@ -328,33 +328,30 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
                 pod: p.pod.to_string(),
             };
         }
-        (Source::HostPod(h, n, ip), _) => Side {
-            direction: Direction::Egress,
-            tiers: None,
-            subject: h.pod.to_string(),
-            outcome: SideOutcome::HostNetwork {
+        (Source::HostPod(h, n, ip), _) => Side::untiered(
+            Direction::Egress,
+            h.pod.to_string(),
+            SideOutcome::HostNetwork {
                 node: (*n).clone(),
                 ip: *ip,
             },
-        },
-        (Source::Node(n, ip), _) => Side {
-            direction: Direction::Egress,
-            tiers: None,
-            subject: format!("node/{n}"),
-            outcome: SideOutcome::NodeTraffic {
+        ),
+        (Source::Node(n, ip), _) => Side::untiered(
+            Direction::Egress,
+            format!("node/{n}"),
+            SideOutcome::NodeTraffic {
                 node: (*n).clone(),
                 ip: *ip,
             },
-        },
-        (Source::Host(h, ip), _) => Side {
-            direction: Direction::Egress,
-            tiers: None,
-            subject: format!("host/{h}"),
-            outcome: SideOutcome::HostTraffic {
+        ),
+        (Source::Host(h, ip), _) => Side::untiered(
+            Direction::Egress,
+            format!("host/{h}"),
+            SideOutcome::HostTraffic {
                 host: (*h).clone(),
                 ip: *ip,
             },
-        },
+        ),
         (Source::Pod(p), Dest::Pod(d)) => {
             side(resolved, Direction::Egress, p, &Endpoint::Pod(d), port)
         }
@@ -368,24 +365,22 @@ fn decide(ctx: &OracleContext, from: &Peer, to: &Peer, port: PortProto, path: Pa
     };
     // The server's ingress.
     let ingress = match (&dest, &source) {
-        (Dest::HostPod(d, n, ip), _) => Side {
-            direction: Direction::Ingress,
-            tiers: None,
-            subject: d.pod.to_string(),
-            outcome: SideOutcome::HostNetwork {
+        (Dest::HostPod(d, n, ip), _) => Side::untiered(
+            Direction::Ingress,
+            d.pod.to_string(),
+            SideOutcome::HostNetwork {
                 node: (*n).clone(),
                 ip: *ip,
             },
-        },
-        (Dest::Outside(who, ip), _) => Side {
-            direction: Direction::Ingress,
-            tiers: None,
-            subject: who.clone(),
-            outcome: SideOutcome::NotAPod {
+        ),
+        (Dest::Outside(who, ip), _) => Side::untiered(
+            Direction::Ingress,
+            who.clone(),
+            SideOutcome::NotAPod {
                 who: who.clone(),
                 ip: *ip,
             },
-        },
+        ),
         (Dest::Pod(d), Source::Pod(p)) => {
             side(resolved, Direction::Ingress, d, &Endpoint::Pod(p), port)
         }
@@ -482,10 +477,5 @@ fn side(
                 .collect(),
         },
     };
-    Side {
-        direction,
-        subject: subject.pod.to_string(),
-        outcome,
-        tiers: None,
-    }
+    Side::untiered(direction, subject.pod.to_string(), outcome)
 }
